@@ -1,0 +1,204 @@
+// rbtrace/event.h - typed events declared with one macro.
+//
+//   RBTRACE_EVENT(demo, tick, ((uint64_t, seq))((int32_t, value))((rbtrace::str, who)))
+//
+// declares `rbtrace_events::demo_tick` with
+//   - `record`: the record layout (common header, then the fields; a
+//     `rbtrace::str` field is stored as a kernel `__data_loc char[]` u32:
+//     offset in the low 16 bits, length with the NUL in the high 16 bits,
+//     the bytes after the fixed fields),
+//   - a registered type id and the kernel-style `format` text (names,
+//     offsets, sizes, signedness, print fmt), so trace-cmd can decode it,
+//   - `emit(rb, seq, value, who)`: writes one event (the writer API's rules:
+//     any thread or signal handler; no allocation, no system call),
+//   - `enable()` / `disable()`: a disabled event costs one load and a branch.
+//
+// Field types: the fixed-width integer types, bool, and rbtrace::str
+// (passed as std::string_view; longer than 65535 bytes is cut).
+#pragma once
+
+#include <boost/preprocessor/comma_if.hpp>
+#include <boost/preprocessor/seq/for_each.hpp>
+#include <boost/preprocessor/seq/for_each_i.hpp>
+#include <boost/preprocessor/stringize.hpp>
+#include <boost/preprocessor/tuple/elem.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "rbtrace/ring_buffer.h"
+
+namespace rbtrace {
+
+struct str {};  // marker type for a __data_loc char[] field
+
+template <class T>
+struct FieldTraits;
+#define RBTRACE_FIELD_TRAITS(T, cname, pfmt)                      \
+  template <>                                                     \
+  struct FieldTraits<T> {                                         \
+    using storage = T;                                            \
+    using param = T;                                              \
+    static constexpr const char* c_name = cname;                  \
+    static constexpr const char* fmt = pfmt;                      \
+    static constexpr bool is_signed = std::is_signed_v<T>;        \
+    static constexpr bool is_string = false;                      \
+  };
+RBTRACE_FIELD_TRAITS(uint64_t, "u64", "%llu")
+RBTRACE_FIELD_TRAITS(int64_t, "s64", "%lld")
+RBTRACE_FIELD_TRAITS(uint32_t, "u32", "%u")
+RBTRACE_FIELD_TRAITS(int32_t, "s32", "%d")
+RBTRACE_FIELD_TRAITS(uint16_t, "u16", "%u")
+RBTRACE_FIELD_TRAITS(int16_t, "s16", "%d")
+RBTRACE_FIELD_TRAITS(uint8_t, "u8", "%u")
+RBTRACE_FIELD_TRAITS(int8_t, "s8", "%d")
+RBTRACE_FIELD_TRAITS(bool, "bool", "%d")
+#undef RBTRACE_FIELD_TRAITS
+template <>
+struct FieldTraits<str> {
+  using storage = uint32_t;
+  using param = std::string_view;
+  static constexpr const char* c_name = "__data_loc char[]";
+  static constexpr const char* fmt = "%s";
+  static constexpr bool is_signed = false;
+  static constexpr bool is_string = true;
+};
+
+struct EventField {
+  const char* c_type;
+  const char* name;
+  uint32_t offset;
+  uint32_t size;
+  bool is_signed;
+  bool is_string;
+  const char* fmt;
+};
+
+// A registered event type. Any thread may read it; registration happens
+// during static initialization.
+struct EventType {
+  const char* system = nullptr;
+  const char* name = nullptr;
+  uint16_t id = 0;
+  std::atomic<bool>* enabled = nullptr;
+  std::vector<EventField> fields;
+  uint32_t fixed_size = 0;  // sizeof(record)
+
+  // The kernel's events/<system>/<name>/format text.
+  std::string format() const;
+  std::string print_fmt() const;
+};
+
+// Registers an event type, assigns its id (from 1000 up, in registration
+// order). Returns the id. Thread-safe.
+uint16_t register_event(EventType* t);
+// All registered types, in id order (the pointers stay valid).
+std::vector<const EventType*> registered_events();
+const EventType* find_event(uint16_t id);
+const EventType* find_event(std::string_view system, std::string_view name);
+// The kernel's header_page / header_event format texts.
+std::string header_page_format();
+std::string header_event_format();
+
+namespace detail {
+inline void fill_common(void* rec, uint16_t id, const Reservation& r) {
+  CommonHeader h;
+  h.common_type = id;
+  h.common_flags = r.level ? kFlagSignal : 0;
+  h.common_preempt_count = r.level;
+  h.common_pid = r.tid;
+  std::memcpy(rec, &h, sizeof h);
+}
+inline uint32_t str_len(std::string_view s) {
+  return static_cast<uint32_t>((s.size() > 65534 ? 65534 : s.size()) + 1);
+}
+template <class T>
+inline uint32_t dyn_size(const T&) { return 0; }
+inline uint32_t dyn_size(std::string_view s) { return str_len(s); }
+
+template <class T, class P>
+inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* dyn) {
+  if constexpr (FieldTraits<T>::is_string) {
+    const uint32_t n = str_len(v);
+    const uint32_t loc = (n << 16) | *dyn;
+    std::memcpy(base + off, &loc, 4);
+    std::memcpy(base + *dyn, v.data(), n - 1);
+    base[*dyn + n - 1] = 0;
+    *dyn += n;
+  } else {
+    const typename FieldTraits<T>::storage s = v;
+    std::memcpy(base + off, &s, sizeof s);
+  }
+}
+}  // namespace detail
+
+}  // namespace rbtrace
+
+#define RBTRACE_DETAIL_FTYPE(f) BOOST_PP_TUPLE_ELEM(2, 0, f)
+#define RBTRACE_DETAIL_FNAME(f) BOOST_PP_TUPLE_ELEM(2, 1, f)
+#define RBTRACE_DETAIL_DECL(r, _, f) \
+  typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::storage RBTRACE_DETAIL_FNAME(f);
+#define RBTRACE_DETAIL_PARAM(r, _, i, f)      \
+  BOOST_PP_COMMA_IF(i)                         \
+  typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::param RBTRACE_DETAIL_FNAME(f)
+#define RBTRACE_DETAIL_DYN(r, _, f) +::rbtrace::detail::dyn_size(RBTRACE_DETAIL_FNAME(f))
+#define RBTRACE_DETAIL_PUT(r, _, f)                                                     \
+  ::rbtrace::detail::put_field<RBTRACE_DETAIL_FTYPE(f)>(                                \
+      base_, static_cast<uint32_t>(offsetof(record, RBTRACE_DETAIL_FNAME(f))), \
+      RBTRACE_DETAIL_FNAME(f), &dyn_);
+#define RBTRACE_DETAIL_META(r, _, f)                                                    \
+  {::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::c_name,                             \
+   BOOST_PP_STRINGIZE(RBTRACE_DETAIL_FNAME(f)),                                         \
+   static_cast<uint32_t>(offsetof(record, RBTRACE_DETAIL_FNAME(f))),                    \
+   static_cast<uint32_t>(sizeof(record::RBTRACE_DETAIL_FNAME(f))),                      \
+   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_signed,                          \
+   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string,                          \
+   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::fmt},
+
+#define RBTRACE_EVENT(system, name, fields)                                             \
+  namespace rbtrace_events {                                                            \
+  struct system##_##name {                                                              \
+    struct record {                                                                     \
+      ::rbtrace::CommonHeader common;                                                   \
+      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DECL, _, fields)                             \
+    };                                                                                  \
+    static inline std::atomic<bool> enabled_{true};                                     \
+    static inline ::rbtrace::EventType type_;                                           \
+    static inline const uint16_t id_ = [] {                                             \
+      type_.system = #system;                                                           \
+      type_.name = #name;                                                               \
+      type_.enabled = &enabled_;                                                        \
+      type_.fixed_size = sizeof(record);                                                \
+      type_.fields = {BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_META, _, fields)};           \
+      return ::rbtrace::register_event(&type_);                                         \
+    }();                                                                                \
+    static const ::rbtrace::EventType& type() { return type_; }                         \
+    static uint16_t id() { return id_; }                                                \
+    static void enable() { enabled_.store(true, std::memory_order_relaxed); }           \
+    static void disable() { enabled_.store(false, std::memory_order_relaxed); }         \
+    static bool enabled() { return enabled_.load(std::memory_order_relaxed); }          \
+    /* 0, -ENOENT when disabled, or the reserve error. */                               \
+    template <class Hooks = ::rbtrace::NoHooks>                                         \
+    static int emit(::rbtrace::RingBuffer& rb_,                                         \
+                    BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, fields)) {         \
+      /* relaxed: a flag, nothing is published through it */                          \
+      if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
+      const uint32_t len_ = static_cast<uint32_t>(sizeof(record))                       \
+          BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, fields);                         \
+      ::rbtrace::Reservation r_ = rb_.template reserve<Hooks>(len_);                    \
+      if (!r_) return r_.err;                                                           \
+      unsigned char* base_ = static_cast<unsigned char*>(r_.data);                      \
+      uint32_t dyn_ = static_cast<uint32_t>(sizeof(record));                            \
+      ::rbtrace::detail::fill_common(base_, id_, r_);                                   \
+      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_PUT, _, fields)                              \
+      (void)dyn_;                                                                       \
+      rb_.template commit<Hooks>(r_);                                                   \
+      return 0;                                                                         \
+    }                                                                                   \
+  };                                                                                    \
+  }

@@ -1,0 +1,738 @@
+// rbtrace/ring_buffer.h - the lockless per-CPU ring buffer.
+//
+// Writers on one CPU nest like a stack: the owner thread, interrupted by its
+// signal handlers, interrupted by theirs. See docs/DESIGN.md for the
+// protocol; the code points W1..W6 (writer) and R1..R4 (reader) named in the
+// comments below are defined there.
+//
+// Who may call what:
+//   writer API (reserve/commit/discard/write, typed emit): any thread and
+//     any signal handler; the calling thread owns a CPU slot (bound or
+//     claimed on first use). Never blocks, never allocates, never makes a
+//     system call (except the very first event of a thread, which claims a
+//     slot: one gettid).
+//   reader API (read_page/peek/consume/Iterator): any thread, one reader per
+//     CPU at a time (readers serialize on a per-CPU reader lock; writers
+//     never wait for it). Not from a signal handler of the CPU's owner.
+//   control and stats: any thread.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <sched.h>
+#include <string>
+
+#include "rbtrace/clock.h"
+#include "rbtrace/detail/local.h"
+#include "rbtrace/format.h"
+
+namespace rbtrace {
+
+class RingBuffer;
+
+enum class Mode : uint8_t {
+  kOverwrite,         // the newest event pushes out the oldest page
+  kProducerConsumer,  // a full buffer drops the newest event
+};
+
+struct Options {
+  uint32_t ncpus = 4;           // writer slots, 1..kMaxCpus
+  uint32_t page_size = 4096;    // power of two, kMinPageSize..kMaxPageSize
+  uint32_t pages_per_cpu = 16;  // ring pages per CPU (>= 2), plus one
+                                // reader page
+  Mode mode = Mode::kOverwrite;
+  ClockKind clock = ClockKind::kCounter;
+};
+
+inline constexpr uint32_t kMaxCpus = 4096;
+inline constexpr uint32_t kMaxPagesPerCpu = 1u << 20;
+inline constexpr uint64_t kMaxBytesPerBuffer = 1ULL << 36;  // 64 GiB
+inline constexpr uint32_t kMaxNesting = 8;  // owner + 7 nested handlers
+
+// A clear error: an errno-style code and a sentence.
+struct Error {
+  int code = 0;
+  std::string message;
+};
+
+// Per-CPU counters, by cause. Every write attempt on a CPU ends in exactly
+// one of: entries (written), dropped, commit_overrun, nested_dropped,
+// disabled. Every written event ends read, overrun, or still in the buffer:
+//   entries == read + overrun + (events still buffered)
+struct CpuStats {
+  uint64_t entries = 0;         // events committed
+  uint64_t bytes = 0;           // payload bytes committed
+  uint64_t overrun = 0;         // committed, then overwritten (overwrite)
+  uint64_t commit_overrun = 0;  // refused: the tail lapped the commit page
+  uint64_t dropped = 0;         // refused: buffer full (producer/consumer)
+  uint64_t nested_dropped = 0;  // refused: nesting too deep, or a handler
+                                // had to cross a page while the writer it
+                                // interrupted was crossing one
+  uint64_t disabled = 0;        // refused: record-disabled, or the buffer
+                                // was swapped away between W1 and W2
+  uint64_t read = 0;            // events handed to readers
+  // Losses that readers are told about in page flags.
+  uint64_t lost() const { return overrun + commit_overrun + dropped + nested_dropped; }
+};
+
+// Points where a test policy can run code in the middle of the real writer
+// (docs/DESIGN.md, "Test hooks"). With NoHooks they compile to nothing.
+enum class HookPoint : uint8_t {
+  kAfterW1,        // record_disabled checked, nothing entered yet
+  kAfterW3,        // entered and back-pointer checked
+  kInW5,           // page crossing: tail overflowed, head not yet handled
+  kW5Retry,        // page crossing done, about to retry the reservation
+  kBeforeCommit,   // W6 about to run
+};
+
+struct NoHooks {
+  static void at(HookPoint, RingBuffer&, uint32_t) {}
+};
+
+namespace detail {
+
+// ---------------------------------------------------------------------------
+// List pointer bits (BufferPage::next). The pointer of the page *before* the
+// head page carries the flag:
+//   bits 0..1  kPageNormal 0, kPageHead 1 (the pointed-to page is the head),
+//              kPageUpdate 2 (a writer is pushing the head forward)
+//   bits 2..   BufferPage* (pages are 64-byte aligned)
+// Invariant: outside a writer's W5, exactly one pointer in the ring has
+// kPageHead and none has kPageUpdate.
+// ---------------------------------------------------------------------------
+inline constexpr uintptr_t kPageNormal = 0;
+inline constexpr uintptr_t kPageHead = 1;
+inline constexpr uintptr_t kPageUpdate = 2;
+inline constexpr uintptr_t kFlagMask = 3;
+
+struct BufferPage;
+inline BufferPage* page_of(uintptr_t v) { return reinterpret_cast<BufferPage*>(v & ~kFlagMask); }
+inline uintptr_t flags_of(uintptr_t v) { return v & kFlagMask; }
+inline uintptr_t link(BufferPage* p, uintptr_t f) { return reinterpret_cast<uintptr_t>(p) | f; }
+
+// One sub-buffer's descriptor (the kernel's buffer_page).
+struct alignas(64) BufferPage {
+  // Ring links. `next` is changed by the writer (flag bits, in W5) and by the
+  // reader (R2 splice); `prev` only by the reader (the writer loads it in
+  // is_reader_page).
+  std::atomic<uintptr_t> next{0};
+  std::atomic<BufferPage*> prev{nullptr};
+  // Write index: (tail_seq << 32) | byte index into data[]. Owner-written.
+  // The upper half changes every time the page becomes the tail page, so a
+  // value identifies a position in the CPU's history (W4 uses that).
+  Local64 write;
+  // Events reserved on this page (minus discards). Owner-written; the
+  // reader loads it once the commit has left the page.
+  Local64 entries;
+  // End of the events when a writer closed the page with padding in W5,
+  // else the page capacity. Owner-written before the commit passes it.
+  Local32 real_end;
+  // The data page. Swapped by read_page while this is the reader page and
+  // no writer can reach it (see read_page).
+  DataPage* page = nullptr;
+  uint32_t index = 0;  // position in the pages array, for debugging
+
+  uint64_t commit_acquire() const {
+    // acquire: pairs with the release stores in CpuBuffer::set_commit_to_write;
+    // makes the events below the committed index visible.
+    return std::atomic_ref<uint64_t>(page->commit).load(std::memory_order_acquire);
+  }
+};
+
+// The pages of one CPU and its counters (the kernel's ring_buffer_per_cpu).
+struct CpuBuffer {
+  // ---- owner-hot: written only by the owner thread and its handlers ------
+  alignas(64) std::atomic<BufferPage*> tail_page{nullptr};  // relaxed: owner only
+  Local64 nesting;     // depth of writers inside W2..W6: the busy state
+  Local64 committing;  // kernel's committing (see end_commit)
+  Local64 commits;     // kernel's commits
+  Local64 write_stamp;  // time of the event that ends at stamp_pos
+  Local64 stamp_pos;    // BufferPage::write value at the end of that event
+  Local64 tail_seq;     // times the tail moved (upper half of write)
+  Local32 in_w5;        // a writer is inside W5
+  uint32_t capacity = 0;  // data bytes per page (page_size - 16)
+  bool overwrite = true;
+  Clock clock;
+  // Back-pointer to the RingBuffer holding this CPU buffer (W3). Written by
+  // swap_cpu on the owner thread (or with no owner), read by the writer.
+  std::atomic<RingBuffer*> buffer{nullptr};
+  // record_disabled: bit 31 = OFF (idempotent), bits 0..30 = nestable
+  // disable count. Any thread changes it with fetch_add/fetch_or.
+  std::atomic<uint32_t> record_disabled{0};
+
+  // Writer-side counters (see CpuStats). Owner-written, loaded by anyone.
+  alignas(64) Local64 entries;
+  Local64 bytes;
+  Local64 overrun;
+  Local64 commit_overrun;
+  Local64 dropped;
+  Local64 nested_dropped;
+  Local64 disabled;
+
+  // ---- written by the owner, read by the reader --------------------------
+  alignas(64) std::atomic<BufferPage*> commit_page{nullptr};
+
+  // ---- reader-hot: only the reader holding reader_lock --------------------
+  alignas(64) std::atomic<int> reader_lock{0};
+  BufferPage* reader_page = nullptr;
+  std::atomic<BufferPage*> head_page{nullptr};  // hint; writer and reader
+  uint32_t reader_read = 0;     // offset of the next unread byte of the reader page
+  uint64_t read_stamp = 0;      // time of the event before reader_read
+  uint64_t last_lost = 0;       // lost() total at the last page swap
+  uint64_t lost_events = 0;     // not yet reported to a reader
+  std::atomic<uint64_t> read{0};  // relaxed: reader-written counter
+
+  // ---- cold ---------------------------------------------------------------
+  alignas(64) uint32_t cpu = 0;
+  uint32_t page_size = 0;
+  uint32_t npages = 0;
+  BufferPage* pages = nullptr;  // npages + 1 descriptors
+
+  bool is_reader_page(BufferPage* p) const {
+    // The reader page is the one page outside the ring: its prev's next
+    // does not point back to it. relaxed: the writer calls this only in W5
+    // for the commit page, which it owns; a stale answer is argued safe in
+    // docs/DESIGN.md (W5, "commit on the reader page").
+    BufferPage* prev = p->prev.load(std::memory_order_relaxed);
+    return page_of(prev->next.load(std::memory_order_relaxed)) != p;
+  }
+
+  uint64_t lost_total() const {
+    return overrun.load() + commit_overrun.load() + dropped.load() + nested_dropped.load();
+  }
+
+  CpuStats stats() const;
+  void set_commit_to_write();
+  void end_commit();
+};
+
+// Per-thread CPU bindings. Plain data (no destructor), initial-exec TLS, so
+// reading it is one load relative to the thread pointer and is safe in a
+// signal handler. Cleanup at thread exit goes through a pthread key.
+struct ThreadBinding {
+  uint32_t rb_id;
+  int32_t cpu;
+};
+inline constexpr int kMaxBindingsPerThread = 8;
+struct ThreadState {
+  int32_t tid;
+  uint8_t count;
+  bool key_set;
+  ThreadBinding bindings[kMaxBindingsPerThread];
+};
+extern thread_local ThreadState tls_state __attribute__((tls_model("initial-exec")));
+
+inline int32_t thread_cpu(uint32_t rb_id) {
+  ThreadState& t = tls_state;
+  for (int i = 0; i < t.count; i++) {
+    if (t.bindings[i].rb_id == rb_id) return t.bindings[i].cpu;
+  }
+  return -1;
+}
+
+}  // namespace detail
+
+// A successful reservation: `data` has room for `length` payload bytes.
+// Every successful reserve is followed by exactly one commit or discard, on
+// the same thread at the same nesting level (before the writer it
+// interrupted resumes).
+struct Reservation {
+  void* data = nullptr;      // payload; null on failure
+  uint32_t length = 0;       // payload bytes requested
+  int err = 0;               // 0, or -errno: -EINVAL bad length, -EPERM
+                             // disabled, -EAGAIN swapped away (W3),
+                             // -ELOOP too deep, -ENOSPC full / commit
+                             // overrun, -EBUSY no free CPU slot
+  uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
+  int32_t tid = 0;           // the writer's thread id
+  detail::CpuBuffer* cpu = nullptr;
+  detail::BufferPage* page = nullptr;
+  uint32_t event_offset = 0;  // offset of the data event header in data[]
+  uint32_t total = 0;         // bytes reserved, time event included
+  explicit operator bool() const { return data != nullptr; }
+};
+
+class RingBuffer {
+ public:
+  // Creates a ring buffer, or returns null and fills `err` (EINVAL for bad
+  // options, ENOMEM when memory cannot be had). Any thread.
+  static std::unique_ptr<RingBuffer> create(const Options& opts, Error* err = nullptr);
+  ~RingBuffer();
+  RingBuffer(const RingBuffer&) = delete;
+  RingBuffer& operator=(const RingBuffer&) = delete;
+
+  const Options& options() const { return opts_; }
+  uint32_t ncpus() const { return opts_.ncpus; }
+  uint32_t page_size() const { return opts_.page_size; }
+  const Clock& clock() const { return clock_; }
+  uint32_t id() const { return id_; }
+  // Largest payload one event can carry.
+  uint32_t max_payload() const { return max_payload_; }
+
+  // ---- CPU slots -----------------------------------------------------------
+  // Binds the calling thread to `cpu`. 0, -EINVAL (no such CPU), -EBUSY
+  // (owned by another thread), -ENOSPC (thread bound to too many buffers).
+  int bind_thread(uint32_t cpu);
+  // Gives the calling thread's slot back (also done at thread exit).
+  void unbind_thread();
+  // The calling thread's CPU, or -1.
+  int current_cpu() const { return detail::thread_cpu(id_); }
+  // Thread id owning `cpu`, 0 if none.
+  int32_t cpu_owner(uint32_t cpu) const;
+  // Events refused because no CPU slot was free.
+  uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
+
+  // ---- writer --------------------------------------------------------------
+  // W1..W5. On failure the Reservation is empty and err says why; the
+  // refusal is counted (except -EINVAL).
+  template <class Hooks = NoHooks>
+  Reservation reserve(uint32_t length);
+  // W6. Makes the event visible to readers once no writer it interrupted is
+  // still inside W2..W6.
+  template <class Hooks = NoHooks>
+  void commit(const Reservation& r);
+  // Withdraws a reservation: the space is given back if nothing was reserved
+  // after it, else it becomes padding. Not counted as an entry.
+  void discard(const Reservation& r);
+  // reserve + copy + commit. 0 or the reserve error.
+  int write(const void* data, uint32_t length);
+
+  // ---- record enable/disable (any thread) -----------------------------------
+  void record_disable() { record_disabled_.fetch_add(1, std::memory_order_relaxed); }
+  void record_enable() { record_disabled_.fetch_sub(1, std::memory_order_relaxed); }
+  void record_off() { record_disabled_.fetch_or(kRecordOff, std::memory_order_relaxed); }
+  void record_on() { record_disabled_.fetch_and(~kRecordOff, std::memory_order_relaxed); }
+  bool record_is_on() const { return record_disabled_.load(std::memory_order_relaxed) == 0; }
+  int record_disable_cpu(uint32_t cpu);
+  int record_enable_cpu(uint32_t cpu);
+  int record_off_cpu(uint32_t cpu);
+  int record_on_cpu(uint32_t cpu);
+
+  // ---- reader ---------------------------------------------------------------
+  // A page to trade with read_page; free it with free_read_page. Null on
+  // ENOMEM.
+  DataPage* alloc_read_page() const;
+  static void free_read_page(DataPage* p);
+
+  // R1..R4. Hands back in *page the CPU's oldest committed data. If the
+  // reader page is full and no writer can reach it, the pages are swapped
+  // (no copy) and *page now holds the buffer's page; otherwise the committed
+  // unread part is copied into *page, unless `full` is set. Returns the bytes
+  // of event data in the page (>0); -EAGAIN when there is nothing (or, with
+  // `full`, no full page) to read; -EINVAL for a bad CPU or null page.
+  // Lost events since the last read set kMissedEvents (and kMissedStored
+  // with the count after the data when it fits) in (*page)->commit.
+  int read_page(DataPage** page, uint32_t cpu, bool full);
+
+  // Event-level reading of the reader page. peek leaves the event in place;
+  // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL. `lost`
+  // (optional) receives the events lost before this one. The payload pointer
+  // stays valid until the next reader call on this CPU.
+  int peek(uint32_t cpu, PageEvent* ev, uint64_t* lost = nullptr);
+  int consume(uint32_t cpu, PageEvent* ev, uint64_t* lost = nullptr);
+
+  // Non-consuming iteration over everything committed on one CPU, oldest
+  // first. Holds the CPU's reader lock while alive. Safe beside running
+  // writers in producer/consumer mode; in overwrite mode the pages it walks
+  // could be overwritten, so there it claims the CPU slot for its lifetime
+  // (no writer can run) or fails with -EBUSY if a thread owns the slot.
+  class Iterator {
+   public:
+    Iterator(RingBuffer& rb, uint32_t cpu);
+    ~Iterator();
+    Iterator(const Iterator&) = delete;
+    Iterator& operator=(const Iterator&) = delete;
+    int status() const { return status_; }  // 0, -EINVAL, -EBUSY
+    // Next event; false at the end. Payload valid until the iterator moves.
+    bool next(PageEvent* ev);
+
+   private:
+    bool load_page(detail::BufferPage* bp, uint32_t from, uint64_t ts);
+    RingBuffer& rb_;
+    detail::CpuBuffer* cb_ = nullptr;
+    uint32_t cpu_;
+    int status_ = 0;
+    bool claimed_ = false;
+    bool locked_ = false;
+    detail::BufferPage* page_ = nullptr;  // current page
+    detail::BufferPage* stop_ = nullptr;  // commit page: last page to walk
+    bool on_reader_page_ = false;
+    PageWalker walker_{nullptr, 0, 0};
+  };
+
+  // ---- stats ----------------------------------------------------------------
+  // Counters of `cpu` (zeros for a bad CPU). Any thread.
+  CpuStats stats(uint32_t cpu) const;
+
+  // ---- swap (the writer's half of the snapshot protocol) ----------------------
+  // S2..S4: exchanges CPU `cpu`'s buffer between this and `other`. Must run
+  // on the CPU's owner thread with every signal blocked (or in a handler
+  // installed with a full sa_mask), or while nobody owns the slot.
+  // Returns 0; -EINVAL (no such CPU in both, or geometry differs); -EAGAIN
+  // (either buffer record-disabled); -EBUSY (a writer is inside W2..W6 on
+  // either buffer, or a reader holds either buffer's reader lock).
+  int swap_cpu(RingBuffer& other, uint32_t cpu);
+  // The CPU buffer currently in slot `cpu` (for tests and the snapshot
+  // engine). Null for a bad CPU.
+  detail::CpuBuffer* cpu_buffer(uint32_t cpu) const;
+  // Empties CPU `cpu`: pages, counters. Only with no writer and no reader
+  // (e.g. a swapped-out buffer). 0 or -EINVAL.
+  int reset_cpu(uint32_t cpu);
+
+ private:
+  static constexpr uint32_t kRecordOff = 1u << 31;
+  RingBuffer() = default;
+
+  int32_t claim_cpu();
+  template <class Hooks>
+  int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
+                uint32_t cpu);
+  detail::BufferPage* get_reader_page(detail::CpuBuffer* cb);
+  detail::BufferPage* find_head(detail::CpuBuffer* cb);
+  detail::CpuBuffer* lock_reader(uint32_t cpu);
+  static void unlock_reader(detail::CpuBuffer* cb);
+  int next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool consume);
+  void init_cpu_buffer(detail::CpuBuffer* cb);
+  friend class Iterator;
+
+  Options opts_;
+  Clock clock_;
+  uint32_t id_ = 0;
+  uint32_t max_payload_ = 0;
+  // Global record_disabled: bit 31 OFF, bits 0..30 nestable count.
+  alignas(64) std::atomic<uint32_t> record_disabled_{0};
+  std::unique_ptr<std::atomic<detail::CpuBuffer*>[]> buffers_;
+  std::unique_ptr<std::atomic<int32_t>[]> owners_;
+  std::unique_ptr<detail::CpuBuffer[]> storage_;
+  alignas(64) std::atomic<uint64_t> no_cpu_{0};
+};
+
+// ===========================================================================
+// Writer fast path (inline).
+// ===========================================================================
+
+template <class Hooks>
+Reservation RingBuffer::reserve(uint32_t length) {
+  using namespace detail;
+  Reservation r;
+  if (RBTRACE_UNLIKELY(length == 0 || length > max_payload_)) {
+    r.err = -EINVAL;
+    return r;
+  }
+  int32_t cpu = thread_cpu(id_);
+  if (RBTRACE_UNLIKELY(cpu < 0)) {
+    cpu = claim_cpu();
+    if (cpu < 0) {
+      r.err = -EBUSY;
+      return r;
+    }
+  }
+  // relaxed: buffers_[cpu] changes only in swap_cpu, which runs on this
+  // thread (or with no owner); W3 catches a swap after this load.
+  CpuBuffer* cb = buffers_[cpu].load(std::memory_order_relaxed);
+
+  // W1: record_disabled, global then per CPU. relaxed: a disable that is not
+  // seen yet is ordered by the swap's own check (S3) or is simply late, as
+  // in the kernel.
+  if (RBTRACE_UNLIKELY((record_disabled_.load(std::memory_order_relaxed) |
+                        cb->record_disabled.load(std::memory_order_relaxed)) != 0)) {
+    cb->disabled.inc();
+    r.err = -EPERM;
+    return r;
+  }
+  Hooks::at(HookPoint::kAfterW1, *this, static_cast<uint32_t>(cpu));
+
+  // W2: enter. From here until end_commit the CPU buffer is busy
+  // (nesting != 0), across every W5 retry: a swap (S3) refuses it.
+  uint64_t level = cb->nesting.add_return(1);
+  cb->committing.inc();
+  cb->commits.inc();
+  signal_fence();  // W2 before W3, against a swap run by a handler
+
+  // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
+  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this)) {
+    // Nobody can have reserved in cb since our W2: nested writers load
+    // buffers_[cpu] afresh. Leave without committing anything.
+    cb->committing.dec();
+    cb->disabled.inc();
+    signal_fence();
+    cb->nesting.dec();
+    r.err = -EAGAIN;
+    return r;
+  }
+  if (RBTRACE_UNLIKELY(level > kMaxNesting)) {
+    cb->committing.dec();
+    cb->nested_dropped.inc();
+    signal_fence();
+    cb->nesting.dec();
+    r.err = -ELOOP;
+    return r;
+  }
+  Hooks::at(HookPoint::kAfterW3, *this, static_cast<uint32_t>(cpu));
+
+  const uint32_t evlen = data_event_size(length);
+  for (uint32_t tries = 0;; tries++) {
+    // W4: read the position (A), the clock, the last stamp; reserve (B).
+    BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
+    const uint64_t w = tp->write.load();
+    signal_fence();
+    uint64_t ts = cb->clock.now();
+    const uint64_t prev_ts = cb->write_stamp.load();
+    const uint64_t prev_pos = cb->stamp_pos.load();
+    signal_fence();
+    if (RBTRACE_UNLIKELY(ts < prev_ts)) ts = prev_ts;  // never backwards
+    const bool first = static_cast<uint32_t>(w) == 0;
+    // kind: 0 = delta in the header, 1 = time extend, 2 = absolute stamp.
+    // A nested writer, or one whose predecessor's stamp is not known for
+    // sure (stamp_pos != our start), writes an absolute stamp.
+    uint32_t kind;
+    uint64_t delta = 0;
+    if (RBTRACE_UNLIKELY(level > 1)) {
+      kind = 2;
+    } else if (first) {
+      kind = 0;
+    } else if (RBTRACE_UNLIKELY(prev_pos != w)) {
+      kind = 2;
+    } else {
+      delta = ts - prev_ts;
+      kind = delta > kTsDeltaMask ? 1 : 0;
+    }
+    const uint32_t total = evlen + (kind ? kTimeEventSize : 0);
+    const uint64_t end = tp->write.add_return(total);  // B
+    const uint64_t start = end - total;
+    const uint32_t tail = static_cast<uint32_t>(start);
+    if (RBTRACE_UNLIKELY(static_cast<uint32_t>(end) > cb->capacity ||
+                         static_cast<uint32_t>(end) < tail)) {
+      // W5: the page is full. Pad, move the tail, retry.
+      int rc = move_tail<Hooks>(cb, tp, tail, static_cast<uint32_t>(cpu));
+      if (RBTRACE_LIKELY(rc == 0 && tries < 1000)) {
+        Hooks::at(HookPoint::kW5Retry, *this, static_cast<uint32_t>(cpu));
+        continue;
+      }
+      if (rc == 0) {
+        cb->nested_dropped.inc();
+        rc = -ENOSPC;
+      }
+      cb->end_commit();
+      r.err = rc;
+      return r;
+    }
+    tp->entries.inc();
+    unsigned char* p = tp->page->data + tail;
+    const bool interrupted = start != w;
+    if (RBTRACE_UNLIKELY(interrupted)) {
+      // Handlers reserved between A and B: our predecessor is theirs and
+      // our clock read is older than theirs. With a time slot, write a
+      // fresh absolute stamp; without one, delta 0 (the predecessor's time).
+      ts = cb->clock.now();
+      const uint64_t last = cb->write_stamp.load();
+      if (ts < last) ts = last;
+      if (kind) kind = 2;
+      delta = 0;
+    }
+    if (tail == 0) {
+      // First event of the page: its time is the page's time stamp.
+      tp->page->time_stamp = ts;
+      delta = 0;
+    }
+    if (kind) {
+      const uint64_t v = kind == 2 ? ts : delta;
+      store_u32(p, make_event_word(kind == 2 ? kTypeTimeStamp : kTypeTimeExtend,
+                                   static_cast<uint32_t>(v & kTsDeltaMask)));
+      store_u32(p + 4, static_cast<uint32_t>(v >> kTsShift));
+      p += kTimeEventSize;
+      delta = 0;
+    }
+    const uint32_t d = static_cast<uint32_t>(delta);
+    if (evlen - 4 <= kMaxSmallData) {
+      store_u32(p, make_event_word((evlen - 4) / 4, d));
+      r.data = p + 4;
+    } else {
+      store_u32(p, make_event_word(0, d));
+      store_u32(p + 4, evlen - 4);
+      r.data = p + 8;
+    }
+    if (RBTRACE_LIKELY(!interrupted || kind == 2 || tail == 0)) {
+      // Our time is known (ts): publish it for the next writer. The pair is
+      // valid only if stamp_pos equals that writer's start (docs/DESIGN.md,
+      // W4 "time stamps"); a handler that interleaves here leaves a pair
+      // that no later start matches, which forces an absolute stamp.
+      cb->write_stamp.store(ts);
+      signal_fence();
+      cb->stamp_pos.store(end);
+    }
+    r.length = length;
+    r.level = static_cast<uint8_t>(level - 1);
+    r.tid = tls_state.tid;
+    r.cpu = cb;
+    r.page = tp;
+    r.event_offset = static_cast<uint32_t>(p - tp->page->data);
+    r.total = total;
+    return r;
+  }
+}
+
+template <class Hooks>
+void RingBuffer::commit(const Reservation& r) {
+  detail::CpuBuffer* cb = r.cpu;
+  cb->entries.inc();
+  cb->bytes.add(r.length);
+  Hooks::at(HookPoint::kBeforeCommit, *this, cb->cpu);
+  cb->end_commit();  // W6
+}
+
+inline void detail::CpuBuffer::end_commit() {
+  // W6: only the outermost writer moves the commit; it loops while commits
+  // changed under it, i.e. while a handler reserved after it looked.
+  for (;;) {
+    const uint64_t c = commits.load();
+    signal_fence();
+    if (committing.load() == 1) set_commit_to_write();
+    committing.dec();
+    signal_fence();
+    if (RBTRACE_LIKELY(commits.load() == c) || committing.load() != 0) break;
+    committing.inc();
+  }
+  signal_fence();
+  nesting.dec();  // the busy state ends after the last retry (CVE-2026-74601)
+}
+
+inline void detail::CpuBuffer::set_commit_to_write() {
+  BufferPage* cp = commit_page.load(std::memory_order_relaxed);
+  for (;;) {
+    BufferPage* tp = tail_page.load(std::memory_order_relaxed);
+    if (cp == tp) break;
+    // The commit leaves cp: its events end at real_end (padding excluded).
+    // release: publishes cp's events and header; pairs with the acquire in
+    // BufferPage::commit_acquire (read_page, peek, Iterator).
+    std::atomic_ref<uint64_t>(cp->page->commit).store(cp->real_end.load(),
+                                                      std::memory_order_release);
+    cp = page_of(cp->next.load(std::memory_order_relaxed));
+    // release: the reader, seeing commit_page move, may take the old page
+    // whole; pairs with the acquire loads of commit_page in
+    // RingBuffer::get_reader_page and read_page.
+    commit_page.store(cp, std::memory_order_release);
+  }
+  uint32_t idx = static_cast<uint32_t>(cp->write.load());
+  uint32_t end = cp->real_end.load();
+  if (idx > end) idx = end;
+  // release: publishes the events below idx; pairs with
+  // BufferPage::commit_acquire.
+  std::atomic_ref<uint64_t>(cp->page->commit).store(idx, std::memory_order_release);
+}
+
+inline int RingBuffer::write(const void* data, uint32_t length) {
+  Reservation r = reserve(length);
+  if (!r) return r.err;
+  std::memcpy(r.data, data, length);
+  commit(r);
+  return 0;
+}
+
+// ===========================================================================
+// W5: page crossing (slow path; a template so test hook policies reach it)
+// ===========================================================================
+
+template <class Hooks>
+int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
+                          uint32_t cpu) {
+  using namespace detail;
+  // W5a: the writer whose reservation straddles the page end owns
+  // [tail, capacity): it pads and records where the events end. Every later
+  // reservation on this page starts at or past capacity.
+  if (tail < cb->capacity) {
+    if (cb->capacity - tail >= kEventHeaderSize)
+      store_u32(tp->page->data + tail, make_event_word(kTypePadding, 0));
+    tp->real_end.store(tail);
+  }
+  if (cb->in_w5.load() != 0) {
+    // A handler interrupted a writer inside W5 and must cross a page too.
+    // Forbidding this keeps W5 free of writer-writer races (DESIGN.md).
+    cb->nested_dropped.inc();
+    return -ENOSPC;
+  }
+  cb->in_w5.store(1);
+  signal_fence();
+  Hooks::at(HookPoint::kInW5, *this, cpu);
+  if (tp != cb->tail_page.load(std::memory_order_relaxed)) {
+    // A handler moved the tail between our A and now: just retry.
+    signal_fence();
+    cb->in_w5.store(0);
+    return 0;
+  }
+  for (int spins = 0;; spins++) {
+    // acquire: pairs with the release CAS in get_reader_page (R2), which
+    // publishes the reset state of the page the reader put into the ring.
+    const uintptr_t nx = tp->next.load(std::memory_order_acquire);
+    BufferPage* next = page_of(nx);
+    BufferPage* commit = cb->commit_page.load(std::memory_order_relaxed);  // owner-written
+    if (RBTRACE_UNLIKELY(next == commit)) {
+      // The tail lapped the commit page: nested writers filled the whole
+      // ring while an outer writer is uncommitted.
+      cb->commit_overrun.inc();
+      signal_fence();
+      cb->in_w5.store(0);
+      return -ENOSPC;
+    }
+    if (flags_of(nx) == kPageHead) {
+      if (cb->is_reader_page(commit)) {
+        // The commit is on the reader page. If the tail is there too, the
+        // head page is empty (the reader took the page we write into) and
+        // we move into it. If the tail went round the ring, moving on
+        // would overwrite what the commit has not reached.
+        if (tp != commit) {
+          cb->commit_overrun.inc();
+          signal_fence();
+          cb->in_w5.store(0);
+          return -ENOSPC;
+        }
+      } else if (!cb->overwrite) {
+        cb->dropped.inc();  // producer/consumer: full, drop the newest
+        signal_fence();
+        cb->in_w5.store(0);
+        return -ENOSPC;
+      } else {
+        // Overwrite: push the head page forward. HEAD -> UPDATE claims the
+        // head page against the reader's R2 CAS on the same word.
+        uintptr_t expected = link(next, kPageHead);
+        // acq_rel: pairs with the reader's CAS in get_reader_page on this
+        // word; on success we own `next` (its counters are final).
+        if (!tp->next.compare_exchange_strong(expected, link(next, kPageUpdate),
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_acquire)) {
+          // The reader swapped the head out first: tp->next is now its
+          // spare page. Look again.
+          if (spins > 1000) sched_yield();
+          continue;
+        }
+        cb->overrun.add(next->entries.load());
+        BufferPage* new_head = page_of(next->next.load(std::memory_order_relaxed));
+        // release: the new HEAD flag; pairs with the acquire loads in
+        // find_head. Nobody else writes this word while it is NORMAL.
+        next->next.store(link(new_head, kPageHead), std::memory_order_release);
+        cb->head_page.store(new_head, std::memory_order_relaxed);  // a hint
+        // release: UPDATE -> NORMAL after the new head is marked; pairs with
+        // the acquire loads in find_head.
+        tp->next.store(link(next, kPageNormal), std::memory_order_release);
+      }
+    }
+    // W5b: move the tail into `next`. It is empty for us: either the page
+    // we just pushed out, or a page behind the head.
+    const uint64_t seq = cb->tail_seq.add_return(1);
+    next->write.store(seq << 32);
+    next->entries.store(0);
+    next->real_end.store(cb->capacity);
+    next->page->time_stamp = 0;
+    std::atomic_ref<uint64_t>(next->page->commit).store(0, std::memory_order_relaxed);
+    signal_fence();  // the page is reset before handlers can reach it
+    cb->tail_page.store(next, std::memory_order_relaxed);
+    signal_fence();
+    cb->in_w5.store(0);
+    return 0;
+  }
+}
+
+}  // namespace rbtrace

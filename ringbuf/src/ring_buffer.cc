@@ -1,0 +1,700 @@
+// ring_buffer.cc - construction, CPU slots, the writer's slow path (W5), the
+// reader (R1..R4), swap, reset, the iterator and stats.
+#include "rbtrace/ring_buffer.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+
+namespace rbtrace {
+
+using namespace detail;
+
+namespace detail {
+thread_local ThreadState tls_state __attribute__((tls_model("initial-exec"))) = {};
+}  // namespace detail
+
+namespace {
+
+// ---- registry of live ring buffers, for thread-exit cleanup ---------------
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::unordered_map<uint32_t, RingBuffer*>& registry() {
+  static std::unordered_map<uint32_t, RingBuffer*> r;
+  return r;
+}
+std::atomic<uint32_t> next_id{1};
+pthread_key_t exit_key;
+pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+void release_thread_slots(void*) {
+  ThreadState& t = tls_state;
+  std::lock_guard<std::mutex> g(registry_mutex());
+  for (int i = 0; i < t.count; i++) {
+    auto it = registry().find(t.bindings[i].rb_id);
+    if (it != registry().end()) it->second->unbind_thread();
+  }
+  t.count = 0;
+}
+
+void make_exit_key() { pthread_key_create(&exit_key, release_thread_slots); }
+
+int32_t cached_tid() {
+  ThreadState& t = tls_state;
+  if (t.tid == 0) t.tid = static_cast<int32_t>(syscall(SYS_gettid));
+  return t.tid;
+}
+
+bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+DataPage* alloc_page(uint32_t size) {
+  void* p = nullptr;
+  if (posix_memalign(&p, size < 65536 ? size : 65536, size) != 0) return nullptr;
+  std::memset(p, 0, size);  // pre-fault: the writer should not take faults
+  return static_cast<DataPage*>(p);
+}
+
+}  // namespace
+
+// ===========================================================================
+// Construction
+// ===========================================================================
+
+std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
+  auto fail = [&](int code, std::string msg) -> std::unique_ptr<RingBuffer> {
+    if (err) {
+      err->code = code;
+      err->message = std::move(msg);
+    }
+    return nullptr;
+  };
+  if (o.ncpus == 0 || o.ncpus > kMaxCpus)
+    return fail(EINVAL, "ncpus must be 1.." + std::to_string(kMaxCpus) + ", got " +
+                            std::to_string(o.ncpus));
+  if (!is_pow2(o.page_size) || o.page_size < kMinPageSize || o.page_size > kMaxPageSize)
+    return fail(EINVAL, "page_size must be a power of two from 4096 to 1048576, got " +
+                            std::to_string(o.page_size));
+  if (o.pages_per_cpu < 2 || o.pages_per_cpu > kMaxPagesPerCpu)
+    return fail(EINVAL, "pages_per_cpu must be 2.." + std::to_string(kMaxPagesPerCpu) +
+                            ", got " + std::to_string(o.pages_per_cpu));
+  const uint64_t bytes = static_cast<uint64_t>(o.ncpus) * (o.pages_per_cpu + 1ULL) * o.page_size;
+  if (bytes > kMaxBytesPerBuffer)
+    return fail(EINVAL, "too many pages: " + std::to_string(bytes) +
+                            " bytes requested, the limit is " +
+                            std::to_string(kMaxBytesPerBuffer));
+  if (o.mode != Mode::kOverwrite && o.mode != Mode::kProducerConsumer)
+    return fail(EINVAL, "unknown mode");
+  if (static_cast<unsigned>(o.clock) > static_cast<unsigned>(ClockKind::kRealtime))
+    return fail(EINVAL, "unknown clock");
+
+  std::unique_ptr<RingBuffer> rb(new (std::nothrow) RingBuffer());
+  if (!rb) return fail(ENOMEM, "out of memory");
+  rb->opts_ = o;
+  rb->clock_ = Clock(o.clock);
+  if (rb->clock_.kind() == ClockKind::kCounter) (void)counter_calibration();
+  const uint32_t cap = o.page_size - kPageHeaderSize;
+  // An event must fit a page with a time event in front of it.
+  rb->max_payload_ = (cap - kTimeEventSize - 8) & ~3u;
+  rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[o.ncpus]);
+  rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
+  rb->storage_.reset(new (std::nothrow) CpuBuffer[o.ncpus]);
+  if (!rb->buffers_ || !rb->owners_ || !rb->storage_) return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < o.ncpus; c++) {
+    CpuBuffer* cb = &rb->storage_[c];
+    cb->cpu = c;
+    cb->page_size = o.page_size;
+    cb->npages = o.pages_per_cpu;
+    cb->capacity = cap;
+    cb->overwrite = o.mode == Mode::kOverwrite;
+    cb->clock = rb->clock_;
+    cb->pages = new (std::nothrow) BufferPage[o.pages_per_cpu + 1];
+    if (!cb->pages) return fail(ENOMEM, "out of memory");
+    for (uint32_t i = 0; i <= o.pages_per_cpu; i++) {
+      cb->pages[i].index = i;
+      cb->pages[i].page = alloc_page(o.page_size);
+      if (!cb->pages[i].page)
+        return fail(ENOMEM, "cannot allocate " + std::to_string(bytes) + " bytes of pages");
+    }
+    rb->init_cpu_buffer(cb);
+    cb->buffer.store(rb.get(), std::memory_order_relaxed);
+    rb->buffers_[c].store(cb, std::memory_order_relaxed);
+    rb->owners_[c].store(0, std::memory_order_relaxed);
+  }
+  pthread_once(&exit_key_once, make_exit_key);
+  rb->id_ = next_id.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(registry_mutex());
+    registry()[rb->id_] = rb.get();
+  }
+  return rb;
+}
+
+// Links pages[0..npages-1] into a ring with pages[0] as head, tail and
+// commit page, and pages[npages] as the reader page. Only with no writer and
+// no reader on cb.
+void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
+  const uint32_t n = cb->npages;
+  for (uint32_t i = 0; i <= n; i++) {
+    BufferPage* p = &cb->pages[i];
+    p->write.store(0);
+    p->entries.store(0);
+    p->real_end.store(cb->capacity);
+    p->page->time_stamp = 0;
+    p->page->commit = 0;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    BufferPage* p = &cb->pages[i];
+    p->next.store(link(&cb->pages[(i + 1) % n], kPageNormal), std::memory_order_relaxed);
+    p->prev.store(&cb->pages[(i + n - 1) % n], std::memory_order_relaxed);
+  }
+  // The page before the head points at it with kPageHead.
+  cb->pages[n - 1].next.store(link(&cb->pages[0], kPageHead), std::memory_order_relaxed);
+  BufferPage* rp = &cb->pages[n];
+  rp->next.store(link(&cb->pages[0], kPageNormal), std::memory_order_relaxed);
+  rp->prev.store(&cb->pages[n - 1], std::memory_order_relaxed);
+  cb->tail_page.store(&cb->pages[0], std::memory_order_relaxed);
+  cb->commit_page.store(&cb->pages[0], std::memory_order_relaxed);
+  cb->head_page.store(&cb->pages[0], std::memory_order_relaxed);
+  cb->reader_page = rp;
+  cb->reader_read = 0;
+  cb->read_stamp = 0;
+  cb->write_stamp.store(0);
+  cb->stamp_pos.store(~0ULL);
+  cb->tail_seq.store(0);
+  cb->in_w5.store(0);
+  cb->entries.store(0);
+  cb->bytes.store(0);
+  cb->overrun.store(0);
+  cb->commit_overrun.store(0);
+  cb->dropped.store(0);
+  cb->nested_dropped.store(0);
+  cb->disabled.store(0);
+  cb->read.store(0, std::memory_order_relaxed);
+  cb->last_lost = 0;
+  cb->lost_events = 0;
+}
+
+RingBuffer::~RingBuffer() {
+  {
+    std::lock_guard<std::mutex> g(registry_mutex());
+    registry().erase(id_);
+  }
+  if (storage_) {
+    for (uint32_t c = 0; c < opts_.ncpus; c++) {
+      CpuBuffer* cb = &storage_[c];
+      if (!cb->pages) continue;
+      for (uint32_t i = 0; i <= cb->npages; i++) std::free(cb->pages[i].page);
+      delete[] cb->pages;
+    }
+  }
+}
+
+// ===========================================================================
+// CPU slots
+// ===========================================================================
+
+int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
+  if (cpu >= opts_.ncpus) return 0;
+  return owners_[cpu].load(std::memory_order_relaxed);
+}
+
+namespace {
+int add_binding(uint32_t rb_id, int32_t cpu) {
+  ThreadState& t = tls_state;
+  if (t.count >= kMaxBindingsPerThread) return -ENOSPC;
+  if (!t.key_set) {
+    // A low pthread key stores into the thread descriptor: no allocation.
+    pthread_setspecific(exit_key, &t);
+    t.key_set = true;
+  }
+  t.bindings[t.count].rb_id = rb_id;
+  t.bindings[t.count].cpu = cpu;
+  signal_fence();  // the binding is complete before a handler can see it
+  t.count++;
+  return 0;
+}
+}  // namespace
+
+// Slow path of the first event of an unbound thread. Async-signal-safe: a
+// CAS per slot, one gettid the first time.
+int32_t RingBuffer::claim_cpu() {
+  const int32_t tid = cached_tid();
+  if (tls_state.count >= kMaxBindingsPerThread) {
+    no_cpu_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    int32_t expected = 0;
+    // acq_rel: acquire pairs with the release store in unbind_thread, so the
+    // new owner sees the previous owner's writer-side state; release is not
+    // needed by anyone but keeps the pair symmetric for bind_thread.
+    if (owners_[c].load(std::memory_order_relaxed) == 0 &&
+        owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+      if (add_binding(id_, static_cast<int32_t>(c)) != 0) {
+        owners_[c].store(0, std::memory_order_release);  // pairs as below
+        break;
+      }
+      return static_cast<int32_t>(c);
+    }
+  }
+  no_cpu_.fetch_add(1, std::memory_order_relaxed);
+  return -1;
+}
+
+int RingBuffer::bind_thread(uint32_t cpu) {
+  if (cpu >= opts_.ncpus) return -EINVAL;
+  const int32_t tid = cached_tid();
+  int32_t cur = thread_cpu(id_);
+  if (cur == static_cast<int32_t>(cpu)) return 0;
+  int32_t expected = 0;
+  // acq_rel: acquire pairs with the release in unbind_thread (see claim_cpu).
+  if (!owners_[cpu].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed))
+    return -EBUSY;
+  if (cur >= 0) {
+    // Moving from another slot: give that one back first.
+    ThreadState& t = tls_state;
+    for (int i = 0; i < t.count; i++) {
+      if (t.bindings[i].rb_id == id_) {
+        t.bindings[i].cpu = static_cast<int32_t>(cpu);
+        // release: publishes this thread's writes to the old slot to its
+        // next owner; pairs with the acquire CAS in claim_cpu/bind_thread.
+        owners_[cur].store(0, std::memory_order_release);
+        return 0;
+      }
+    }
+  }
+  int rc = add_binding(id_, static_cast<int32_t>(cpu));
+  if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
+  return rc;
+}
+
+void RingBuffer::unbind_thread() {
+  ThreadState& t = tls_state;
+  for (int i = 0; i < t.count; i++) {
+    if (t.bindings[i].rb_id != id_) continue;
+    const int32_t cpu = t.bindings[i].cpu;
+    t.bindings[i] = t.bindings[t.count - 1];
+    signal_fence();
+    t.count--;
+    // release: publishes this thread's writer-side state to the slot's next
+    // owner; pairs with the acquire CAS in claim_cpu/bind_thread.
+    owners_[cpu].store(0, std::memory_order_release);
+    return;
+  }
+}
+
+void RingBuffer::discard(const Reservation& r) {
+  if (!r) return;
+  CpuBuffer* cb = r.cpu;
+  BufferPage* bp = r.page;
+  const uint32_t ev = r.event_offset;
+  // The reservation began at the time event, if it had one.
+  const uint32_t begin = ev - (r.total - data_event_size(r.length));
+  const uint64_t w = bp->write.load();
+  const uint64_t end = (w & ~0xffffffffULL) | (begin + r.total);
+  bp->entries.dec();
+  // If nothing was reserved after us, give the space back (local cmpxchg:
+  // a handler reserving meanwhile makes it fail).
+  if (cb->tail_page.load(std::memory_order_relaxed) != bp || bp->write.cmpxchg(end, end - r.total) != end) {
+    // Otherwise the data event becomes padding; a time event in front of it
+    // keeps its meaning.
+    unsigned char* p = bp->page->data + ev;
+    const uint32_t word = load_u32(p);
+    const uint32_t size = data_event_size(r.length);
+    store_u32(p, make_event_word(kTypePadding, event_time_delta(word)));
+    store_u32(p + 4, size - 4);
+  }
+  cb->end_commit();
+}
+
+// ===========================================================================
+// Control
+// ===========================================================================
+
+CpuBuffer* RingBuffer::cpu_buffer(uint32_t cpu) const {
+  if (cpu >= opts_.ncpus) return nullptr;
+  // acquire: pairs with the release stores in swap_cpu.
+  return buffers_[cpu].load(std::memory_order_acquire);
+}
+
+int RingBuffer::record_disable_cpu(uint32_t cpu) {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  if (!cb) return -EINVAL;
+  cb->record_disabled.fetch_add(1, std::memory_order_relaxed);
+  return 0;
+}
+int RingBuffer::record_enable_cpu(uint32_t cpu) {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  if (!cb) return -EINVAL;
+  cb->record_disabled.fetch_sub(1, std::memory_order_relaxed);
+  return 0;
+}
+int RingBuffer::record_off_cpu(uint32_t cpu) {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  if (!cb) return -EINVAL;
+  cb->record_disabled.fetch_or(kRecordOff, std::memory_order_relaxed);
+  return 0;
+}
+int RingBuffer::record_on_cpu(uint32_t cpu) {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  if (!cb) return -EINVAL;
+  cb->record_disabled.fetch_and(~kRecordOff, std::memory_order_relaxed);
+  return 0;
+}
+
+// ===========================================================================
+// Reader
+// ===========================================================================
+
+DataPage* RingBuffer::alloc_read_page() const { return alloc_page(opts_.page_size); }
+void RingBuffer::free_read_page(DataPage* p) { std::free(p); }
+
+CpuBuffer* RingBuffer::lock_reader(uint32_t cpu) {
+  for (int spins = 0;; spins++) {
+    CpuBuffer* cb = cpu_buffer(cpu);
+    int expected = 0;
+    // acquire: pairs with the release in unlock_reader; readers serialize.
+    if (cb->reader_lock.compare_exchange_weak(expected, 1, std::memory_order_acquire,
+                                              std::memory_order_relaxed)) {
+      // A swap may have moved cb out of this slot before we locked it.
+      if (cpu_buffer(cpu) == cb) return cb;
+      unlock_reader(cb);
+    }
+    if (spins > 64) sched_yield();
+  }
+}
+
+void RingBuffer::unlock_reader(CpuBuffer* cb) {
+  // release: pairs with the acquire in lock_reader (and swap_cpu's trylock).
+  cb->reader_lock.store(0, std::memory_order_release);
+}
+
+// R1: find the head page: the page whose predecessor's next carries HEAD.
+BufferPage* RingBuffer::find_head(CpuBuffer* cb) {
+  BufferPage* p = cb->head_page.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < 2 * cb->npages + 2; i++) {
+    BufferPage* prev = p->prev.load(std::memory_order_relaxed);  // reader-written
+    // acquire: pairs with the release stores of the HEAD flag in move_tail.
+    if (prev->next.load(std::memory_order_acquire) == link(p, kPageHead)) return p;
+    p = page_of(p->next.load(std::memory_order_relaxed));
+  }
+  return nullptr;  // a writer is between HEAD->UPDATE and UPDATE->NORMAL
+}
+
+BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
+  BufferPage* rp = cb->reader_page;
+  if (cb->reader_read < (rp->commit_acquire() & kCommitMask)) return rp;
+  // acquire: pairs with the release store of commit_page in
+  // set_commit_to_write: once the commit has left the reader page, the
+  // page's final commit and every event on it are visible.
+  if (cb->commit_page.load(std::memory_order_acquire) == rp) {
+    // The writer is still on the reader page; re-check its commit.
+    return cb->reader_read < (rp->commit_acquire() & kCommitMask) ? rp : nullptr;
+  }
+  if (cb->reader_read < (rp->commit_acquire() & kCommitMask)) return rp;
+  for (int tries = 0; tries < 100000; tries++) {
+    BufferPage* head = find_head(cb);  // R1
+    if (!head) {
+      if (tries > 16) sched_yield();
+      continue;
+    }
+    // R2: splice the reader page in place of the head. It is outside the
+    // ring and no writer can reach it (the commit is not on it), so plain
+    // resets are fine; the CAS below publishes them.
+    rp->entries.store(0);
+    rp->real_end.store(cb->capacity);
+    rp->page->time_stamp = 0;
+    std::atomic_ref<uint64_t>(rp->page->commit).store(0, std::memory_order_relaxed);
+    BufferPage* after = page_of(head->next.load(std::memory_order_relaxed));
+    BufferPage* before = head->prev.load(std::memory_order_relaxed);
+    rp->next.store(link(after, kPageHead), std::memory_order_relaxed);
+    rp->prev.store(before, std::memory_order_relaxed);
+    const uint64_t lost = cb->lost_total();
+    uintptr_t expected = link(head, kPageHead);
+    // acq_rel: release publishes rp's reset and links to the writer (pairs
+    // with the acquire load of tp->next in move_tail); acquire pairs with
+    // the writer's acq_rel CAS/release stores on this word.
+    if (!before->next.compare_exchange_strong(expected, link(rp, kPageNormal),
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+      if (tries > 16) sched_yield();
+      continue;  // the writer pushed the head, or is pushing it
+    }
+    // R3: finish the splice; the old head is the reader page now.
+    after->prev.store(rp, std::memory_order_relaxed);
+    cb->head_page.store(after, std::memory_order_relaxed);
+    cb->reader_page = head;
+    cb->reader_read = 0;
+    // acquire: pairs with the writer's commit stores (see commit_acquire).
+    (void)head->commit_acquire();
+    cb->read_stamp = head->page->time_stamp;
+    cb->lost_events += lost - cb->last_lost;
+    cb->last_lost = lost;
+    return head;
+  }
+  return nullptr;
+}
+
+int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
+  if (cpu >= opts_.ncpus || pagep == nullptr || *pagep == nullptr) return -EINVAL;
+  CpuBuffer* cb = lock_reader(cpu);
+  int ret = -EAGAIN;
+  BufferPage* bp = get_reader_page(cb);  // R1..R3
+  if (bp) {
+    // R4: commit acquire (see commit_acquire).
+    const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
+    const uint32_t read = cb->reader_read;
+    if (read < commit) {
+      DataPage* dst = *pagep;
+      // acquire: pairs with set_commit_to_write's release of commit_page.
+      const bool writer_on_page = cb->commit_page.load(std::memory_order_acquire) == bp;
+      uint64_t nevents = 0;
+      uint32_t len = 0;
+      if (read != 0 || writer_on_page) {
+        if (!full) {
+          // Copy the committed unread part. The copy's time stamp is the time
+          // of the event before `read`, which the first copied delta is
+          // relative to.
+          len = commit - read;
+          dst->time_stamp = cb->read_stamp;
+          std::memcpy(dst->data, bp->page->data + read, len);
+          PageWalker walker(dst->data, len, dst->time_stamp);
+          PageEvent e;
+          while (walker.next(&e)) nevents++;
+          cb->read_stamp = walker.time();
+          cb->reader_read = commit;
+        }
+      } else {
+        // A full page no writer can reach: trade pages, no copy.
+        len = commit;
+        nevents = bp->entries.load();
+        DataPage* mine = bp->page;
+        bp->page = dst;
+        *pagep = mine;
+        dst = mine;
+        bp->page->time_stamp = 0;
+        bp->page->commit = 0;
+        cb->reader_read = 0;
+        dst->commit = len;
+      }
+      if (len > 0) {
+        dst->commit = len;
+        if (cb->lost_events) {
+          dst->commit |= kMissedEvents;
+          if (len + 8 <= cb->capacity) {
+            store_u64(dst->data + len, cb->lost_events);
+            dst->commit |= kMissedStored;
+          }
+          cb->lost_events = 0;
+        }
+        cb->read.fetch_add(nevents, std::memory_order_relaxed);
+        ret = static_cast<int>(len);
+      }
+    }
+  }
+  unlock_reader(cb);
+  return ret;
+}
+
+int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool consume) {
+  if (cpu >= opts_.ncpus || ev == nullptr) return -EINVAL;
+  CpuBuffer* cb = lock_reader(cpu);
+  int ret = -EAGAIN;
+  for (;;) {
+    BufferPage* bp = get_reader_page(cb);
+    if (!bp) break;
+    const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
+    const uint32_t read = cb->reader_read;
+    PageWalker walker(bp->page->data + read, commit - read, cb->read_stamp);
+    PageEvent e;
+    if (!walker.next(&e)) {
+      // Only padding (discarded events) up to commit: skip it.
+      cb->reader_read = commit;
+      cb->read_stamp = walker.time();
+      continue;
+    }
+    *ev = e;
+    ev->offset += read;
+    if (lost) *lost = cb->lost_events;
+    if (consume) {
+      cb->reader_read = read + walker.offset();
+      cb->read_stamp = e.ts;
+      cb->lost_events = 0;
+      cb->read.fetch_add(1, std::memory_order_relaxed);
+    }
+    ret = 0;
+    break;
+  }
+  unlock_reader(cb);
+  return ret;
+}
+
+int RingBuffer::peek(uint32_t cpu, PageEvent* ev, uint64_t* lost) {
+  return next_event(cpu, ev, lost, false);
+}
+int RingBuffer::consume(uint32_t cpu, PageEvent* ev, uint64_t* lost) {
+  return next_event(cpu, ev, lost, true);
+}
+
+// ===========================================================================
+// Swap and reset
+// ===========================================================================
+
+int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
+  // S2: the kernel's order: presence and geometry, then disabled state.
+  if (cpu >= opts_.ncpus || cpu >= other.opts_.ncpus || &other == this) return -EINVAL;
+  if (opts_.page_size != other.opts_.page_size ||
+      opts_.pages_per_cpu != other.opts_.pages_per_cpu || opts_.mode != other.opts_.mode ||
+      clock_.kind() != other.clock_.kind())
+    return -EINVAL;
+  CpuBuffer* a = buffers_[cpu].load(std::memory_order_relaxed);
+  CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_relaxed);
+  if (record_disabled_.load(std::memory_order_relaxed) ||
+      other.record_disabled_.load(std::memory_order_relaxed) ||
+      a->record_disabled.load(std::memory_order_relaxed) ||
+      b->record_disabled.load(std::memory_order_relaxed))
+    return -EAGAIN;
+  // S3: disable both, then refuse if a write is in progress on either: the
+  // busy state is nesting (W2..W6 with every retry), not committing.
+  a->record_disabled.fetch_add(1, std::memory_order_relaxed);
+  b->record_disabled.fetch_add(1, std::memory_order_relaxed);
+  signal_fence();
+  int ret = 0;
+  int la = 0, lb = 0;
+  if (a->nesting.load() != 0 || b->nesting.load() != 0) {
+    ret = -EBUSY;
+  } else if (!a->reader_lock.compare_exchange_strong(
+                 la, 1, std::memory_order_acquire,  // pairs with unlock_reader
+                 std::memory_order_relaxed)) {
+    ret = -EBUSY;
+  } else if (!b->reader_lock.compare_exchange_strong(
+                 lb, 1, std::memory_order_acquire,  // pairs with unlock_reader
+                 std::memory_order_relaxed)) {
+    unlock_reader(a);
+    ret = -EBUSY;
+  } else {
+    // S4: exchange the slots and the back-pointers. release: a reader that
+    // loads the slot (cpu_buffer, acquire) sees the buffer's state.
+    buffers_[cpu].store(b, std::memory_order_release);
+    other.buffers_[cpu].store(a, std::memory_order_release);
+    a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner only (W3)
+    b->buffer.store(this, std::memory_order_relaxed);
+    unlock_reader(b);
+    unlock_reader(a);
+  }
+  signal_fence();
+  a->record_disabled.fetch_sub(1, std::memory_order_relaxed);
+  b->record_disabled.fetch_sub(1, std::memory_order_relaxed);
+  return ret;
+}
+
+int RingBuffer::reset_cpu(uint32_t cpu) {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  if (!cb) return -EINVAL;
+  CpuBuffer* locked = lock_reader(cpu);
+  init_cpu_buffer(locked);
+  unlock_reader(locked);
+  return 0;
+}
+
+// ===========================================================================
+// Iterator
+// ===========================================================================
+
+RingBuffer::Iterator::Iterator(RingBuffer& rb, uint32_t cpu) : rb_(rb), cpu_(cpu) {
+  if (cpu >= rb.opts_.ncpus) {
+    status_ = -EINVAL;
+    return;
+  }
+  if (rb.opts_.mode == Mode::kOverwrite) {
+    const int32_t me = rb.current_cpu();
+    if (me == static_cast<int32_t>(cpu)) {
+      CpuBuffer* cb = rb.cpu_buffer(cpu);
+      if (cb->nesting.load() != 0) {  // called from a handler mid-write
+        status_ = -EBUSY;
+        return;
+      }
+    } else {
+      int32_t expected = 0;
+      // acquire: pairs with the release in unbind_thread (see claim_cpu).
+      if (!rb.owners_[cpu].compare_exchange_strong(expected, -1, std::memory_order_acquire,
+                                                   std::memory_order_relaxed)) {
+        status_ = -EBUSY;
+        return;
+      }
+      claimed_ = true;
+    }
+  }
+  cb_ = rb.lock_reader(cpu);
+  locked_ = true;
+  BufferPage* rp = cb_->reader_page;
+  on_reader_page_ = true;
+  // acquire: pairs with set_commit_to_write's release of commit_page.
+  stop_ = cb_->commit_page.load(std::memory_order_acquire);
+  load_page(rp, cb_->reader_read, cb_->read_stamp);
+}
+
+RingBuffer::Iterator::~Iterator() {
+  if (locked_) unlock_reader(cb_);
+  // release: pairs with the acquire CAS in claim_cpu/bind_thread.
+  if (claimed_) rb_.owners_[cpu_].store(0, std::memory_order_release);
+}
+
+bool RingBuffer::Iterator::load_page(BufferPage* bp, uint32_t from, uint64_t ts) {
+  page_ = bp;
+  const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
+  if (from > commit) from = commit;
+  walker_ = PageWalker(bp->page->data + from, commit - from, ts);
+  return true;
+}
+
+bool RingBuffer::Iterator::next(PageEvent* ev) {
+  if (status_ != 0) return false;
+  for (;;) {
+    if (walker_.next(ev)) return true;
+    if (page_ == stop_) return false;
+    BufferPage* nextp;
+    if (on_reader_page_) {
+      on_reader_page_ = false;
+      nextp = rb_.find_head(cb_);
+      if (!nextp) return false;
+    } else {
+      nextp = page_of(page_->next.load(std::memory_order_relaxed));
+    }
+    load_page(nextp, 0, nextp->page->time_stamp);
+  }
+}
+
+// ===========================================================================
+// Stats
+// ===========================================================================
+
+CpuStats CpuBuffer::stats() const {
+  CpuStats s;
+  s.entries = entries.load();
+  s.bytes = bytes.load();
+  s.overrun = overrun.load();
+  s.commit_overrun = commit_overrun.load();
+  s.dropped = dropped.load();
+  s.nested_dropped = nested_dropped.load();
+  s.disabled = disabled.load();
+  s.read = read.load(std::memory_order_relaxed);
+  return s;
+}
+
+CpuStats RingBuffer::stats(uint32_t cpu) const {
+  CpuBuffer* cb = cpu_buffer(cpu);
+  return cb ? cb->stats() : CpuStats{};
+}
+
+}  // namespace rbtrace
