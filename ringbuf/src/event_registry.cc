@@ -1,5 +1,6 @@
 // event_registry.cc - event type ids and the kernel-style format texts.
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "rbtrace/event.h"
@@ -92,6 +93,44 @@ std::string EventType::format() const {
          ";\tsigned:" + (fd.is_signed ? "1" : "0") + ";\n";
   }
   s += "\nprint fmt: " + print_fmt() + "\n";
+  return s;
+}
+
+std::string describe_record(const void* data, uint32_t len) {
+  const auto* b = static_cast<const unsigned char*>(data);
+  if (len < sizeof(CommonHeader)) return "<short record: " + std::to_string(len) + " bytes>";
+  CommonHeader h;
+  std::memcpy(&h, b, sizeof h);
+  const EventType* t = find_event(h.common_type);
+  if (!t) return "<unknown event type " + std::to_string(h.common_type) + ">";
+  std::string s = std::string(t->system) + ":" + t->name;
+  if (len < t->fixed_size) return s + " <truncated record>";
+  for (const EventField& f : t->fields) {
+    s += ' ';
+    s += f.name;
+    s += '=';
+    if (f.is_string) {
+      uint32_t loc;
+      std::memcpy(&loc, b + f.offset, 4);
+      const uint32_t off = loc & 0xffff, n = loc >> 16;
+      if (n == 0 || off + n > len) {
+        s += "<bad __data_loc>";
+        continue;
+      }
+      s.append(reinterpret_cast<const char*>(b + off), strnlen(reinterpret_cast<const char*>(b + off), n));
+      continue;
+    }
+    uint64_t u = 0;
+    std::memcpy(&u, b + f.offset, f.size);  // little endian
+    if (f.is_signed && f.size < 8) {
+      const unsigned shift = 64 - 8 * f.size;
+      s += std::to_string(static_cast<int64_t>(u << shift) >> shift);
+    } else if (f.is_signed) {
+      s += std::to_string(static_cast<int64_t>(u));
+    } else {
+      s += std::to_string(u);
+    }
+  }
   return s;
 }
 

@@ -431,7 +431,8 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
       continue;  // the writer pushed the head, or is pushing it
     }
     // R3: finish the splice; the old head is the reader page now.
-    after->prev.store(rp, std::memory_order_relaxed);
+    // release: pairs with the acquire load of prev in is_reader_page.
+    after->prev.store(rp, std::memory_order_release);
     cb->head_page.store(after, std::memory_order_relaxed);
     cb->reader_page = head;
     cb->reader_read = 0;
@@ -451,13 +452,17 @@ int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
   int ret = -EAGAIN;
   BufferPage* bp = get_reader_page(cb);  // R1..R3
   if (bp) {
-    // R4: commit acquire (see commit_acquire).
+    // R4: first where the commit is, then the page's commit index. In this
+    // order, a page the commit has left has its final index (the writer
+    // stores the index before it moves commit_page); the other order could
+    // pair a stale index with "the writer has left" and lose events.
+    // acquire: pairs with set_commit_to_write's release of commit_page.
+    const bool writer_on_page = cb->commit_page.load(std::memory_order_acquire) == bp;
+    // acquire: see commit_acquire.
     const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
     const uint32_t read = cb->reader_read;
     if (read < commit) {
       DataPage* dst = *pagep;
-      // acquire: pairs with set_commit_to_write's release of commit_page.
-      const bool writer_on_page = cb->commit_page.load(std::memory_order_acquire) == bp;
       uint64_t nevents = 0;
       uint32_t len = 0;
       if (read != 0 || writer_on_page) {

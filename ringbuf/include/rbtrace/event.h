@@ -101,6 +101,9 @@ uint16_t register_event(EventType* t);
 std::vector<const EventType*> registered_events();
 const EventType* find_event(uint16_t id);
 const EventType* find_event(std::string_view system, std::string_view name);
+// Renders a record ("system:name field=value ...") using its registered
+// type; bounds-checked: a short or unknown record says so. Any thread.
+std::string describe_record(const void* data, uint32_t len);
 // The kernel's header_page / header_event format texts.
 std::string header_page_format();
 std::string header_event_format();
@@ -160,21 +163,21 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
    ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string,                          \
    ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::fmt},
 
-#define RBTRACE_EVENT(system, name, fields)                                             \
+#define RBTRACE_EVENT(SYS_, NAME_, FIELDS_)                                             \
   namespace rbtrace_events {                                                            \
-  struct system##_##name {                                                              \
+  struct SYS_##_##NAME_ {                                                              \
     struct record {                                                                     \
       ::rbtrace::CommonHeader common;                                                   \
-      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DECL, _, fields)                             \
+      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DECL, _, FIELDS_)                             \
     };                                                                                  \
     static inline std::atomic<bool> enabled_{true};                                     \
     static inline ::rbtrace::EventType type_;                                           \
     static inline const uint16_t id_ = [] {                                             \
-      type_.system = #system;                                                           \
-      type_.name = #name;                                                               \
+      type_.system = #SYS_;                                                           \
+      type_.name = #NAME_;                                                               \
       type_.enabled = &enabled_;                                                        \
       type_.fixed_size = sizeof(record);                                                \
-      type_.fields = {BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_META, _, fields)};           \
+      type_.fields = {BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_META, _, FIELDS_)};           \
       return ::rbtrace::register_event(&type_);                                         \
     }();                                                                                \
     static const ::rbtrace::EventType& type() { return type_; }                         \
@@ -185,17 +188,17 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
     /* 0, -ENOENT when disabled, or the reserve error. */                               \
     template <class Hooks = ::rbtrace::NoHooks>                                         \
     static int emit(::rbtrace::RingBuffer& rb_,                                         \
-                    BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, fields)) {         \
+                    BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {         \
       /* relaxed: a flag, nothing is published through it */                          \
       if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
       const uint32_t len_ = static_cast<uint32_t>(sizeof(record))                       \
-          BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, fields);                         \
+          BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, FIELDS_);                         \
       ::rbtrace::Reservation r_ = rb_.template reserve<Hooks>(len_);                    \
       if (!r_) return r_.err;                                                           \
       unsigned char* base_ = static_cast<unsigned char*>(r_.data);                      \
       uint32_t dyn_ = static_cast<uint32_t>(sizeof(record));                            \
       ::rbtrace::detail::fill_common(base_, id_, r_);                                   \
-      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_PUT, _, fields)                              \
+      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_PUT, _, FIELDS_)                              \
       (void)dyn_;                                                                       \
       rb_.template commit<Hooks>(r_);                                                   \
       return 0;                                                                         \

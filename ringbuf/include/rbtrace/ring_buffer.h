@@ -193,10 +193,13 @@ struct CpuBuffer {
 
   bool is_reader_page(BufferPage* p) const {
     // The reader page is the one page outside the ring: its prev's next
-    // does not point back to it. relaxed: the writer calls this only in W5
-    // for the commit page, which it owns; a stale answer is argued safe in
-    // docs/DESIGN.md (W5, "commit on the reader page").
-    BufferPage* prev = p->prev.load(std::memory_order_relaxed);
+    // does not point back to it. The writer calls this in W5 for the commit
+    // page, which cannot move while the writer is in flight; the answer can
+    // only change from false to true under it (the reader takes the commit
+    // page), see docs/DESIGN.md (W5, "commit on the reader page").
+    // acquire: pairs with the release store of prev in get_reader_page (R3),
+    // so a prev written by a splice comes with the links written before it.
+    BufferPage* prev = p->prev.load(std::memory_order_acquire);
     return page_of(prev->next.load(std::memory_order_relaxed)) != p;
   }
 
@@ -515,6 +518,14 @@ Reservation RingBuffer::reserve(uint32_t length) {
       if (rc == 0) {
         cb->nested_dropped.inc();
         rc = -ENOSPC;
+      } else if (tail >= cb->capacity) {
+        // Refused, and we were not the writer that crossed the page end:
+        // take our bytes back off the write index, as the kernel's
+        // rb_reset_tail does. Otherwise every refusal on a full buffer
+        // (producer/consumer with a stalled reader) grows it until its low
+        // half wraps and a later reservation lands inside the full page.
+        // Handlers that interrupt us do the same, so the index stays put.
+        tp->write.sub(total);
       }
       cb->end_commit();
       r.err = rc;
@@ -679,16 +690,23 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
     }
     if (flags_of(nx) == kPageHead) {
       if (cb->is_reader_page(commit)) {
-        // The commit is on the reader page. If the tail is there too, the
-        // head page is empty (the reader took the page we write into) and
-        // we move into it. If the tail went round the ring, moving on
-        // would overwrite what the commit has not reached.
-        if (tp != commit) {
-          cb->commit_overrun.inc();
-          signal_fence();
-          cb->in_w5.store(0);
-          return -ENOSPC;
+        if (tp == commit) {
+          // tp is the reader page, and a reader page's next never carries
+          // HEAD (when the reader takes a page, the flag is on the pointer
+          // *to* it). So nx was loaded while tp was still in the ring, and
+          // the reader has since taken the head and then tp itself. Acting
+          // on the stale nx would move the tail past the real head and let
+          // the commit walk over a page the tail never entered. Look again:
+          // tp->next is NORMAL now and names the (empty) head.
+          if (spins < 1000) continue;
         }
+        // The tail went round the ring while the commit is still on the
+        // reader page: moving on would overwrite what the commit has not
+        // reached.
+        cb->commit_overrun.inc();
+        signal_fence();
+        cb->in_w5.store(0);
+        return -ENOSPC;
       } else if (!cb->overwrite) {
         cb->dropped.inc();  // producer/consumer: full, drop the newest
         signal_fence();
