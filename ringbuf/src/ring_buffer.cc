@@ -38,7 +38,9 @@ pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 void release_thread_slots(void*) {
   ThreadState& t = tls_state;
   std::lock_guard<std::mutex> g(registry_mutex());
-  for (int i = 0; i < t.count; i++) {
+  // Backwards: unbind_thread moves the last binding into the freed entry,
+  // so a forward walk would skip it and leak that buffer's slot.
+  for (int i = t.count - 1; i >= 0; i--) {
     auto it = registry().find(t.bindings[i].rb_id);
     if (it != registry().end()) it->second->unbind_thread();
   }
@@ -466,12 +468,16 @@ int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
       uint64_t nevents = 0;
       uint32_t len = 0;
       if (read != 0 || writer_on_page) {
-        if (!full) {
+        // With `full`, only a page the writer may still add to is refused;
+        // the rest of a partly read page it has left is complete (kernel).
+        if (!full || !writer_on_page) {
           // Copy the committed unread part. The copy's time stamp is the time
           // of the event before `read`, which the first copied delta is
-          // relative to.
+          // relative to; at read 0 that is the page's own time stamp (the
+          // reader may have taken the page empty, before its first event set
+          // it: read_stamp is stale then).
           len = commit - read;
-          dst->time_stamp = cb->read_stamp;
+          dst->time_stamp = read != 0 ? cb->read_stamp : bp->page->time_stamp;
           std::memcpy(dst->data, bp->page->data + read, len);
           PageWalker walker(dst->data, len, dst->time_stamp);
           PageEvent e;
@@ -520,7 +526,10 @@ int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool con
     if (!bp) break;
     const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
     const uint32_t read = cb->reader_read;
-    PageWalker walker(bp->page->data + read, commit - read, cb->read_stamp);
+    // At read 0 the base time is the page's own stamp (see read_page); read
+    // it only once an event is committed (the writer sets it before).
+    const uint64_t base = read == 0 && commit != 0 ? bp->page->time_stamp : cb->read_stamp;
+    PageWalker walker(bp->page->data + read, commit - read, base);
     PageEvent e;
     if (!walker.next(&e)) {
       // Only padding (discarded events) up to commit: skip it.
@@ -659,6 +668,10 @@ bool RingBuffer::Iterator::load_page(BufferPage* bp, uint32_t from, uint64_t ts)
   page_ = bp;
   const uint32_t commit = static_cast<uint32_t>(bp->commit_acquire() & kCommitMask);
   if (from > commit) from = commit;
+  // From the start of a page the base time is the page's stamp, read after
+  // the acquire above (the writer sets it before it commits the first event;
+  // a page taken by the reader while empty has a stale read_stamp).
+  if (from == 0 && commit != 0) ts = bp->page->time_stamp;
   walker_ = PageWalker(bp->page->data + from, commit - from, ts);
   return true;
 }
@@ -676,7 +689,7 @@ bool RingBuffer::Iterator::next(PageEvent* ev) {
     } else {
       nextp = page_of(page_->next.load(std::memory_order_relaxed));
     }
-    load_page(nextp, 0, nextp->page->time_stamp);
+    load_page(nextp, 0, 0);  // from 0: load_page takes the page's stamp
   }
 }
 

@@ -323,7 +323,9 @@ class RingBuffer {
   // R1..R4. Hands back in *page the CPU's oldest committed data. If the
   // reader page is full and no writer can reach it, the pages are swapped
   // (no copy) and *page now holds the buffer's page; otherwise the committed
-  // unread part is copied into *page, unless `full` is set. Returns the bytes
+  // unread part is copied into *page, unless `full` is set and a writer can
+  // still add to the page (the unread rest of a partly read page the writer
+  // has left is copied even with `full`, as the kernel does). Returns the bytes
   // of event data in the page (>0); -EAGAIN when there is nothing (or, with
   // `full`, no full page) to read; -EINVAL for a bad CPU or null page.
   // Lost events since the last read set kMissedEvents (and kMissedStored
