@@ -8,7 +8,9 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <set>
 #include <string>
 
@@ -17,9 +19,11 @@
 RBTRACE_EVENT(test, sample, ((uint64_t, seq))((int32_t, value))((rbtrace::str, label))((uint8_t, small)))
 RBTRACE_EVENT(test, ints, ((int8_t, a))((int16_t, b))((uint16_t, c))((int64_t, d))((bool, flag))((uint32_t, e)))
 RBTRACE_EVENT(other, strings, ((rbtrace::str, first))((uint16_t, mid))((rbtrace::str, second)))
+RBTRACE_EVENT(other, three, ((rbtrace::str, s1))((rbtrace::str, s2))((uint8_t, tag))((rbtrace::str, s3)))
 
 using namespace rbtrace;
 using rbtrace_events::other_strings;
+using rbtrace_events::other_three;
 using rbtrace_events::test_ints;
 using rbtrace_events::test_sample;
 
@@ -116,13 +120,14 @@ TEST(Event, FormatTextIsKernelStyle) {
 // Ids are distinct, from 1000 up; the registry finds each type by id and by
 // (system, name), and lists it.
 TEST(Event, IdsAreDistinctAndFindable) {
-  const uint16_t ids[] = {test_sample::id(), test_ints::id(), other_strings::id()};
+  const uint16_t ids[] = {test_sample::id(), test_ints::id(), other_strings::id(),
+                          other_three::id()};
   std::set<uint16_t> seen;
   for (uint16_t id : ids) {
     EXPECT_GE(id, 1000);
     seen.insert(id);
   }
-  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen.size(), 4u);
   EXPECT_EQ(find_event(test_sample::id()), &test_sample::type());
   EXPECT_EQ(find_event(test_ints::id()), &test_ints::type());
   EXPECT_EQ(find_event(other_strings::id()), &other_strings::type());
@@ -134,7 +139,7 @@ TEST(Event, IdsAreDistinctAndFindable) {
   EXPECT_EQ(find_event(0), nullptr);
   EXPECT_EQ(find_event(65535), nullptr);
   const auto all = registered_events();
-  EXPECT_GE(all.size(), 3u);
+  EXPECT_GE(all.size(), 4u);
   for (size_t i = 0; i < all.size(); i++) {
     EXPECT_EQ(all[i]->id, 1000 + i);  // in id order, no holes
     EXPECT_EQ(find_event(all[i]->id), all[i]);
@@ -277,7 +282,7 @@ TEST(Event, LongStringIsCut) {
   EXPECT_EQ(loc >> 16, 65535u);
   const std::string got = data_loc(e.data, e.length, offsetof(R, label));
   EXPECT_EQ(got.size(), 65534u);
-  EXPECT_EQ(got, big.substr(0, 65534));
+  EXPECT_TRUE(got == big.substr(0, 65534)) << "not the first 65534 characters";
   R r;
   std::memcpy(&r, e.data, sizeof r);
   EXPECT_EQ(r.seq, 1u);
@@ -297,6 +302,65 @@ TEST(Event, LongStringIsCut) {
   EXPECT_EQ(test_sample::emit(*small, 1, 2, big, 3), -EINVAL);
   EXPECT_EQ(small->stats(0).entries, 0u);
   EXPECT_EQ(small->consume(0, &e), -EAGAIN);
+}
+
+std::string letters(size_t n, char first) {
+  std::string s(n, ' ');
+  for (size_t k = 0; k < n; k++) s[k] = static_cast<char>(first + k % 23);
+  return s;
+}
+
+// Several strings whose total passes 64 KiB: a __data_loc offset has 16
+// bits, so every string must still start below 0x10000. The strings before
+// the last are cut to make room; the last keeps the 65534-character cut;
+// the strings lie one after the other, inside the record, each a prefix of
+// its argument with its NUL.
+TEST(Event, LongStringsKeepEveryOffsetIn16Bits) {
+  auto rb = make(256 * 1024);
+  Bound b(*rb, 0);
+  ASSERT_EQ(b.rc, 0);
+  const std::string a = letters(70000, 'a'), c = letters(70000, 'A'), d = letters(40000, '0');
+  ASSERT_EQ(other_strings::emit(*rb, a, 9, c), 0);
+  ASSERT_EQ(other_three::emit(*rb, a, c, 7, d), 0);
+  ASSERT_EQ(other_three::emit(*rb, a, "", 8, "xyz"), 0);
+  ASSERT_EQ(other_three::emit(*rb, "short", c, 9, d), 0);
+
+  auto check = [](const PageEvent& e, std::initializer_list<size_t> field_offs,
+                  std::initializer_list<const std::string*> args, size_t fixed) {
+    uint32_t expect_off = static_cast<uint32_t>(fixed);
+    size_t i = 0;
+    const std::string* const* arg = args.begin();
+    for (size_t fo : field_offs) {
+      SCOPED_TRACE(i);
+      uint32_t loc;
+      std::memcpy(&loc, e.data + fo, 4);
+      const uint32_t off = loc & 0xffff, n = loc >> 16;
+      EXPECT_EQ(off, expect_off) << "strings are not back to back";
+      const std::string got = data_loc(e.data, e.length, fo);
+      EXPECT_TRUE(got == arg[i]->substr(0, got.size())) << "not a prefix of the argument";
+      if (i + 1 == field_offs.size()) {
+        EXPECT_EQ(got.size(), std::min<size_t>(arg[i]->size(), 65534));  // the last: usual cut
+      }
+      expect_off += n;
+      i++;
+    }
+    EXPECT_EQ(e.length, (expect_off + 3) & ~3u);  // nothing after the last
+  };
+  PageEvent e;
+  using S = other_strings::record;
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  check(e, {offsetof(S, first), offsetof(S, second)}, {&a, &c}, sizeof(S));
+  using T = other_three::record;
+  const std::string empty, xyz = "xyz", shorts = "short";
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  check(e, {offsetof(T, s1), offsetof(T, s2), offsetof(T, s3)}, {&a, &c, &d}, sizeof(T));
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  check(e, {offsetof(T, s1), offsetof(T, s2), offsetof(T, s3)}, {&a, &empty, &xyz}, sizeof(T));
+  EXPECT_EQ(data_loc(e.data, e.length, offsetof(T, s3)), "xyz");
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  check(e, {offsetof(T, s1), offsetof(T, s2), offsetof(T, s3)}, {&shorts, &c, &d}, sizeof(T));
+  EXPECT_EQ(data_loc(e.data, e.length, offsetof(T, s1)), "short");
+  EXPECT_EQ(rb->consume(0, &e), -EAGAIN);
 }
 
 // The header formats trace-cmd stores in a trace.dat, as the kernel writes

@@ -14,7 +14,9 @@
 //   - `enable()` / `disable()`: a disabled event costs one load and a branch.
 //
 // Field types: the fixed-width integer types, bool, and rbtrace::str
-// (passed as std::string_view; longer than 65535 bytes is cut).
+// (passed as std::string_view; longer than 65535 bytes is cut, and a string
+// followed by other strings is cut so that their 16-bit __data_loc offsets
+// still fit).
 #pragma once
 
 #include <boost/preprocessor/comma_if.hpp>
@@ -117,23 +119,42 @@ inline void fill_common(void* rec, uint16_t id, const Reservation& r) {
   h.common_pid = r.tid;
   std::memcpy(rec, &h, sizeof h);
 }
-inline uint32_t str_len(std::string_view s) {
-  return static_cast<uint32_t>((s.size() > 65534 ? 65534 : s.size()) + 1);
+// Bytes a string takes at record offset `off`, its NUL included, when
+// `after` more string fields follow it. A __data_loc is offset:16 |
+// length:16: at most 65534 characters, and, when strings follow, few enough
+// that each of them still starts at an offset below 0x10000.
+inline uint32_t str_len(std::string_view s, uint32_t off, uint32_t after) {
+  size_t max = 65534;
+  if (after != 0) {
+    const size_t room = off + after <= 0xffff ? 0xffff - after - off : 0;
+    if (room < max) max = room;
+  }
+  return static_cast<uint32_t>((s.size() > max ? max : s.size()) + 1);
 }
-template <class T>
-inline uint32_t dyn_size(const T&) { return 0; }
-inline uint32_t dyn_size(std::string_view s) { return str_len(s); }
+// Dynamic bytes of one field placed at record offset `off`; `left` counts
+// the string fields not placed yet (the same walk as put_field's).
+template <class T, class P>
+inline uint32_t dyn_size(uint32_t off, uint32_t* left, const P& v) {
+  if constexpr (FieldTraits<T>::is_string) {
+    return str_len(v, off, --*left);
+  } else {
+    (void)off, (void)left, (void)v;
+    return 0;
+  }
+}
 
 template <class T, class P>
-inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* dyn) {
+inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* dyn,
+                      uint32_t* left) {
   if constexpr (FieldTraits<T>::is_string) {
-    const uint32_t n = str_len(v);
+    const uint32_t n = str_len(v, *dyn, --*left);
     const uint32_t loc = (n << 16) | *dyn;
     std::memcpy(base + off, &loc, 4);
     std::memcpy(base + *dyn, v.data(), n - 1);
     base[*dyn + n - 1] = 0;
     *dyn += n;
   } else {
+    (void)left;
     const typename FieldTraits<T>::storage s = v;
     std::memcpy(base + off, &s, sizeof s);
   }
@@ -149,11 +170,15 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
 #define RBTRACE_DETAIL_PARAM(r, _, i, f)      \
   BOOST_PP_COMMA_IF(i)                         \
   typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::param RBTRACE_DETAIL_FNAME(f)
-#define RBTRACE_DETAIL_DYN(r, _, f) +::rbtrace::detail::dyn_size(RBTRACE_DETAIL_FNAME(f))
+#define RBTRACE_DETAIL_NSTR(r, _, f) \
+  +(::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string ? 1u : 0u)
+#define RBTRACE_DETAIL_DYN(r, _, f)                                               \
+  len_ += ::rbtrace::detail::dyn_size<RBTRACE_DETAIL_FTYPE(f)>(len_, &left_,     \
+                                                               RBTRACE_DETAIL_FNAME(f));
 #define RBTRACE_DETAIL_PUT(r, _, f)                                                     \
   ::rbtrace::detail::put_field<RBTRACE_DETAIL_FTYPE(f)>(                                \
       base_, static_cast<uint32_t>(offsetof(record, RBTRACE_DETAIL_FNAME(f))), \
-      RBTRACE_DETAIL_FNAME(f), &dyn_);
+      RBTRACE_DETAIL_FNAME(f), &dyn_, &left_);
 #define RBTRACE_DETAIL_META(r, _, f)                                                    \
   {::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::c_name,                             \
    BOOST_PP_STRINGIZE(RBTRACE_DETAIL_FNAME(f)),                                         \
@@ -191,15 +216,17 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
                     BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {         \
       /* relaxed: a flag, nothing is published through it */                          \
       if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
-      const uint32_t len_ = static_cast<uint32_t>(sizeof(record))                       \
-          BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, FIELDS_);                         \
+      uint32_t left_ = 0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_);       \
+      uint32_t len_ = static_cast<uint32_t>(sizeof(record));                            \
+      BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, FIELDS_)                             \
       ::rbtrace::Reservation r_ = rb_.template reserve<Hooks>(len_);                    \
       if (!r_) return r_.err;                                                           \
       unsigned char* base_ = static_cast<unsigned char*>(r_.data);                      \
       uint32_t dyn_ = static_cast<uint32_t>(sizeof(record));                            \
+      left_ = 0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_);                \
       ::rbtrace::detail::fill_common(base_, id_, r_);                                   \
       BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_PUT, _, FIELDS_)                              \
-      (void)dyn_;                                                                       \
+      (void)dyn_, (void)left_;                                                          \
       rb_.template commit<Hooks>(r_);                                                   \
       return 0;                                                                         \
     }                                                                                   \
