@@ -722,7 +722,7 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
         // word; on success we own `next` (its counters are final).
         if (!tp->next.compare_exchange_strong(expected, link(next, kPageUpdate),
                                               std::memory_order_acq_rel,
-                                              std::memory_order_acquire)) {
+                                              std::memory_order_acquire)) {  // see above
           // The reader swapped the head out first: tp->next is now its
           // spare page. Look again.
           if (spins > 1000) sched_yield();
