@@ -283,8 +283,29 @@ class RingBuffer {
   void unbind_thread();
   // The calling thread's CPU, or -1.
   int current_cpu() const { return detail::thread_cpu(id_); }
-  // Thread id owning `cpu`, 0 if none.
+  // Thread id owning `cpu`, 0 if none (-1 while claimed by claim_cpu_for or
+  // an Iterator).
   int32_t cpu_owner(uint32_t cpu) const;
+  // Claims the free slot `cpu` on behalf of a thread that will not write to
+  // it (the snapshot marshalling runs swap_cpu on an unowned CPU this way):
+  // while claimed no thread can bind or claim the slot, so no writer runs on
+  // it. Any thread. 0, -EINVAL (no such CPU), -EBUSY (owned or claimed).
+  // Every successful claim is followed by one release_cpu_for(cpu).
+  int claim_cpu_for(uint32_t cpu) {
+    if (cpu >= opts_.ncpus) return -EINVAL;
+    int32_t expected = 0;
+    // acquire: pairs with the release store in unbind_thread, so the claimer
+    // sees the last owner's writer-side state (as claim_cpu does).
+    return owners_[cpu].compare_exchange_strong(expected, -1, std::memory_order_acquire,
+                                                std::memory_order_relaxed)
+               ? 0
+               : -EBUSY;
+  }
+  void release_cpu_for(uint32_t cpu) {
+    // release: publishes what the claimer did (the swap) to the next owner;
+    // pairs with the acquire CAS in claim_cpu/bind_thread.
+    if (cpu < opts_.ncpus) owners_[cpu].store(0, std::memory_order_release);
+  }
   // Events refused because no CPU slot was free.
   uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
 
