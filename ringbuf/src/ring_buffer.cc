@@ -438,9 +438,11 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
     cb->head_page.store(after, std::memory_order_relaxed);
     cb->reader_page = head;
     cb->reader_read = 0;
-    // acquire: pairs with the writer's commit stores (see commit_acquire).
-    (void)head->commit_acquire();
-    cb->read_stamp = head->page->time_stamp;
+    // Not head->page->time_stamp: the page may be the empty tail page, whose
+    // first event (and stamp) the writer is storing right now (a data race).
+    // At read offset 0 the readers take the page's stamp after the commit
+    // acquire that finds an event (read_page, next_event, Iterator).
+    cb->read_stamp = 0;
     cb->lost_events += lost - cb->last_lost;
     cb->last_lost = lost;
     return head;
