@@ -1,0 +1,272 @@
+// writer_benchmark.cc - the cost of one event on the writer side (W1..W6),
+// each benchmark one question (see bench/README.md for the list):
+//
+//   BM_Writer_ReserveCommit/<bytes>         reserve + copy + commit, counter
+//                                           clock, overwrite, steady state
+//   BM_Writer_ReserveCommit/mono/<bytes>    the same with CLOCK_MONOTONIC
+//   BM_Writer_ReserveCommit/pc/<bytes>      producer/consumer mode; when the
+//                                           ring is full the writer thread
+//                                           drains it itself (read_page)
+//   BM_Writer_Emit/16, /mono/16             typed RBTRACE_EVENT, two u64
+//   BM_Writer_EmitDisabled/16               typed event after disable()
+//   BM_Writer_ReserveRecordOff/16           reserve on a ring that is off (W1)
+//   BM_Writer_SignalNested/<n>              n writes in a signal handler that
+//                                           interrupted an open reservation
+//   BM_Writer_Threads/16/real_time/threads:<t>  t threads, one CPU slot each
+//
+// All rings are overwrite rings of kPages pages unless stated: they wrap all
+// the time, so page crossings (W5) are in the measured cost.
+#include <benchmark/benchmark.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "bench_common.h"
+
+namespace rbtrace::bench {
+namespace {
+
+// ---------------------------------------------------------------------------
+// reserve + copy + commit of N bytes
+// ---------------------------------------------------------------------------
+template <uint32_t N>
+void BM_Writer_ReserveCommit(benchmark::State& state, ClockKind clock) {
+  BoundRing rb(writer_options(clock));
+  alignas(8) unsigned char payload[N];
+  std::memset(payload, 0x5a, N);
+  uint64_t failed = 0;
+  uint64_t i = 0;
+  for (auto _ : state) {
+    std::memcpy(payload, &i, sizeof i < N ? sizeof i : N);  // a sequence number
+    Reservation r = rb->reserve(N);
+    if (RBTRACE_UNLIKELY(!r)) {
+      failed++;
+      continue;
+    }
+    std::memcpy(r.data, payload, N);
+    rb->commit(r);
+    i++;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(i));
+  state.SetBytesProcessed(static_cast<int64_t>(i * N));
+  state.counters["failed"] = static_cast<double>(failed);
+}
+
+// Producer/consumer mode, the consumer inline: when a reserve is refused
+// because the ring is full, the writer thread takes every full page with
+// read_page (a zero-copy page swap) and goes on. Items are the events
+// written; the refused attempts (one per ring's worth) cost time but are not
+// items. This is the writer's cost in producer/consumer mode plus the
+// reader's page swaps, without two cores fighting over the cache lines.
+template <uint32_t N>
+void BM_Writer_ReserveCommit_Pc(benchmark::State& state) {
+  BoundRing rb(writer_options(ClockKind::kCounter, 1, Mode::kProducerConsumer));
+  DataPage* spare = rb->alloc_read_page();
+  alignas(8) unsigned char payload[N];
+  std::memset(payload, 0x5a, N);
+  uint64_t written = 0, refused = 0, pages = 0;
+  for (auto _ : state) {
+    std::memcpy(payload, &written, sizeof written < N ? sizeof written : N);
+    Reservation r = rb->reserve(N);
+    if (RBTRACE_UNLIKELY(!r)) {
+      refused++;
+      while (rb->read_page(&spare, 0, true) > 0) pages++;
+      continue;
+    }
+    std::memcpy(r.data, payload, N);
+    rb->commit(r);
+    written++;
+  }
+  RingBuffer::free_read_page(spare);
+  state.SetItemsProcessed(static_cast<int64_t>(written));
+  state.SetBytesProcessed(static_cast<int64_t>(written * N));
+  state.counters["refused"] = static_cast<double>(refused);
+  state.counters["pages_read"] = static_cast<double>(pages);
+}
+
+// ---------------------------------------------------------------------------
+// Typed events
+// ---------------------------------------------------------------------------
+void BM_Writer_Emit(benchmark::State& state, ClockKind clock) {
+  BoundRing rb(writer_options(clock));
+  rbtrace_events::rbtrace_bench_rec16::enable();
+  uint64_t i = 0, failed = 0;
+  for (auto _ : state) {
+    if (RBTRACE_UNLIKELY(rbtrace_events::rbtrace_bench_rec16::emit(*rb, i, ~i) != 0)) failed++;
+    i++;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * 16);
+  state.counters["failed"] = static_cast<double>(failed);
+}
+
+// A typed event after disable(): one relaxed load and a branch, no ring
+// access. The question is the absolute cost (target: at most 1 ns).
+void BM_Writer_EmitDisabled(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  rbtrace_events::rbtrace_bench_rec16_off::disable();
+  uint64_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(rbtrace_events::rbtrace_bench_rec16_off::emit(*rb, i, i));
+    i++;
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (rb->stats(0).entries != 0) state.SkipWithError("a disabled event was written");
+}
+
+// The other way to turn tracing off: the whole ring record_off(). reserve
+// stops at W1 (and counts the refusal in `disabled`).
+void BM_Writer_ReserveRecordOff(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  rb->record_off();
+  for (auto _ : state) {
+    Reservation r = rb->reserve(16);
+    benchmark::DoNotOptimize(r.err);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// ---------------------------------------------------------------------------
+// Writes nested in a signal handler
+// ---------------------------------------------------------------------------
+// The owner reserves an event (W2 entered, level 0) and raises a signal; the
+// handler writes n events of 16 bytes at level 1: each takes the nested path
+// (absolute time stamp, no commit move, since the owner's commit is still
+// open); the owner then commits, which publishes them all (W6). The handler
+// times its own loop (CLOCK_MONOTONIC, two reads per n writes), so the
+// reported time per item is the cost of one nested write, without the
+// signal delivery. The ring has 32 pages so n nested writes never lap the
+// owner's open commit.
+struct SignalContext {
+  RingBuffer* rb = nullptr;
+  uint32_t n = 0;
+  uint64_t ns = 0;
+  uint64_t failed = 0;
+};
+SignalContext* volatile g_signal_ctx = nullptr;
+constexpr int kBenchSignal = SIGUSR2;
+
+void nested_writer(int) {
+  SignalContext* c = g_signal_ctx;
+  if (!c) return;
+  const Payload16 p{0x1111, 0x2222};
+  const uint64_t t0 = read_posix_clock(CLOCK_MONOTONIC);
+  for (uint32_t k = 0; k < c->n; k++) {
+    Reservation r = c->rb->reserve(sizeof p);
+    if (RBTRACE_UNLIKELY(!r)) {
+      c->failed++;
+      continue;
+    }
+    std::memcpy(r.data, &p, sizeof p);
+    c->rb->commit(r);
+  }
+  c->ns += read_posix_clock(CLOCK_MONOTONIC) - t0;
+}
+
+void BM_Writer_SignalNested(benchmark::State& state) {
+  const auto n = static_cast<uint32_t>(state.range(0));
+  BoundRing rb(writer_options(ClockKind::kCounter, 1, Mode::kOverwrite, 32));
+  SignalContext ctx;
+  ctx.rb = &*rb;
+  ctx.n = n;
+  struct sigaction sa{}, old{};
+  sa.sa_handler = nested_writer;
+  sigemptyset(&sa.sa_mask);
+  sigaction(kBenchSignal, &sa, &old);
+  g_signal_ctx = &ctx;
+  const Payload16 p{1, 2};
+  uint64_t outer_failed = 0;
+  for (auto _ : state) {
+    const uint64_t before = ctx.ns;
+    Reservation r = rb->reserve(sizeof p);
+    raise(kBenchSignal);
+    if (RBTRACE_LIKELY(r)) {
+      std::memcpy(r.data, &p, sizeof p);
+      rb->commit(r);
+    } else {
+      outer_failed++;
+    }
+    state.SetIterationTime(static_cast<double>(ctx.ns - before) * 1e-9);
+  }
+  g_signal_ctx = nullptr;
+  sigaction(kBenchSignal, &old, nullptr);
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetBytesProcessed(state.iterations() * n * sizeof p);
+  state.counters["failed"] = static_cast<double>(ctx.failed + outer_failed);
+}
+
+// ---------------------------------------------------------------------------
+// 1..N writer threads, one CPU slot each
+// ---------------------------------------------------------------------------
+std::unique_ptr<RingBuffer> g_threads_rb;
+
+void threads_setup(const benchmark::State& state) {
+  g_threads_rb = make_ring(writer_options(ClockKind::kCounter,
+                                          static_cast<uint32_t>(state.threads())));
+}
+void threads_teardown(const benchmark::State&) { g_threads_rb.reset(); }
+
+void BM_Writer_Threads(benchmark::State& state) {
+  RingBuffer& rb = *g_threads_rb;
+  BoundRing::bind(rb, static_cast<uint32_t>(state.thread_index()));
+  Payload16 p{static_cast<uint64_t>(state.thread_index()), 0};
+  uint64_t failed = 0;
+  for (auto _ : state) {
+    Reservation r = rb.reserve(sizeof p);
+    if (RBTRACE_UNLIKELY(!r)) {
+      failed++;
+      continue;
+    }
+    std::memcpy(r.data, &p, sizeof p);
+    rb.commit(r);
+    p.b++;
+  }
+  rb.unbind_thread();
+  state.SetItemsProcessed(static_cast<int64_t>(p.b));
+  state.SetBytesProcessed(static_cast<int64_t>(p.b * sizeof p));
+  state.counters["failed"] = static_cast<double>(failed);
+}
+
+// ---------------------------------------------------------------------------
+template <uint32_t N>
+void register_sizes() {
+  const std::string n = std::to_string(N);
+  common(benchmark::RegisterBenchmark(("BM_Writer_ReserveCommit/" + n).c_str(),
+                                      BM_Writer_ReserveCommit<N>, ClockKind::kCounter));
+  common(benchmark::RegisterBenchmark(("BM_Writer_ReserveCommit/mono/" + n).c_str(),
+                                      BM_Writer_ReserveCommit<N>, ClockKind::kMono));
+}
+
+[[maybe_unused]] const bool registered = [] {
+  register_sizes<8>();
+  register_sizes<16>();
+  register_sizes<64>();
+  register_sizes<256>();
+  register_sizes<1024>();
+  common(benchmark::RegisterBenchmark("BM_Writer_ReserveCommit/pc/16",
+                                      BM_Writer_ReserveCommit_Pc<16>));
+  common(benchmark::RegisterBenchmark("BM_Writer_Emit/16", BM_Writer_Emit, ClockKind::kCounter));
+  common(benchmark::RegisterBenchmark("BM_Writer_Emit/mono/16", BM_Writer_Emit,
+                                      ClockKind::kMono));
+  common(benchmark::RegisterBenchmark("BM_Writer_EmitDisabled/16", BM_Writer_EmitDisabled));
+  common(benchmark::RegisterBenchmark("BM_Writer_ReserveRecordOff/16",
+                                      BM_Writer_ReserveRecordOff));
+  common(benchmark::RegisterBenchmark("BM_Writer_SignalNested", BM_Writer_SignalNested)
+             ->Arg(256)
+             ->UseManualTime());
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  common(benchmark::RegisterBenchmark("BM_Writer_Threads/16", BM_Writer_Threads)
+             ->Setup(threads_setup)
+             ->Teardown(threads_teardown)
+             ->DenseThreadRange(1, hw > 2 ? hw : 2)
+             ->UseRealTime());
+  return true;
+}();
+
+}  // namespace
+}  // namespace rbtrace::bench
