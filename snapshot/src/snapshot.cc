@@ -1,0 +1,196 @@
+// snapshot.cc - the snapshot engine: swap (S1..S5), dump the swapped-out
+// buffer into a memfd spool, write a trace.dat, reset the buffer as the
+// spare. See rbtrace/snapshot.h.
+#include "rbtrace/snapshot.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "rbtrace/tracedat.h"
+
+namespace rbtrace {
+
+std::unique_ptr<Snapshot> Snapshot::create(const Options& opts, Error* err) {
+  std::unique_ptr<Snapshot> s(new Snapshot());
+  s->live_ = RingBuffer::create(opts, err);
+  if (!s->live_) return nullptr;
+  s->spare_ = RingBuffer::create(opts, err);
+  if (!s->spare_) return nullptr;
+  s->retired_.resize(opts.ncpus);
+  return s;
+}
+
+Snapshot::~Snapshot() {
+  if (live_) swap_release_mailboxes(*live_);
+}
+
+std::string format_cpu_stats(const CpuStats& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "entries: %llu\noverrun: %llu\ncommit overrun: %llu\nbytes: %llu\n"
+                "dropped events: %llu\nread events: %llu\nnested dropped: %llu\n"
+                "disabled: %llu\n",
+                static_cast<unsigned long long>(s.entries - s.read - s.overrun),
+                static_cast<unsigned long long>(s.overrun),
+                static_cast<unsigned long long>(s.commit_overrun),
+                static_cast<unsigned long long>(s.bytes),
+                static_cast<unsigned long long>(s.dropped),
+                static_cast<unsigned long long>(s.read),
+                static_cast<unsigned long long>(s.nested_dropped),
+                static_cast<unsigned long long>(s.disabled));
+  return buf;
+}
+
+namespace {
+
+void add_stats(CpuStats* to, const CpuStats& s) {
+  to->entries += s.entries;
+  to->bytes += s.bytes;
+  to->overrun += s.overrun;
+  to->commit_overrun += s.commit_overrun;
+  to->dropped += s.dropped;
+  to->nested_dropped += s.nested_dropped;
+  to->disabled += s.disabled;
+  to->read += s.read;
+}
+
+std::string thread_comm(int32_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/comm");
+  std::string comm;
+  if (!std::getline(f, comm) || comm.empty()) comm = "<...>";
+  return comm;
+}
+
+int write_all_at(int fd, const void* p, size_t n, off_t off) {
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = pwrite(fd, c, n, off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    c += w;
+    n -= static_cast<size_t>(w);
+    off += w;
+  }
+  return 0;
+}
+
+}  // namespace
+
+CpuStats Snapshot::total_stats(uint32_t cpu) const {
+  std::lock_guard<std::mutex> g(mu_);
+  CpuStats s = live_->stats(cpu);
+  if (cpu < retired_.size()) add_stats(&s, retired_[cpu]);
+  return s;
+}
+
+uint64_t Snapshot::snapshots_taken() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return taken_;
+}
+
+int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
+                   std::chrono::milliseconds swap_timeout) {
+  using SteadyClock = std::chrono::steady_clock;
+  SnapshotResult local;
+  SnapshotResult& r = res ? *res : local;
+  r = SnapshotResult{};
+  const auto t0 = SteadyClock::now();
+  const uint32_t ncpus = live_->ncpus();
+  if (cpu >= 0 && static_cast<uint32_t>(cpu) >= ncpus) {
+    if (err) *err = "no CPU " + std::to_string(cpu) + " (the buffer has " + std::to_string(ncpus) + ")";
+    return -EINVAL;
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  const uint32_t first = cpu < 0 ? 0 : static_cast<uint32_t>(cpu);
+  const uint32_t last = cpu < 0 ? ncpus : first + 1;
+  const uint32_t page_size = live_->page_size();
+
+  // The spool: one anonymous file, each CPU's pages one contiguous run.
+  const int spool = memfd_create("rbtrace-snapshot", MFD_CLOEXEC);
+  if (spool < 0) {
+    const int e = errno;
+    if (err) *err = std::string("memfd_create: ") + std::strerror(e);
+    return -e;
+  }
+  TraceDatInput in;
+  in.page_size = page_size;
+  in.clock = live_->clock().trace_clock_name();
+  in.tsc2nsec = live_->clock().kind() == ClockKind::kCounter;
+  if (in.tsc2nsec) in.calibration = counter_calibration();
+  in.events = registered_event_formats();
+  in.cmdlines.emplace_back(static_cast<int32_t>(getpid()), thread_comm(getpid()));
+  in.cpus.resize(ncpus);
+  for (uint32_t c = 0; c < ncpus; c++) {
+    in.cpus[c].fd = spool;
+    const int32_t owner = live_->cpu_owner(c);
+    if (owner > 0 && owner != getpid()) in.cmdlines.emplace_back(owner, thread_comm(owner));
+  }
+
+  DataPage* page = live_->alloc_read_page();
+  if (!page) {
+    close(spool);
+    if (err) *err = "out of memory";
+    return -ENOMEM;
+  }
+  int rc = 0;
+  int first_swap_error = 0;
+  bool any = false;
+  uint64_t off = 0;
+  for (uint32_t c = first; c < last && rc == 0; c++) {
+    SnapshotCpu sc;
+    sc.cpu = c;
+    const auto s0 = SteadyClock::now();
+    sc.swap_result = swap_cpu_marshalled(*live_, *spare_, c, swap_timeout, &sc.trace);  // S1..S5
+    sc.swap_time = SteadyClock::now() - s0;
+    if (sc.swap_result != 0) {
+      if (!first_swap_error) first_swap_error = sc.swap_result;
+      r.cpus.push_back(sc);
+      continue;
+    }
+    any = true;
+    // The swapped-out buffer is spare_'s CPU c now: no writer can reach it
+    // (its owner's next write loads the live slot afresh; one interrupted
+    // between W1 and W2 fails at W3). Read every page, partial ones too.
+    in.cpus[c].offset = off;
+    int n;
+    while ((n = spare_->read_page(&page, c, false)) > 0) {
+      rc = write_all_at(spool, page, page_size, static_cast<off_t>(off));
+      if (rc != 0) {
+        if (err) *err = std::string("writing the snapshot spool: ") + std::strerror(-rc);
+        break;
+      }
+      off += page_size;
+      sc.pages++;
+      sc.bytes += static_cast<uint64_t>(n);
+    }
+    in.cpus[c].size = off - in.cpus[c].offset;
+    sc.stats = spare_->stats(c);
+    in.cpus[c].stats = format_cpu_stats(sc.stats);
+    add_stats(&retired_[c], sc.stats);
+    spare_->reset_cpu(c);  // serves as the spare again
+    r.cpus.push_back(sc);
+  }
+  RingBuffer::free_read_page(page);
+  if (rc == 0 && !any) rc = first_swap_error;
+  if (rc == 0) {
+    std::string werr;
+    rc = write_trace_dat(out_fd, in, &werr);
+    if (rc != 0 && err) *err = werr;
+  } else if (err && err->empty()) {
+    *err = std::string("swap failed: ") + std::strerror(-rc);
+  }
+  close(spool);
+  if (rc == 0) taken_++;
+  r.total_time = SteadyClock::now() - t0;
+  return rc;
+}
+
+}  // namespace rbtrace

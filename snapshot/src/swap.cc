@@ -1,0 +1,372 @@
+// swap.cc - S1 and S5 of the snapshot protocol: marshalling
+// RingBuffer::swap_cpu (S2..S4) onto the CPU's owner thread through a
+// per-CPU mailbox and a real-time signal doorbell. See rbtrace/swap.h and
+// docs/DESIGN.md section 7.
+//
+// A request's life (one Request record per mailbox; requesters of one CPU
+// are serialized by the mailbox's `requesters` mutex):
+//
+//   requester                              owner's doorbell handler
+//   ---------                              ------------------------
+//   fill live/spare/cpu
+//   state = gen|PENDING  (release)  --.
+//   push gen on the queue              `-> pop gen
+//   rt_tgsigqueueinfo(owner)               CAS gen|PENDING -> gen|RUNNING (acquire)
+//                                          check: this thread owns cpu in live
+//                                          result = live.swap_cpu(spare, cpu)
+//   wait (futex) for gen|DONE  <--------   state = gen|DONE (release), futex wake
+//   (acquire) read result
+//
+// Withdrawal (timeout, or the owner changed): the requester CASes
+// gen|PENDING -> gen|WITHDRAWN. Exactly one of that CAS and the handler's
+// CAS wins. If the handler won, the requester waits for DONE (the swap is
+// bounded: swap_cpu never waits). If the requester won, a handler that pops
+// the token later, or any stale token, finds a state that is not
+// gen|PENDING and does nothing: a late doorbell cannot act on a stale
+// request. Tokens of withdrawn requests stay in the queue until a handler or
+// the next requester (when the queue is full; every token in it is stale
+// then) pops them.
+#include "rbtrace/swap.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/lockfree/queue.hpp>
+#include <cerrno>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <thread>
+
+namespace rbtrace {
+namespace {
+
+// Request::state: bits 8..31 the request's generation, bits 0..7 the phase.
+constexpr uint32_t kPending = 1;
+constexpr uint32_t kRunning = 2;
+constexpr uint32_t kDone = 3;
+constexpr uint32_t kWithdrawn = 4;
+constexpr uint32_t kGenMask = 0xffffff;
+constexpr uint32_t state_of(uint32_t gen, uint32_t phase) { return (gen << 8) | phase; }
+constexpr uint32_t phase_of(uint32_t st) { return st & 0xff; }
+
+// The handler's answer when the thread it runs on no longer owns the CPU
+// (ownership moved between the requester's look at owners_ and delivery).
+// Positive, so it can never be mistaken for a swap_cpu result.
+constexpr int kNotOwner = 1;
+
+constexpr size_t kMailboxCapacity = 16;
+constexpr int kDoorbellCookie = 0x52425357;  // "RBSW" in si_value
+constexpr size_t kMaxEntries = 256;          // live buffers with mailboxes
+
+struct Request {
+  // The futex word. Written by the requester (PENDING, WITHDRAWN) and the
+  // handler (RUNNING, DONE); see the top of this file.
+  std::atomic<uint32_t> state{0};
+  uint32_t gen = 0;  // requester-only
+  // Written by the requester before the release store of PENDING, read by
+  // the handler after its acquire CAS.
+  RingBuffer* live = nullptr;
+  RingBuffer* spare = nullptr;
+  uint32_t cpu = 0;
+  // Written by the handler before the release store of DONE.
+  int result = 0;
+};
+
+struct CpuMailbox {
+  // Fixed capacity: the nodes live inside the queue, nothing allocates.
+  boost::lockfree::queue<uint32_t, boost::lockfree::capacity<kMailboxCapacity>> queue;
+  Request req;
+  std::timed_mutex requesters;  // one requester per CPU at a time
+};
+
+// The mailboxes of one live RingBuffer. Never freed: a doorbell handler may
+// read an entry at any time. swap_release_mailboxes makes it reusable.
+struct Entry {
+  std::atomic<uint32_t> rb_id{0};  // RingBuffer::id(), 0 when free
+  uint32_t ncpus = 0;
+  std::unique_ptr<CpuMailbox[]> boxes;
+};
+
+std::mutex g_registry_mu;  // requesters only
+std::atomic<Entry*> g_entries[kMaxEntries];
+std::atomic<size_t> g_nentries{0};
+
+std::mutex g_install_mu;
+std::atomic<int> g_signo{0};
+struct sigaction g_old_action;  // written once, before g_signo is published
+
+long futex(std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, val, ts, nullptr, 0);
+}
+
+// Runs on the owner thread, in the doorbell handler (every signal blocked).
+void serve(Entry* e, uint32_t cpu, uint32_t gen) {
+  Request& r = e->boxes[cpu].req;
+  uint32_t expected = state_of(gen, kPending);
+  // acquire: pairs with the release store of PENDING in post_request; the
+  // request's live/spare/cpu are visible. Fails for a withdrawn or stale
+  // request: then the handler does nothing.
+  if (!r.state.compare_exchange_strong(expected, state_of(gen, kRunning),
+                                       std::memory_order_acquire, std::memory_order_relaxed))
+    return;
+  int rc;
+  if (r.live->current_cpu() != static_cast<int>(r.cpu))
+    rc = kNotOwner;  // not (or no longer) the owner: the requester re-routes
+  else
+    rc = r.live->swap_cpu(*r.spare, r.cpu);  // S2..S4
+  r.result = rc;
+  // release: publishes result and the swap's stores; pairs with the acquire
+  // load in wait_answer.
+  r.state.store(state_of(gen, kDone), std::memory_order_release);
+  futex(&r.state, FUTEX_WAKE_PRIVATE, 1, nullptr);
+}
+
+void chain(int sig, siginfo_t* si, void* ctx) {
+  const struct sigaction& old = g_old_action;
+  if (old.sa_flags & SA_SIGINFO) {
+    if (old.sa_sigaction) old.sa_sigaction(sig, si, ctx);
+  } else if (old.sa_handler != SIG_IGN && old.sa_handler != SIG_DFL) {
+    old.sa_handler(sig);
+  }
+}
+
+// The doorbell. Installed with a full sa_mask: nothing interrupts it, so the
+// swap it runs is atomic with respect to every writer of the owner's CPUs.
+void doorbell_handler(int sig, siginfo_t* si, void* ctx) {
+  const int saved_errno = errno;
+  const bool ours = si != nullptr && si->si_code == SI_QUEUE &&
+                    si->si_value.sival_int == kDoorbellCookie && si->si_pid == getpid();
+  // Serve every mailbox of a CPU this thread owns, whichever signal got us
+  // here: doorbells may merge with the application's signals or each other.
+  // acquire: pairs with the release stores in mailbox_for (entry published).
+  const size_t n = g_nentries.load(std::memory_order_acquire);
+  for (size_t i = 0; i < n; i++) {
+    Entry* e = g_entries[i].load(std::memory_order_acquire);  // as above
+    if (!e) continue;
+    // relaxed: a stale id only makes us pop stale tokens (serve ignores them)
+    // or find no CPU; serve re-checks ownership.
+    const uint32_t id = e->rb_id.load(std::memory_order_relaxed);
+    if (id == 0) continue;
+    const int32_t cpu = detail::thread_cpu(id);
+    if (cpu < 0 || static_cast<uint32_t>(cpu) >= e->ncpus) continue;
+    uint32_t gen;
+    while (e->boxes[cpu].queue.pop(gen)) serve(e, static_cast<uint32_t>(cpu), gen);
+  }
+  if (!ours) chain(sig, si, ctx);
+  errno = saved_errno;
+}
+
+Entry* mailbox_for(const RingBuffer& live) {
+  std::lock_guard<std::mutex> g(g_registry_mu);
+  const size_t n = g_nentries.load(std::memory_order_relaxed);  // written under the mutex
+  Entry* free_fit = nullptr;
+  for (size_t i = 0; i < n; i++) {
+    Entry* e = g_entries[i].load(std::memory_order_relaxed);  // written under the mutex
+    if (e->rb_id.load(std::memory_order_relaxed) == live.id()) return e;
+    if (!free_fit && e->rb_id.load(std::memory_order_relaxed) == 0 && e->ncpus >= live.ncpus())
+      free_fit = e;
+  }
+  if (free_fit) {
+    free_fit->rb_id.store(live.id(), std::memory_order_relaxed);  // see doorbell_handler
+    return free_fit;
+  }
+  if (n == kMaxEntries) return nullptr;
+  std::unique_ptr<Entry> e(new (std::nothrow) Entry);
+  if (!e) return nullptr;
+  e->ncpus = live.ncpus();
+  e->boxes.reset(new (std::nothrow) CpuMailbox[live.ncpus()]);
+  if (!e->boxes) return nullptr;
+  e->rb_id.store(live.id(), std::memory_order_relaxed);
+  // release (both): the handler, loading them with acquire, sees the entry
+  // fully built.
+  g_entries[n].store(e.release(), std::memory_order_release);
+  g_nentries.store(n + 1, std::memory_order_release);
+  return g_entries[n].load(std::memory_order_relaxed);
+}
+
+// Runs S2..S4 on the calling thread with every signal blocked.
+int swap_here(RingBuffer& live, RingBuffer& spare, uint32_t cpu) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const int rc = live.swap_cpu(spare, cpu);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return rc;
+}
+
+using SteadyClock = std::chrono::steady_clock;
+
+// Withdraws request `gen`. True if withdrawn; false if the handler has it
+// (RUNNING or DONE): the caller must wait for DONE then.
+bool withdraw(Request& r, uint32_t gen) {
+  uint32_t expected = state_of(gen, kPending);
+  // relaxed: on success no handler will read the request (its CAS fails);
+  // on failure we read nothing before the acquire load of DONE.
+  return r.state.compare_exchange_strong(expected, state_of(gen, kWithdrawn),
+                                         std::memory_order_relaxed, std::memory_order_relaxed);
+}
+
+// Waits for DONE of a request the handler has taken (bounded: swap_cpu
+// never waits). Returns its result.
+int wait_done(Request& r, uint32_t gen) {
+  for (;;) {
+    // acquire: pairs with the release store of DONE in serve.
+    const uint32_t st = r.state.load(std::memory_order_acquire);
+    if (st == state_of(gen, kDone)) return r.result;
+    timespec ts{0, 1000000};
+    futex(&r.state, FUTEX_WAIT_PRIVATE, st, &ts);
+  }
+}
+
+// One marshalled attempt to the owner thread `owner`.
+int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, int32_t owner,
+                 SteadyClock::time_point deadline, SwapTrace& t) {
+  CpuMailbox& mb = e->boxes[cpu];
+  Request& r = mb.req;
+  const uint32_t gen = r.gen = (r.gen + 1) & kGenMask;
+  r.live = &live;
+  r.spare = &spare;
+  r.cpu = cpu;
+  r.result = 0;
+  // release: publishes the fields above; pairs with the acquire CAS in serve.
+  r.state.store(state_of(gen, kPending), std::memory_order_release);
+  if (!mb.queue.push(gen)) {
+    // Full: only tokens of finished or withdrawn requests can be in it (we
+    // are the only requester of this CPU, and our last request is over).
+    uint32_t stale;
+    while (mb.queue.pop(stale)) {
+    }
+    if (!mb.queue.push(gen)) {
+      withdraw(r, gen);
+      return -EBUSY;
+    }
+  }
+  siginfo_t si{};
+  si.si_signo = g_signo.load(std::memory_order_relaxed);  // set before any request
+  si.si_code = SI_QUEUE;
+  si.si_pid = getpid();
+  si.si_uid = getuid();
+  si.si_value.sival_int = kDoorbellCookie;
+  t.signals++;
+  t.attempts++;
+  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), owner, si.si_signo, &si) != 0) {
+    const int err = errno;
+    if (!withdraw(r, gen)) return wait_done(r, gen);
+    // ESRCH: the owner is gone (it will have unbound); EAGAIN: the queued
+    // signal limit. Both: look again after a pause.
+    return err == ESRCH ? kNotOwner : -EBUSY;
+  }
+  for (;;) {
+    // acquire: pairs with the release store of DONE in serve.
+    const uint32_t st = r.state.load(std::memory_order_acquire);
+    if (st == state_of(gen, kDone)) return r.result;
+    const auto now = SteadyClock::now();
+    if (phase_of(st) == kPending) {
+      if (now >= deadline) return withdraw(r, gen) ? -ETIMEDOUT : wait_done(r, gen);
+      if (live.cpu_owner(cpu) != owner)  // the owner left: re-route
+        return withdraw(r, gen) ? kNotOwner : wait_done(r, gen);
+    }
+    // Sleep until the handler's wake, at most 10 ms (to re-check the owner).
+    const auto left = std::min<SteadyClock::duration>(deadline - now, std::chrono::milliseconds(10));
+    const auto ns = std::max<int64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(), 1000);
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    futex(&r.state, FUTEX_WAIT_PRIVATE, st, &ts);
+  }
+}
+
+}  // namespace
+
+int install_swap_doorbell(int signo) {
+  if (signo == 0) signo = SIGRTMIN + kDefaultDoorbellOffset;
+  if (!((signo >= SIGRTMIN && signo <= SIGRTMAX) || signo == SIGUSR1 || signo == SIGUSR2))
+    return -EINVAL;
+  std::lock_guard<std::mutex> g(g_install_mu);
+  const int cur = g_signo.load(std::memory_order_relaxed);  // written under the mutex
+  if (cur != 0) return cur == signo ? 0 : -EBUSY;
+  struct sigaction sa {};
+  sa.sa_sigaction = doorbell_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigfillset(&sa.sa_mask);  // nothing may interrupt the swap
+  if (sigaction(signo, &sa, &g_old_action) != 0) return -errno;
+  g_signo.store(signo, std::memory_order_relaxed);  // requesters read it after install
+  return 0;
+}
+
+int swap_doorbell_signal() { return g_signo.load(std::memory_order_relaxed); }
+
+void swap_release_mailboxes(const RingBuffer& live) {
+  std::lock_guard<std::mutex> g(g_registry_mu);
+  const size_t n = g_nentries.load(std::memory_order_relaxed);  // under the mutex
+  for (size_t i = 0; i < n; i++) {
+    Entry* e = g_entries[i].load(std::memory_order_relaxed);
+    if (e->rb_id.load(std::memory_order_relaxed) == live.id())
+      e->rb_id.store(0, std::memory_order_relaxed);  // see doorbell_handler
+  }
+}
+
+int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
+                        std::chrono::milliseconds timeout, SwapTrace* trace) {
+  SwapTrace local;
+  SwapTrace& t = trace ? *trace : local;
+  t = SwapTrace{};
+  // S2's first check, early: the CPU indexes the mailboxes.
+  if (cpu >= live.ncpus() || cpu >= spare.ncpus() || &live == &spare) return -EINVAL;
+  if (g_signo.load(std::memory_order_relaxed) == 0) {
+    const int rc = install_swap_doorbell(0);
+    if (rc != 0 && rc != -EBUSY) return rc;
+  }
+  Entry* e = mailbox_for(live);
+  if (!e) return -ENOMEM;
+  const auto deadline = SteadyClock::now() + timeout;
+  std::unique_lock<std::timed_mutex> lk(e->boxes[cpu].requesters, std::defer_lock);
+  if (!lk.try_lock_until(deadline)) return -ETIMEDOUT;
+
+  auto backoff = std::chrono::microseconds(20);
+  for (;;) {
+    int rc;
+    const int32_t owner = live.cpu_owner(cpu);
+    if (live.current_cpu() == static_cast<int>(cpu)) {
+      // The requester is the owner: in place, every signal blocked.
+      t.attempts++;
+      t.in_place++;
+      rc = swap_here(live, spare, cpu);
+    } else if (owner == 0) {
+      // No owner: claim the slot for the duration, so no writer can start.
+      if (live.claim_cpu_for(cpu) == 0) {
+        t.attempts++;
+        t.in_place++;
+        rc = swap_here(live, spare, cpu);
+        live.release_cpu_for(cpu);
+      } else {
+        rc = kNotOwner;  // someone took it meanwhile: look again
+      }
+    } else if (owner < 0) {
+      rc = -EBUSY;  // claimed by an Iterator or another claim_cpu_for
+    } else {
+      rc = post_request(e, live, spare, cpu, owner, deadline, t);
+    }
+    if (rc == kNotOwner) {
+      t.not_owner++;
+      if (SteadyClock::now() >= deadline) return -ETIMEDOUT;
+      std::this_thread::yield();
+      continue;
+    }
+    if (rc != -EBUSY) return rc;
+    // S5: busy (a writer inside W2..W6, or a reader): back off and retry.
+    t.busy++;
+    if (SteadyClock::now() + backoff >= deadline) return -EBUSY;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace rbtrace
