@@ -566,6 +566,14 @@ Reservation RingBuffer::reserve(uint32_t length) {
       if (ts < last) ts = last;
       if (kind) kind = 2;
       delta = 0;
+      signal_fence();
+      if (RBTRACE_UNLIKELY(kind && tp->write.load() != end)) {
+        // And a handler reserved after us before that clock read: it
+        // follows us in the buffer with an older time than `ts`. Take the
+        // predecessor's time instead (a time extend of 0), as the kernel
+        // does when interrupted between C and E.
+        kind = 1;
+      }
     }
     if (tail == 0) {
       // First event of the page: its time is the page's time stamp.
