@@ -1,0 +1,75 @@
+// rbtrace/tracedat.h - trace-cmd trace.dat files: writer and validating
+// reader (rbtrace::consumer).
+//
+// The writer assembles a version-6 trace.dat (header_page, header_event,
+// event formats, cmdlines, CPU count, options: clock, TSC2NSEC when the
+// clock is the CPU counter, per-CPU stats; then the flyrecord section with
+// each CPU's pages as one page-aligned contiguous run, verbatim).
+//
+// The reader validates every length and offset: a corrupt, truncated or
+// hostile file gives an error message, never a crash or an unbounded
+// allocation.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rbtrace/clock.h"
+#include "rbtrace/ring_buffer.h"
+
+namespace rbtrace {
+
+struct EventFormat {
+  std::string system;  // e.g. "demo"
+  std::string format;  // the kernel-style text (EventType::format())
+};
+
+struct TraceDatCpu {
+  int fd = -1;          // readable; pages of this CPU, page_size each
+  uint64_t offset = 0;  // where they start in fd (page aligned)
+  uint64_t size = 0;    // bytes (a multiple of page_size)
+  std::string stats;    // kernel-style per_cpu/cpuN/stats text without the
+                        // "CPU: N" line, which the writer adds (see
+                        // cpu_stats_text); "key: value" lines
+};
+
+struct TraceDatInput {
+  uint32_t page_size = 4096;
+  std::string clock = "x86-tsc";        // trace clock name
+  bool tsc2nsec = false;                // write the TSC2NSEC option
+  CounterCalibration calibration;       // used when tsc2nsec
+  std::vector<EventFormat> events;
+  std::vector<std::pair<int32_t, std::string>> cmdlines;  // tid, comm
+  std::vector<TraceDatCpu> cpus;        // index = CPU number
+};
+
+// Writes a complete trace.dat to `out_fd` (positioned at 0, empty).
+// Returns 0, or -errno with a sentence in *err (ENOSPC/EFBIG from a full
+// disk are reported as such).
+//
+// The file is written front to back in one pass (no seek on out_fd, so a
+// pipe works too): the header, the options, the flyrecord table, then each
+// CPU's pages at a page-aligned offset, copied from TraceDatCpu::fd with
+// copy_file_range (pread/write where that is refused). Options written:
+// CPUSTAT per CPU, TRACECLOCK, VERSION, and with `tsc2nsec` TSC2NSEC (mult,
+// shift, offset 0) plus OFFSET (calibration.offset_ns), so that trace-cmd
+// prints CLOCK_MONOTONIC seconds: ns = ((ticks * mult) >> shift) + offset_ns.
+// Validates the input first (-EINVAL: page size, a size that is not a
+// multiple of the page size, a name with a NUL or newline, ...).
+// Any thread; no global state. The input fds' file offsets are not moved.
+int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err);
+
+// Registered events of this process as EventFormat entries. Any thread.
+std::vector<EventFormat> registered_event_formats();
+
+// The writer's per_cpu stats text for a CPU's counters ("key: value" lines:
+// the kernel's "entries", "overrun", "commit overrun", "bytes", "dropped
+// events", "read events", then rbtrace's "nested dropped", "disabled" and
+// "lost" = CpuStats::lost()). Note: "entries" counts every committed event,
+// not the events still buffered as the kernel's does. Any thread.
+std::string cpu_stats_text(const CpuStats& s);
+
+}  // namespace rbtrace
