@@ -1,0 +1,58 @@
+// rbtrace/trace_export.h - text, JSON and Chrome trace-event renderings of a
+// trace.dat (rbtrace::consumer); the `rbtrace report` and `rbtrace export`
+// commands are thin wrappers around these.
+//
+// Each function reads every record of `r` from the start (it rewinds), writes
+// as it goes, and returns 0, or -1 with a sentence in *err: corrupt data
+// found while reading (the reader's error) or a write error on `out`. On an
+// error the output written so far is incomplete. Any thread; one call per
+// reader at a time.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "rbtrace/tracedat_reader.h"
+
+namespace rbtrace {
+
+struct ReportOptions {
+  bool ns = false;   // time stamps as seconds.nanoseconds (trace-cmd report -t)
+  bool raw = false;  // every field as name=value instead of the print fmt (-R)
+};
+
+// trace-cmd report's text:
+//   cpus=N
+//   CPU N is empty                       (per CPU without data)
+//   CPU:N [M EVENTS DROPPED]             (before the first record of a page
+//   CPU:N [EVENTS DROPPED]                that reports lost events)
+//   <comm:16>-<pid:-5> [cpu:03] <s:5>.<us:06>: <name:>-21 <fields>
+// A record whose type has no format prints "[unknown event type N]".
+int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& opts,
+                      std::string* err);
+
+// One JSON object per line:
+//   {"cpu":0,"ts_ns":123,"pid":42,"comm":"app","type":1000,"system":"demo",
+//    "name":"tick","fields":{"seq":1,"who":"x"}}
+// with "lost_before":M (or "lost_before":null when the count was not stored)
+// on a record whose page reports lost events. Integers are JSON numbers,
+// strings are escaped (bytes >= 0x80 that are not valid UTF-8 become \u00XX),
+// byte arrays are hex strings. Unknown types have "system":null,"name":null.
+int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
+
+// Chrome trace-event JSON (opens in the Perfetto UI and chrome://tracing):
+//   {"displayTimeUnit":"ns","traceEvents":[
+//     {"name":"process_name","ph":"M","pid":P,"args":{"name":"rbtrace"}},
+//     {"name":"thread_name","ph":"M","pid":P,"tid":T,"args":{"name":comm}},
+//     {"name":"tick","cat":"demo","ph":"i","s":"t","ts":12.345,"pid":P,"tid":T,
+//      "args":{"cpu":0,"seq":1,...}},
+//     {"name":"lost events","cat":"rbtrace","ph":"i","s":"g",...,"args":{"cpu":0,"count":M}}]}
+// ts is in microseconds with nanosecond decimals; P = `pid` (the file does
+// not record the process id; thread ids are the records' common_pid).
+int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err);
+
+// Appends `s` to *out as a JSON string literal (quotes included).
+void append_json_string(std::string* out, const std::string& s);
+
+}  // namespace rbtrace

@@ -1,0 +1,312 @@
+// trace_export.cc - report text, JSON lines and Chrome trace-event JSON
+// (see rbtrace/trace_export.h).
+#include "rbtrace/trace_export.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstring>
+
+namespace rbtrace {
+
+namespace {
+
+// Output through a std::string batch, flushed to the FILE every 64 KiB.
+class Writer {
+ public:
+  explicit Writer(std::FILE* f) : f_(f) { buf_.reserve(kBatch + 4096); }
+  std::string& buf() { return buf_; }
+  bool maybe_flush() { return buf_.size() >= kBatch ? flush() : true; }
+  bool flush() {
+    if (!buf_.empty() && std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size()) {
+      errno_ = errno;
+      return false;
+    }
+    buf_.clear();
+    if (std::fflush(f_) != 0) {
+      errno_ = errno;
+      return false;
+    }
+    return true;
+  }
+  std::string error() const {
+    return std::string("write error: ") + std::strerror(errno_ ? errno_ : EIO);
+  }
+
+ private:
+  static constexpr size_t kBatch = 64 * 1024;
+  std::FILE* f_;
+  std::string buf_;
+  int errno_ = 0;
+};
+
+void appendf(std::string* s, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void appendf(std::string* s, const char* fmt, ...) {
+  char b[256];
+  va_list ap;
+  va_start(ap, fmt);
+  const int n = std::vsnprintf(b, sizeof b, fmt, ap);
+  va_end(ap);
+  if (n > 0) s->append(b, std::min<size_t>(static_cast<size_t>(n), sizeof b - 1));
+}
+
+void lost_line(std::string* s, const TraceRecord& rec) {
+  if (rec.missed_known)
+    appendf(s, "CPU:%u [%" PRIu64 " EVENTS DROPPED]\n", rec.cpu, rec.missed_count);
+  else
+    appendf(s, "CPU:%u [EVENTS DROPPED]\n", rec.cpu);
+}
+
+// Length of a valid UTF-8 sequence at p (n bytes left), 0 if invalid.
+size_t utf8_len(const unsigned char* p, size_t n) {
+  const unsigned char c = p[0];
+  size_t len;
+  uint32_t min;
+  if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
+  else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
+  else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
+  else return 0;
+  if (len > n) return 0;
+  uint32_t cp = c & (0xff >> (len + 1));
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+void json_value(std::string* out, const TraceValue& v) {
+  switch (v.kind) {
+    case TraceValue::Kind::kSigned: appendf(out, "%" PRId64, v.i); return;
+    case TraceValue::Kind::kUnsigned: appendf(out, "%" PRIu64, v.u); return;
+    case TraceValue::Kind::kString: append_json_string(out, v.s); return;
+    case TraceValue::Kind::kBytes: {
+      std::string h;
+      for (unsigned char c : v.s) appendf(&h, "%02x", c);
+      append_json_string(out, h);
+      return;
+    }
+  }
+}
+
+// "name":value,... of the record's non-common fields (no braces).
+bool json_fields(std::string* out, const TraceRecord& rec, std::string* err) {
+  if (!rec.event) return true;
+  bool first = true;
+  for (size_t i = rec.event->first_field; i < rec.event->fields.size(); i++) {
+    const TraceField& f = rec.event->fields[i];
+    TraceValue v;
+    if (!TraceDatReader::field_value(rec, f, &v, err)) return false;
+    if (!first) *out += ',';
+    first = false;
+    append_json_string(out, f.name);
+    *out += ':';
+    json_value(out, v);
+  }
+  return true;
+}
+
+std::string record_error(const TraceRecord& rec, const std::string& e) {
+  return "CPU " + std::to_string(rec.cpu) + ", record at file offset " +
+         std::to_string(rec.file_offset) + ": " + e;
+}
+
+}  // namespace
+
+void append_json_string(std::string* out, const std::string& s) {
+  *out += '"';
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char c = p[i];
+    switch (c) {
+      case '"': *out += "\\\""; continue;
+      case '\\': *out += "\\\\"; continue;
+      case '\n': *out += "\\n"; continue;
+      case '\t': *out += "\\t"; continue;
+      case '\r': *out += "\\r"; continue;
+      default: break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      appendf(out, "\\u%04x", c);
+    } else if (c < 0x80) {
+      *out += static_cast<char>(c);
+    } else if (const size_t l = utf8_len(p + i, n - i)) {
+      out->append(reinterpret_cast<const char*>(p + i), l);
+      i += l - 1;
+    } else {
+      appendf(out, "\\u%04x", c);  // not UTF-8: the byte as a Latin-1 code point
+    }
+  }
+  *out += '"';
+}
+
+int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& opts,
+                      std::string* err) {
+  r.rewind();
+  Writer w(out);
+  std::string& s = w.buf();
+  appendf(&s, "cpus=%u\n", r.ncpus());
+  for (uint32_t c = 0; c < r.ncpus(); c++) {
+    if (r.cpus()[c].size == 0) appendf(&s, "CPU %u is empty\n", c);
+  }
+  TraceRecord rec;
+  std::string fields;
+  int rc;
+  while ((rc = r.next(&rec)) > 0) {
+    if (rec.missed) lost_line(&s, rec);
+    std::string comm = r.comm(rec.pid);
+    appendf(&s, "%16s-%-5d [%03u] ", comm.c_str(), rec.pid, rec.cpu);
+    if (opts.ns) {
+      appendf(&s, "%5" PRIu64 ".%09" PRIu64 ": ", rec.ts_ns / UINT64_C(1000000000), rec.ts_ns % UINT64_C(1000000000));
+    } else {
+      // Rounded to the nearest microsecond, as libtraceevent prints it.
+      const uint64_t us = rec.ts_ns / 1000 + (rec.ts_ns % 1000 >= 500 ? 1 : 0);
+      appendf(&s, "%5" PRIu64 ".%06" PRIu64 ": ", us / 1000000, us % 1000000);
+    }
+    if (!rec.event) {
+      appendf(&s, "[unknown event type %u]\n", rec.type);
+    } else {
+      std::string name = rec.event->name + ":";
+      if (name.size() < 21) name.append(21 - name.size(), ' ');
+      s += name;
+      s += opts.raw ? "  " : " ";  // trace-cmd -R puts a space before each field
+      const bool ok = opts.raw ? TraceDatReader::raw_fields(rec, &fields, err)
+                               : TraceDatReader::format_fields(rec, &fields, err);
+      if (!ok) {
+        *err = record_error(rec, *err);
+        w.flush();
+        return -1;
+      }
+      s += fields;
+      s += '\n';
+    }
+    if (!w.maybe_flush()) {
+      *err = w.error();
+      return -1;
+    }
+  }
+  if (!w.flush()) {
+    *err = w.error();
+    return -1;
+  }
+  if (rc < 0) {
+    *err = r.error();
+    return -1;
+  }
+  return 0;
+}
+
+int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
+  r.rewind();
+  Writer w(out);
+  std::string& s = w.buf();
+  TraceRecord rec;
+  int rc;
+  while ((rc = r.next(&rec)) > 0) {
+    appendf(&s, "{\"cpu\":%u,\"ts_ns\":%" PRIu64 ",\"pid\":%d,\"comm\":", rec.cpu, rec.ts_ns, rec.pid);
+    append_json_string(&s, r.comm(rec.pid));
+    appendf(&s, ",\"type\":%u,\"system\":", rec.type);
+    if (rec.event) {
+      append_json_string(&s, rec.event->system);
+      s += ",\"name\":";
+      append_json_string(&s, rec.event->name);
+    } else {
+      s += "null,\"name\":null";
+    }
+    if (rec.missed) {
+      if (rec.missed_known)
+        appendf(&s, ",\"lost_before\":%" PRIu64, rec.missed_count);
+      else
+        s += ",\"lost_before\":null";
+    }
+    s += ",\"fields\":{";
+    if (!json_fields(&s, rec, err)) {
+      *err = record_error(rec, *err);
+      w.flush();
+      return -1;
+    }
+    s += "}}\n";
+    if (!w.maybe_flush()) {
+      *err = w.error();
+      return -1;
+    }
+  }
+  if (!w.flush()) {
+    *err = w.error();
+    return -1;
+  }
+  if (rc < 0) {
+    *err = r.error();
+    return -1;
+  }
+  return 0;
+}
+
+int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err) {
+  r.rewind();
+  Writer w(out);
+  std::string& s = w.buf();
+  appendf(&s,
+          "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n"
+          "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rbtrace\"}}",
+          pid);
+  for (const auto& [tid, comm] : r.cmdlines()) {
+    appendf(&s, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":",
+            pid, tid);
+    append_json_string(&s, comm);
+    s += "}}";
+  }
+  TraceRecord rec;
+  int rc;
+  while ((rc = r.next(&rec)) > 0) {
+    const uint64_t us = rec.ts_ns / 1000, frac = rec.ts_ns % 1000;
+    if (rec.missed) {
+      appendf(&s,
+              ",\n{\"name\":\"lost events\",\"cat\":\"rbtrace\",\"ph\":\"i\",\"s\":\"g\","
+              "\"ts\":%" PRIu64 ".%03" PRIu64 ",\"pid\":%d,\"tid\":%d,\"args\":{\"cpu\":%u,\"count\":",
+              us, frac, pid, rec.pid, rec.cpu);
+      if (rec.missed_known)
+        appendf(&s, "%" PRIu64 "}}", rec.missed_count);
+      else
+        s += "null}}";
+    }
+    s += ",\n{\"name\":";
+    if (rec.event)
+      append_json_string(&s, rec.event->name);
+    else
+      appendf(&s, "\"unknown event type %u\"", rec.type);
+    s += ",\"cat\":";
+    append_json_string(&s, rec.event ? rec.event->system : std::string("unknown"));
+    appendf(&s,
+            ",\"ph\":\"i\",\"s\":\"t\",\"ts\":%" PRIu64 ".%03" PRIu64
+            ",\"pid\":%d,\"tid\":%d,\"args\":{\"cpu\":%u",
+            us, frac, pid, rec.pid, rec.cpu);
+    if (rec.event && rec.event->fields.size() > rec.event->first_field) s += ',';
+    if (!json_fields(&s, rec, err)) {
+      *err = record_error(rec, *err);
+      w.flush();
+      return -1;
+    }
+    s += "}}";
+    if (!w.maybe_flush()) {
+      *err = w.error();
+      return -1;
+    }
+  }
+  if (rc < 0) {
+    w.flush();
+    *err = r.error();
+    return -1;
+  }
+  s += "\n]}\n";
+  if (!w.flush()) {
+    *err = w.error();
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace rbtrace
