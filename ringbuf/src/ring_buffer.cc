@@ -57,6 +57,44 @@ int32_t cached_tid() {
 
 bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
+// Ids of live ring buffers, readable from a signal handler (a plain scan):
+// a thread whose binding table is full drops its bindings to destroyed
+// buffers. Past kLiveSlots live buffers, ids are not recorded and every id
+// counts as possibly alive (nothing is pruned then).
+constexpr int kLiveSlots = 1024;
+std::atomic<uint32_t> live_ids[kLiveSlots];
+std::atomic<bool> live_overflow{false};
+
+void mark_live(uint32_t id) {
+  for (auto& slot : live_ids) {
+    uint32_t expected = 0;
+    // relaxed: the id is published to this thread's own later claims by
+    // program order; other threads only ever prune ids they bound to,
+    // which were live (and recorded) when they bound.
+    if (slot.compare_exchange_strong(expected, id, std::memory_order_relaxed)) return;
+  }
+  live_overflow.store(true, std::memory_order_relaxed);
+}
+void mark_dead(uint32_t id) {
+  for (auto& slot : live_ids) {
+    uint32_t expected = id;
+    if (slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
+  }
+}
+bool maybe_alive(uint32_t id) {
+  if (live_overflow.load(std::memory_order_relaxed)) return true;
+  for (auto& slot : live_ids)
+    if (slot.load(std::memory_order_relaxed) == id) return true;
+  return false;
+}
+
+void remove_binding_at(ThreadState& t, int i) {
+  t.bindings[i] = t.bindings[t.count - 1];
+  signal_fence();
+  t.count--;
+}
+
+
 DataPage* alloc_page(uint32_t size) {
   void* p = nullptr;
   if (posix_memalign(&p, size < 65536 ? size : 65536, size) != 0) return nullptr;
@@ -132,6 +170,7 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   }
   pthread_once(&exit_key_once, make_exit_key);
   rb->id_ = next_id.fetch_add(1, std::memory_order_relaxed);
+  mark_live(rb->id_);
   {
     std::lock_guard<std::mutex> g(registry_mutex());
     registry()[rb->id_] = rb.get();
@@ -189,6 +228,12 @@ RingBuffer::~RingBuffer() {
     std::lock_guard<std::mutex> g(registry_mutex());
     registry().erase(id_);
   }
+  mark_dead(id_);
+  // The destroying thread's own binding goes now; other threads' bindings
+  // are pruned when their tables fill up (add_binding).
+  ThreadState& t = tls_state;
+  for (int i = t.count - 1; i >= 0; i--)
+    if (t.bindings[i].rb_id == id_) remove_binding_at(t, i);
   if (storage_) {
     for (uint32_t c = 0; c < opts_.ncpus; c++) {
       CpuBuffer* cb = &storage_[c];
@@ -211,6 +256,11 @@ int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
 namespace {
 int add_binding(uint32_t rb_id, int32_t cpu) {
   ThreadState& t = tls_state;
+  if (t.count >= kMaxBindingsPerThread) {
+    // Drop bindings to buffers destroyed since (their slots died with them).
+    for (int i = t.count - 1; i >= 0; i--)
+      if (!maybe_alive(t.bindings[i].rb_id)) remove_binding_at(t, i);
+  }
   if (t.count >= kMaxBindingsPerThread) return -ENOSPC;
   if (!t.key_set) {
     // A low pthread key stores into the thread descriptor: no allocation.
@@ -229,10 +279,6 @@ int add_binding(uint32_t rb_id, int32_t cpu) {
 // CAS per slot, one gettid the first time.
 int32_t RingBuffer::claim_cpu() {
   const int32_t tid = cached_tid();
-  if (tls_state.count >= kMaxBindingsPerThread) {
-    no_cpu_.fetch_add(1, std::memory_order_relaxed);
-    return -1;
-  }
   for (uint32_t c = 0; c < opts_.ncpus; c++) {
     int32_t expected = 0;
     // acq_rel: acquire pairs with the release store in unbind_thread, so the

@@ -237,3 +237,27 @@ TEST(Slots, TooManyBuffersPerThreadIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+// A thread that wrote into as many buffers as it can hold bindings for, all
+// destroyed since, can still write into a new one: dead bindings are pruned.
+TEST(Slots, BindingsToDestroyedBuffersArePruned) {
+  std::thread t([] {
+    for (int round = 0; round < 3; round++) {
+      std::vector<std::unique_ptr<rbtrace::RingBuffer>> bufs;
+      rbtrace::Options o;
+      o.ncpus = 1;
+      o.pages_per_cpu = 2;
+      for (int i = 0; i < rbtrace::detail::kMaxBindingsPerThread; i++) {
+        bufs.push_back(rbtrace::RingBuffer::create(o));
+        ASSERT_TRUE(bufs.back());
+        uint64_t v = i;
+        ASSERT_EQ(bufs.back()->write(&v, sizeof v), 0) << "round " << round << " buffer " << i;
+      }
+      // Destroyed by another thread, so this thread's bindings stay behind.
+      std::thread([&bufs] { bufs.clear(); }).join();
+    }
+  });
+  t.join();
+}
+}  // namespace
