@@ -20,7 +20,10 @@ namespace rbtrace {
 //   offset 0   u64 time_stamp   time of the page's first event (clock ticks)
 //   offset 8   u64 commit       bytes of committed data in data[]
 //                               bit 31: MISSED_EVENTS  (events were lost
-//                                       before this page)
+//                                       since the previous page handed
+//                                       out: overwritten pages before this
+//                                       one, or newer events dropped while
+//                                       the ring was full)
 //                               bit 30: MISSED_STORED  (the lost count is a
 //                                       u64 stored at data[commit & mask])
 //                               bits 0..29: the length (kCommitMask)
