@@ -21,6 +21,12 @@
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat_reader.h"
 
+// cmd_control.cc: the control-socket commands.
+namespace rbtrace::cli {
+int cmd_list(int, char**), cmd_stat(int, char**), cmd_snapshot(int, char**), cmd_events(int, char**);
+extern const char kListUsage[], kStatUsage[], kSnapshotUsage[], kEventsUsage[];
+}  // namespace rbtrace::cli
+
 namespace {
 
 constexpr int kExitFail = 1;
@@ -150,6 +156,10 @@ struct Command {
 constexpr Command kCommands[] = {
     {"report", cmd_report, kReportUsage, "print a trace.dat as text (trace-cmd report) or JSON lines"},
     {"export", cmd_export, kExportUsage, "convert a trace.dat to Chrome trace-event JSON"},
+    {"list", rbtrace::cli::cmd_list, rbtrace::cli::kListUsage, "this user's traced processes (control sockets)"},
+    {"stat", rbtrace::cli::cmd_stat, rbtrace::cli::kStatUsage, "a traced process's CPUs and counters"},
+    {"snapshot", rbtrace::cli::cmd_snapshot, rbtrace::cli::kSnapshotUsage, "swap out and dump a traced process's buffers as trace.dat"},
+    {"events", rbtrace::cli::cmd_events, rbtrace::cli::kEventsUsage, "enable or disable a traced process's events"},
 };
 
 void print_help(std::FILE* f) {

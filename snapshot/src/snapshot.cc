@@ -17,12 +17,19 @@
 namespace rbtrace {
 
 std::unique_ptr<Snapshot> Snapshot::create(const Options& opts, Error* err) {
+  std::unique_ptr<RingBuffer> live = RingBuffer::create(opts, err);
+  if (!live) return nullptr;
+  std::unique_ptr<Snapshot> s = attach(*live, err);
+  if (s) s->owned_live_ = std::move(live);
+  return s;
+}
+
+std::unique_ptr<Snapshot> Snapshot::attach(RingBuffer& live, Error* err) {
   std::unique_ptr<Snapshot> s(new Snapshot());
-  s->live_ = RingBuffer::create(opts, err);
-  if (!s->live_) return nullptr;
-  s->spare_ = RingBuffer::create(opts, err);
+  s->live_ = &live;
+  s->spare_ = RingBuffer::create(live.options(), err);
   if (!s->spare_) return nullptr;
-  s->retired_.resize(opts.ncpus);
+  s->retired_.resize(live.ncpus());
   return s;
 }
 

@@ -46,6 +46,9 @@ class Snapshot {
   // Makes the live and spare buffers with `opts` (the flight recorder:
   // Mode::kOverwrite). Null with *err on failure.
   static std::unique_ptr<Snapshot> create(const Options& opts, Error* err = nullptr);
+  // Adds a spare of the same geometry to the application's own `live`
+  // buffer, which must outlive the Snapshot. Null with *err on failure.
+  static std::unique_ptr<Snapshot> attach(RingBuffer& live, Error* err = nullptr);
   ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
@@ -76,7 +79,8 @@ class Snapshot {
 
  private:
   Snapshot() = default;
-  std::unique_ptr<RingBuffer> live_;
+  RingBuffer* live_ = nullptr;
+  std::unique_ptr<RingBuffer> owned_live_;  // when made by create()
   std::unique_ptr<RingBuffer> spare_;
   mutable std::mutex mu_;          // one take() at a time; guards the below
   std::vector<CpuStats> retired_;  // counters of swapped-out generations
