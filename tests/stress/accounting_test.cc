@@ -232,10 +232,11 @@ TEST_P(Accounting, Exact) {
       EXPECT_EQ(cv.gaps(0).ranges(), wr.failed.ranges())
           << "missing seqs:" << ranges_str(cv.gaps(0)) << "\n  refused:" << ranges_str(wr.failed)
           << info;
-      if (cv.unknown_flags() == 0)
+      if (cv.unknown_flags() == 0) {
         EXPECT_EQ(cv.stored_lost(), s.lost()) << info;
-      else
+      } else {
         EXPECT_LT(cv.stored_lost(), s.lost()) << info;
+      }
     } else {
       EXPECT_EQ(cv.gap_total(), s.overrun + t.enospc + t.eloop) << info;
       EXPECT_TRUE(cv.gaps(0).covers(wr.failed)) << info;
@@ -258,10 +259,11 @@ TEST_P(Accounting, Exact) {
                 static_cast<unsigned long long>(cv.typed()), tally_str(t).c_str());
   }
   // The paths under test did run.
-  if (pc)
+  if (pc) {
     EXPECT_GT(drops, 0u) << "the buffer never filled";
-  else
+  } else {
     EXPECT_GT(overruns, 0u) << "the buffer never wrapped";
+  }
   EXPECT_GT(flags, 0u) << "no loss was ever reported to the reader";
   EXPECT_GT(disabled, 0u);
   EXPECT_GT(discards, 0u);

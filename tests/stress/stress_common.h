@@ -380,6 +380,9 @@ class CpuVerifier {
 
   // A loss report that precedes the next event (a page's commit flags, or
   // consume's `lost`).
+  // A new chunk (page or consume batch) begins.
+  void begin_chunk() { chunk_events_ = 0; }
+
   void loss(bool flagged, bool stored, uint64_t count) {
     if (!flagged) {
       if (stored) fail("kMissedStored without kMissedEvents");
@@ -414,6 +417,7 @@ class CpuVerifier {
       else count = rbtrace::load_u64(pg->data + len);
     }
     loss(commit & rbtrace::kMissedEvents, stored, count);
+    begin_chunk();
     pages_++;
     rbtrace::PageWalker w(pg->data, len, pg->time_stamp);
     PageEvent e;
@@ -439,15 +443,23 @@ class CpuVerifier {
     if (d.typed && pid_ != 0 && d.pid != pid_)
       fail("common_pid " + std::to_string(d.pid) + " != owner tid " + std::to_string(pid_));
     if (d.level >= 0) {
-      if ((d.stream == 0) != (d.level == 0))
-        fail("stream " + std::to_string(d.stream) + " written at nesting level " +
-             std::to_string(d.level));
+      // The owner thread is always the outermost writer; a handler is at
+      // level 0 too when it interrupted no write.
+      if (d.stream == 0 && d.level != 0)
+        fail("the owner thread wrote at nesting level " + std::to_string(d.level));
       if (d.level < 16) levels_[d.level]++;
     }
     per_stream_[d.stream]++;
+    char what[96];
+    std::snprintf(what, sizeof what, "stream %u seq %u level %d at offset %u", d.stream, d.seq,
+                  d.level, e.offset);
     if (e.ts < last_ts_)
-      fail("time went backwards: " + std::to_string(e.ts) + " after " + std::to_string(last_ts_));
+      fail("time went backwards: " + std::to_string(e.ts) + " (" + what + ") after " +
+           std::to_string(last_ts_) + " (" + last_what_ + ")" +
+           (chunk_events_ == 0 ? ", first event of a chunk" : ""));
     last_ts_ = e.ts;
+    last_what_ = what;
+    chunk_events_++;
     if (e.ts < ts_lo_)
       fail("time stamp " + std::to_string(e.ts) + " before the test began (" +
            std::to_string(ts_lo_) + "), event at offset " + std::to_string(e.offset));
@@ -523,6 +535,8 @@ class CpuVerifier {
   int64_t last_[kMaxStreams];
   RangeLog gaps_[kMaxStreams];
   uint64_t last_ts_ = 0, max_ts_ = 0;
+  std::string last_what_;
+  uint64_t chunk_events_ = 0;
   uint64_t pending_ = 0;
   bool pending_unknown_ = false;
   uint64_t stored_lost_ = 0, unknown_flags_ = 0, unknown_gap_ = 0, flags_ = 0;
@@ -543,6 +557,7 @@ inline int read_step(rbtrace::RingBuffer& rb, uint32_t cpu, ReadStyle style, boo
     return 1;
   }
   int n = 0;
+  v.begin_chunk();
   for (; n < batch; n++) {
     PageEvent e;
     uint64_t lost = 0;
