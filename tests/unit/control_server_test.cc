@@ -1,0 +1,347 @@
+// The embedded control server: a real socket in a private directory, a real
+// Snapshot behind it. Malformed, oversized and truncated messages and stray
+// descriptors are rejected without harm (the server goes on serving, and a
+// passed descriptor is not kept); a client running as another user is
+// refused, both by the directory (connect fails) and, when it gets past the
+// file system, by SO_PEERCRED; a snapshot arrives in the descriptor the
+// client passed.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/fsuid.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rbtrace/control.h"
+#include "rbtrace/rbtrace.h"
+#include "rbtrace/snapshot.h"
+#include "rbtrace/tracedat_reader.h"
+
+RBTRACE_EVENT(ctltest, ping, ((uint64_t, seq)))
+
+using namespace rbtrace;
+using namespace rbtrace::control;
+using namespace std::chrono_literals;
+
+namespace {
+
+class ControlServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/rbtrace-ctltest-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+    dir_ = base_ + "/ctl";
+    Options o;
+    o.ncpus = 2;
+    o.pages_per_cpu = 4;
+    o.mode = Mode::kOverwrite;
+    snap_ = Snapshot::create(o);
+    ASSERT_TRUE(snap_);
+    ServerOptions so;
+    so.dir = dir_;
+    so.io_timeout = 500ms;
+    Error err;
+    server_ = Server::start(*snap_, so, &err);
+    ASSERT_TRUE(server_) << err.message;
+  }
+  void TearDown() override {
+    server_.reset();
+    snap_.reset();
+    std::system(("rm -rf " + base_).c_str());
+  }
+  int raw_connect() {
+    const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, server_->socket_path().c_str(), sizeof sa.sun_path - 1);
+    if (connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      close(s);
+      return -errno;
+    }
+    return s;
+  }
+  // Sends raw bytes (optionally with a descriptor), half-closes, returns the
+  // reply's status (or 1 if the server closed without a reply).
+  int send_raw(const std::vector<uint8_t>& bytes, int pass_fd = -1) {
+    const int s = raw_connect();
+    EXPECT_GE(s, 0);
+    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = bytes.empty() ? 0 : 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+    if (pass_fd >= 0) {
+      msg.msg_control = cbuf;
+      msg.msg_controllen = sizeof cbuf;
+      cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+    }
+    if (!bytes.empty()) EXPECT_EQ(sendmsg(s, &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    shutdown(s, SHUT_WR);
+    std::vector<uint8_t> buf(4096);
+    size_t got = 0;
+    for (;;) {
+      const ssize_t n = read(s, buf.data() + got, buf.size() - got);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    close(s);
+    Reply rep;
+    std::string why;
+    if (parse_reply(buf.data(), got, MsgType::kStat, &rep, &why) != 0) return 1;
+    return rep.status;
+  }
+  bool stat_works() {
+    std::string err;
+    const int s = connect_to(getpid(), dir_, &err);
+    if (s < 0) return false;
+    Request req;
+    Reply rep;
+    const int rc = call(s, req, -1, &rep, &err);
+    close(s);
+    return rc == 0 && rep.status == 0 && rep.stat.cpus.size() == 2;
+  }
+  std::string base_, dir_;
+  std::unique_ptr<Snapshot> snap_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ControlServer, SocketIsPrivate) {
+  struct stat st {};
+  ASSERT_EQ(stat(dir_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat(server_->socket_path().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 077, 0u);
+  EXPECT_EQ(server_->socket_path(), dir_ + "/" + std::to_string(getpid()) + ".sock");
+  auto pids = list_processes(dir_);
+  ASSERT_EQ(pids.size(), 1u);
+  EXPECT_EQ(pids[0], getpid());
+  EXPECT_TRUE(stat_works());
+}
+
+TEST_F(ControlServer, MalformedOversizedTruncatedAreRejectedWithoutHarm) {
+  Request snapreq;
+  snapreq.type = MsgType::kSnapshot;
+  const auto good = encode_request(snapreq);
+  auto bad_magic = good;
+  bad_magic[0] ^= 0xff;
+  EXPECT_EQ(send_raw(bad_magic), -EPROTO);
+  auto bad_version = good;
+  bad_version[4] = 9;
+  EXPECT_EQ(send_raw(bad_version), -EPROTONOSUPPORT);
+  auto oversized = good;
+  const uint32_t huge = 1u << 30;
+  std::memcpy(oversized.data() + 8, &huge, 4);
+  EXPECT_EQ(send_raw(oversized), -EMSGSIZE);
+  auto truncated = good;
+  truncated.resize(truncated.size() - 3);
+  EXPECT_EQ(send_raw(truncated), -EBADMSG);
+  EXPECT_EQ(send_raw(std::vector<uint8_t>(good.begin(), good.begin() + 7)), -EBADMSG);
+  EXPECT_EQ(send_raw({}), -EBADMSG);  // connect and hang up
+  std::vector<uint8_t> garbage(300);
+  for (size_t i = 0; i < garbage.size(); i++) garbage[i] = static_cast<uint8_t>(i * 37);
+  EXPECT_LT(send_raw(garbage), 0);
+  // A snapshot request without a descriptor, and a stat request with one.
+  EXPECT_EQ(send_raw(good), -EBADF);
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  EXPECT_EQ(send_raw(encode_request(Request{}), p[1]), -EBADMSG);
+  // The server did not keep the stray descriptor: with our write end
+  // closed too, the read end sees EOF.
+  close(p[1]);
+  pollfd pf{p[0], POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, 2000), 1);
+  char c;
+  EXPECT_EQ(read(p[0], &c, 1), 0);
+  close(p[0]);
+  // A descriptor that is not an empty regular file is refused.
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  EXPECT_EQ(send_raw(good, p[1]), -EINVAL);
+  close(p[0]);
+  close(p[1]);
+  // Still serving, nothing else happened.
+  EXPECT_TRUE(stat_works());
+  const ServerCounters c2 = server_->counters();
+  EXPECT_EQ(c2.malformed, 8u);
+  EXPECT_EQ(c2.failed, 2u);  // no descriptor; a pipe
+  EXPECT_EQ(c2.refused, 0u);
+  EXPECT_EQ(snap_->snapshots_taken(), 0u);
+}
+
+// A slow client that sends half a header and waits cannot hold the server
+// for longer than its I/O timeout.
+TEST_F(ControlServer, StalledClientTimesOut) {
+  const int s = raw_connect();
+  ASSERT_GE(s, 0);
+  const auto m = encode_request(Request{});
+  ASSERT_EQ(write(s, m.data(), 5), 5);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(stat_works());  // queued behind the stalled one
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  close(s);
+}
+
+// Runs `child` in a forked process; returns its exit status (or -1).
+template <class F>
+int in_child(F child) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(child());
+  int st = 0;
+  if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return -1;
+  return WEXITSTATUS(st);
+}
+
+TEST_F(ControlServer, AnotherUserIsRefusedByTheDirectory) {
+  ASSERT_EQ(geteuid(), 0u) << "the test needs root to become another user";
+  const std::string path = server_->socket_path();
+  const int rc = in_child([&]() -> int {
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+    if (connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return 1;
+    return errno == EACCES ? 0 : 2;
+  });
+  EXPECT_EQ(rc, 0) << "nobody could connect (1) or failed otherwise (2, 10)";
+  EXPECT_TRUE(stat_works());
+}
+
+// Past the file system (file-system uid 0, effective uid nobody), the peer
+// credentials still say nobody: the server refuses.
+TEST_F(ControlServer, AnotherUserIsRefusedByPeerCredentials) {
+  ASSERT_EQ(geteuid(), 0u);
+  const std::string path = server_->socket_path();
+  const auto req = encode_request(Request{});
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  const int rc = in_child([&]() -> int {
+    close(p[0]);
+    if (setresgid(65534, 65534, 0) != 0 || setresuid(65534, 65534, 0) != 0) return 10;
+    setfsuid(0);
+    if (static_cast<uid_t>(setfsuid(static_cast<uid_t>(-1))) != 0) return 11;
+    const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+    if (connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return 12;
+    if (write(s, req.data(), req.size()) != static_cast<ssize_t>(req.size())) return 13;
+    shutdown(s, SHUT_WR);
+    static uint8_t buf[4096];
+    ssize_t got = 0, n;
+    while ((n = read(s, buf + got, sizeof buf - static_cast<size_t>(got))) > 0) got += n;
+    if (write(p[1], buf, static_cast<size_t>(got)) != got) return 14;
+    return 0;
+  });
+  close(p[1]);
+  ASSERT_EQ(rc, 0);
+  std::vector<uint8_t> buf(4096);
+  const ssize_t got = read(p[0], buf.data(), buf.size());
+  close(p[0]);
+  ASSERT_GT(got, 0);
+  Reply rep;
+  std::string why;
+  ASSERT_EQ(parse_reply(buf.data(), static_cast<size_t>(got), MsgType::kStat, &rep, &why), 0) << why;
+  EXPECT_EQ(rep.status, -EACCES);
+  EXPECT_TRUE(rep.stat.cpus.empty()) << "a refused peer got the counters";
+  EXPECT_EQ(server_->counters().refused, 1u);
+  EXPECT_TRUE(stat_works());
+}
+
+TEST_F(ControlServer, SnapshotIsWrittenToThePassedDescriptor) {
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    ASSERT_EQ(snap_->live().bind_thread(1), 0);
+    uint64_t seq = 0;
+    while (!stop.load()) {
+      rbtrace_events::ctltest_ping::emit(snap_->live(), ++seq);
+      if (seq % 64 == 0) std::this_thread::sleep_for(100us);
+    }
+    snap_->live().unbind_thread();
+  });
+  std::this_thread::sleep_for(50ms);
+  const std::string out = base_ + "/snap.dat";
+  const int fd = open(out.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::string err;
+  const int s = connect_to(getpid(), dir_, &err);
+  ASSERT_GE(s, 0) << err;
+  Request req;
+  req.type = MsgType::kSnapshot;
+  req.cpu = -1;
+  Reply rep;
+  ASSERT_EQ(call(s, req, fd, &rep, &err), 0) << err;
+  close(s);
+  stop.store(true);
+  writer.join();
+  EXPECT_EQ(rep.status, 0) << rep.message;
+  ASSERT_EQ(rep.snapshot.cpus.size(), 2u);
+  EXPECT_EQ(rep.snapshot.cpus[1].swap_result, 0);
+  EXPECT_GT(rep.snapshot.cpus[1].pages, 0u);
+  auto reader = TraceDatReader::open_fd(fd, &err);
+  close(fd);
+  ASSERT_TRUE(reader) << err;
+  TraceRecord rec;
+  uint64_t n = 0, last = 0;
+  bool ordered = true;
+  while (reader->next_on_cpu(1, &rec) == 1) {
+    if (!rec.event || rec.event->name != "ping") continue;
+    uint64_t seq;
+    std::memcpy(&seq, rec.data + 8, sizeof seq);
+    if (n && seq != last + 1) ordered = false;  // one writer, no handler
+    last = seq;
+    n++;
+  }
+  EXPECT_TRUE(reader->error().empty()) << reader->error();
+  EXPECT_GT(n, 0u);
+  EXPECT_TRUE(ordered) << "the flight recorder's tail has a hole";
+  EXPECT_EQ(snap_->snapshots_taken(), 1u);
+  // A second request to the same, now non-empty, file is refused.
+  const int fd2 = open(out.c_str(), O_RDWR | O_CLOEXEC);
+  const int s2 = connect_to(getpid(), dir_, &err);
+  ASSERT_EQ(call(s2, req, fd2, &rep, &err), 0) << err;
+  EXPECT_EQ(rep.status, -EINVAL);
+  close(s2);
+  close(fd2);
+  // Events: enable/disable by name, unknown names refused.
+  Request ev;
+  ev.type = MsgType::kEvents;
+  ev.enable = false;
+  ev.event = "ctltest:ping";
+  const int s3 = connect_to(getpid(), dir_, &err);
+  ASSERT_EQ(call(s3, ev, -1, &rep, &err), 0) << err;
+  close(s3);
+  EXPECT_EQ(rep.status, 0);
+  EXPECT_EQ(rep.events_changed, 1u);
+  EXPECT_FALSE(rbtrace_events::ctltest_ping::enabled());
+  ev.enable = true;
+  ev.event = "ctltest:*";
+  const int s4 = connect_to(getpid(), dir_, &err);
+  ASSERT_EQ(call(s4, ev, -1, &rep, &err), 0) << err;
+  close(s4);
+  EXPECT_TRUE(rbtrace_events::ctltest_ping::enabled());
+  ev.event = "nosuch:event";
+  const int s5 = connect_to(getpid(), dir_, &err);
+  ASSERT_EQ(call(s5, ev, -1, &rep, &err), 0) << err;
+  close(s5);
+  EXPECT_EQ(rep.status, -ENOENT);
+}
+
+}  // namespace
