@@ -842,22 +842,28 @@ bool TraceDatReader::Impl::parse(std::string* err) {
   if (!p.num(&count, "ftrace format count")) return false;
   if (count > td::kMaxFtraceFormats || count > p.left() / 8)
     return p.fail("ftrace format count " + std::to_string(count) + " exceeds " +
-                  std::to_string(td::kMaxFtraceFormats));
+                  std::to_string(td::kMaxFtraceFormats) + " or the " + std::to_string(p.left()) +
+                  " bytes left");
   for (uint32_t i = 0; i < count; i++) {
     if (!add_event("ftrace", p.pos())) return false;
   }
   // Event formats by system.
   uint32_t systems = 0;
   if (!p.num(&systems, "event system count")) return false;
-  if (systems > td::kMaxSystems || systems > p.left() / 6)
-    return p.fail("event system count " + std::to_string(systems) + " is impossible here");
+  if (systems > td::kMaxSystems)
+    return p.fail("event system count " + std::to_string(systems) + " exceeds " +
+                  std::to_string(td::kMaxSystems));
+  if (systems > p.left() / 6)
+    return p.fail("truncated file: event system count " + std::to_string(systems) + " needs at least " +
+                  std::to_string(uint64_t{systems} * 6) + " bytes, " + std::to_string(p.left()) + " left");
   for (uint32_t s = 0; s < systems; s++) {
     std::string sys;
     if (!p.cstr(&sys, td::kMaxSystemName, "event system name")) return false;
     if (!is_ident(sys)) return p.fail("bad event system name at offset " + std::to_string(p.pos()));
     if (!p.num(&count, "event count of system " + sys)) return false;
     if (count > td::kMaxEvents || count > p.left() / 8)
-      return p.fail("event count " + std::to_string(count) + " of system " + sys + " is impossible here");
+      return p.fail("event count " + std::to_string(count) + " of system " + sys +
+                    " exceeds 65536 or the " + std::to_string(p.left()) + " bytes left");
     for (uint32_t i = 0; i < count; i++) {
       if (!add_event(sys, p.pos())) return false;
     }
@@ -890,8 +896,12 @@ bool TraceDatReader::Impl::parse(std::string* err) {
   // CPU count.
   uint32_t ncpus = 0;
   if (!p.num(&ncpus, "CPU count")) return false;
-  if (ncpus > td::kMaxCpus || static_cast<uint64_t>(ncpus) * 16 > p.left())
-    return p.fail("CPU count " + std::to_string(ncpus) + " is impossible here");
+  if (ncpus > td::kMaxCpus)
+    return p.fail("CPU count " + std::to_string(ncpus) + " exceeds " + std::to_string(td::kMaxCpus));
+  if (uint64_t{ncpus} * 16 > p.left())
+    return p.fail("truncated file: CPU count " + std::to_string(ncpus) + " needs a " +
+                  std::to_string(uint64_t{ncpus} * 16) + "-byte flyrecord table, " +
+                  std::to_string(p.left()) + " bytes left");
   cpus.resize(ncpus);
 
   // Options, then flyrecord.
