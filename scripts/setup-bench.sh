@@ -34,7 +34,9 @@ if [ "$arm64" = 1 ]; then
     $SUDO dpkg --add-architecture arm64
   fi
   pkgs+=(g++-aarch64-linux-gnu qemu-user
-         libboost-dev:arm64 libgtest-dev:arm64 libbenchmark-dev:arm64)
+         libboost-dev:arm64 libgtest-dev:arm64 libbenchmark-dev:arm64
+         # rbtrace::consumer (io_uring backend)
+         liburing-dev:arm64)
 fi
 
 $SUDO apt-get update -qq

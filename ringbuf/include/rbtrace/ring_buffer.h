@@ -92,6 +92,17 @@ struct NoHooks {
   static void at(HookPoint, RingBuffer&, uint32_t) {}
 };
 
+// Optional page hook, off by default: the writer that moved a CPU's tail to
+// a new page calls fn(arg, cpu) once, at the end of W5 (still busy, after
+// in_w5 is cleared). It runs on the writer's path, possibly in a signal
+// handler: it must be async-signal-safe, must not write events, and fn/arg
+// must stay valid as long as any writer may run (the consumer's watermark
+// wake-up makes its hook immortal). One acquire load per page when unset.
+struct PageHook {
+  void (*fn)(void* arg, uint32_t cpu);
+  void* arg;
+};
+
 namespace detail {
 
 // ---------------------------------------------------------------------------
@@ -324,6 +335,13 @@ class RingBuffer {
   // reserve + copy + commit. 0 or the reserve error.
   int write(const void* data, uint32_t length);
 
+  // Installs (or with null removes) the page hook. Any thread.
+  void set_page_hook(const PageHook* h) {
+    // release: pairs with the acquire load in move_tail; the hook's fn/arg
+    // are written before it is published.
+    page_hook_.store(h, std::memory_order_release);
+  }
+
   // ---- record enable/disable (any thread) -----------------------------------
   void record_disable() { record_disabled_.fetch_add(1, std::memory_order_relaxed); }
   void record_enable() { record_disabled_.fetch_sub(1, std::memory_order_relaxed); }
@@ -434,6 +452,7 @@ class RingBuffer {
   std::unique_ptr<std::atomic<int32_t>[]> owners_;
   std::unique_ptr<detail::CpuBuffer[]> storage_;
   alignas(64) std::atomic<uint64_t> no_cpu_{0};
+  std::atomic<const PageHook*> page_hook_{nullptr};  // see set_page_hook
 };
 
 // ===========================================================================
@@ -780,6 +799,9 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
     cb->tail_page.store(next, std::memory_order_relaxed);
     signal_fence();
     cb->in_w5.store(0);
+    // acquire: pairs with the release store in set_page_hook.
+    if (const PageHook* h = page_hook_.load(std::memory_order_acquire); RBTRACE_UNLIKELY(h))
+      h->fn(h->arg, cpu);
     return 0;
   }
 }

@@ -1,0 +1,143 @@
+// rbtrace/consumer.h - the consumer thread: drains a RingBuffer's pages to
+// disk and publishes them as trace-cmd trace.dat files (rbtrace::consumer).
+//
+// One drain thread takes full pages from every CPU with the zero-copy
+// read_page, trading pages from its own pool (allocated once); writes them
+// with io_uring (batched submissions, a bounded number in flight,
+// IORING_OP_WRITE_FIXED for registered pages) or pwritev into one spool file
+// per CPU at page-aligned offsets; a page returns to the pool only when its
+// write has completed. No lock is held across I/O. A second thread turns
+// finished segments into trace.dat files and publishes them atomically.
+// See docs/DESIGN.md, "Consumer".
+//
+// Writers are never blocked and never make a system call for the consumer:
+// it wakes up by timer (period_us), or, with watermark_pages set, a writer
+// crossing into a new page wakes a sleeping consumer (at most once per page).
+//
+// Who may call: create/flush/stop/stats/published from any thread except
+// the drain thread and signal handlers. One Consumer per RingBuffer; it
+// must be stopped (or destroyed) before the RingBuffer is destroyed, and no
+// other reader may use read_page on the same RingBuffer meanwhile.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rbtrace/ring_buffer.h"
+
+namespace rbtrace {
+
+enum class IoBackendKind : uint8_t {
+  kAuto,     // $RBTRACE_IO_BACKEND ("io_uring" or "pwritev"), else io_uring,
+             // else (ENOSYS, EPERM, kernel.io_uring_disabled) pwritev
+  kIoUring,  // io_uring, falling back to pwritev when it cannot be set up
+  kPwritev,
+};
+
+enum class PublishKind : uint8_t {
+  kAuto,     // $RBTRACE_PUBLISH ("tmpfile" or "private"), else O_TMPFILE
+             // when the file system has it, else a private name
+  kTmpFile,  // O_TMPFILE + linkat only
+  kPrivate,  // DIR/tmp/<private name> + link(2) + unlink
+};
+
+struct ConsumerOptions {
+  std::string dir;                 // output directory (created, 0755)
+  std::string prefix = "trace";    // public names: <prefix>-<session>-<seg>.dat
+  IoBackendKind backend = IoBackendKind::kAuto;
+  PublishKind publish = PublishKind::kAuto;
+  uint32_t period_us = 10000;      // timer wake-up period
+  uint32_t watermark_pages = 0;    // 0: timer only; N: the writer filling the
+                                   // N-th page on one CPU since the consumer
+                                   // went to sleep wakes it
+  uint32_t pool_pages = 0;         // trade pool (0: 8 MiB worth, 16..4096);
+                                   // also the bound on writes in flight
+  uint32_t batch_pages = 64;       // pages taken from one CPU per pass
+  uint64_t segment_bytes = 64ULL << 20;  // rotate by size (0: never)
+  uint32_t segment_seconds = 0;    // rotate by time (0: never)
+  bool fsync = true;               // fsync a trace before naming it
+  uint32_t slow_us_per_page = 0;   // testing: sleep this long per page read
+  // Called (from a consumer thread) with a clear sentence when something
+  // goes wrong: once per episode of write failures (disk full), once per
+  // failed publication, and once for the io_uring fallback. Default: stderr.
+  std::function<void(const std::string&)> on_message;
+};
+
+// Totals since create. Per-CPU vectors are indexed by CPU.
+struct ConsumerStats {
+  const char* backend = "";           // "io_uring" or "pwritev"
+  std::string backend_note;           // why io_uring was not used, if so
+  uint32_t registered_buffers = 0;    // io_uring fixed buffers
+  uint64_t fixed_writes = 0;          // writes that used a fixed buffer
+  uint64_t pages_read = 0;            // pages taken from the ring
+  uint64_t pages_written = 0;         // page writes that completed in full
+  uint64_t bytes_written = 0;
+  uint64_t pages_failed = 0;          // page writes that failed (disk full..)
+  uint64_t pages_published = 0;       // pages now in published files
+  uint64_t segments_published = 0;
+  uint64_t segments_failed = 0;       // segments that could not be published
+  uint64_t write_errors = 0;          // failed write completions
+  int last_error = 0;                 // errno of the last failure
+  std::vector<uint64_t> events_read;       // events in pages taken
+  std::vector<uint64_t> events_published;  // events in published files
+  std::vector<uint64_t> events_lost;       // read, then lost by the consumer
+                                           // (write failed, segment failed)
+  std::vector<uint64_t> pages_lost;
+};
+
+class Consumer {
+ public:
+  // Starts the consumer on `rb`. Null on failure, with `err` filled.
+  static std::unique_ptr<Consumer> create(RingBuffer& rb, const ConsumerOptions& opts,
+                                          Error* err = nullptr);
+  ~Consumer();  // stop()
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  // Drains everything committed so far (partial pages included), waits for
+  // the writes, closes the current segment and publishes it. Blocks until
+  // done. 0, or -errno of a failure in that segment (details: on_message).
+  int flush();
+  // flush(), then ends both threads. Idempotent.
+  int stop();
+
+  ConsumerStats stats() const;
+  // Paths of the files published so far, oldest first.
+  std::vector<std::string> published() const;
+  // This consumer's spool directory (DIR/spool/<session>).
+  const std::string& spool_dir() const;
+  // Options after defaults were applied.
+  const ConsumerOptions& options() const;
+
+  struct Impl;
+
+ private:
+  explicit Consumer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `rbtrace recover DIR`: for every spool session under DIR/spool whose
+// process is gone (its lock can be taken), turns each segment into a
+// trace.dat published under the segment's public name, using only what the
+// spool holds (sidecar meta, cmdlines, pages; every page validated, holes
+// and torn pages skipped and counted), then removes the session and its
+// private temp files. Segments already published (killed between link and
+// cleanup) are only cleaned up. Sessions of live processes are left alone.
+struct RecoverResult {
+  std::vector<std::string> published;  // paths written
+  std::vector<std::string> messages;   // one sentence per notable thing
+  uint64_t sessions = 0;               // dead sessions handled
+  uint64_t sessions_live = 0;          // skipped: still recording
+  uint64_t segments = 0;               // segments turned into traces
+  uint64_t pages = 0;                  // valid pages kept
+  uint64_t pages_rejected = 0;         // holes, torn or corrupt pages
+  uint64_t events = 0;                 // events in the traces written
+};
+// 0 when every dead session was handled (or there was none), else -errno of
+// the first failure (details in messages / err).
+int recover_spool(const std::string& dir, RecoverResult* out, std::string* err);
+
+}  // namespace rbtrace

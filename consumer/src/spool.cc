@@ -1,0 +1,278 @@
+// spool.cc - spool sidecar encoding/validation and page checks; see spool.h.
+#include "spool.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "rbtrace/format.h"
+#include "rbtrace/ring_buffer.h"
+
+namespace rbtrace::detail {
+
+namespace {
+
+constexpr const char* kMagic = "rbtrace-spool";
+constexpr size_t kMaxEvents = 65536;
+constexpr size_t kMaxFormat = 1 << 20;
+
+uint64_t fnv1a(const char* p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) {
+    h ^= static_cast<unsigned char>(p[i]);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+// A cursor over the meta text; every read is bounds-checked.
+class Parser {
+ public:
+  explicit Parser(const std::string& s) : s_(s) {}
+  // Reads "key value\n"; value as text (no newline inside).
+  bool kv(const char* key, std::string* val) {
+    const size_t kl = std::strlen(key);
+    if (s_.size() - pos_ < kl + 1 || s_.compare(pos_, kl, key) != 0 || s_[pos_ + kl] != ' ')
+      return false;
+    size_t start = pos_ + kl + 1;
+    size_t nl = s_.find('\n', start);
+    if (nl == std::string::npos || nl - start > 4096) return false;
+    *val = s_.substr(start, nl - start);
+    pos_ = nl + 1;
+    return true;
+  }
+  bool u64(const char* key, uint64_t* v) {
+    std::string t;
+    if (!kv(key, &t) || t.empty() || t.size() > 20) return false;
+    uint64_t r = 0;
+    for (char c : t) {
+      if (c < '0' || c > '9') return false;
+      uint64_t d = static_cast<uint64_t>(c - '0');
+      if (r > (UINT64_MAX - d) / 10) return false;
+      r = r * 10 + d;
+    }
+    *v = r;
+    return true;
+  }
+  bool i64(const char* key, int64_t* v) {
+    std::string t;
+    if (!kv(key, &t) || t.empty() || t.size() > 21) return false;
+    bool neg = t[0] == '-';
+    uint64_t r = 0;
+    for (size_t i = neg ? 1 : 0; i < t.size(); i++) {
+      char c = t[i];
+      if (c < '0' || c > '9') return false;
+      r = r * 10 + static_cast<uint64_t>(c - '0');
+      if (r > (1ULL << 63)) return false;
+    }
+    if (!neg && r > static_cast<uint64_t>(INT64_MAX)) return false;
+    *v = neg ? static_cast<int64_t>(0 - r) : static_cast<int64_t>(r);
+    return true;
+  }
+  // Reads exactly n bytes then a newline.
+  bool blob(size_t n, std::string* out) {
+    if (s_.size() - pos_ < n + 1 || s_[pos_ + n] != '\n') return false;
+    *out = s_.substr(pos_, n);
+    pos_ += n + 1;
+    return true;
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+bool safe_name(const std::string& s) {
+  if (s.empty() || s.size() > 200 || s == "." || s == "..") return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+std::string segment_file(uint64_t seg, const char* suffix) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%06" PRIu64 "%s", seg, suffix);
+  return b;
+}
+
+std::string encode_meta(const SpoolMeta& m) {
+  std::string s;
+  auto kv = [&](const char* k, const std::string& v) {
+    s += k;
+    s += ' ';
+    s += v;
+    s += '\n';
+  };
+  kv(kMagic, std::to_string(kSpoolVersion));
+  kv("session", m.session);
+  kv("segment", std::to_string(m.segment));
+  kv("public", m.public_name);
+  kv("page_size", std::to_string(m.page_size));
+  kv("ncpus", std::to_string(m.ncpus));
+  kv("clock", m.clock);
+  kv("tsc2nsec", m.tsc2nsec ? "1" : "0");
+  kv("hz", std::to_string(m.calibration.hz));
+  kv("mult", std::to_string(m.calibration.mult));
+  kv("shift", std::to_string(m.calibration.shift));
+  kv("offset_ns", std::to_string(m.calibration.offset_ns));
+  kv("realtime_offset_ns", std::to_string(m.calibration.realtime_offset_ns));
+  kv("events", std::to_string(m.events.size()));
+  for (const EventFormat& e : m.events) {
+    kv("system", std::to_string(e.system.size()));
+    s += e.system;
+    s += '\n';
+    kv("format", std::to_string(e.format.size()));
+    s += e.format;
+    s += '\n';
+  }
+  char sum[32];
+  std::snprintf(sum, sizeof sum, "%016" PRIx64, fnv1a(s.data(), s.size()));
+  kv("checksum", sum);
+  return s;
+}
+
+bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
+  auto bad = [&](const char* what) {
+    if (err) *err = std::string("spool meta: ") + what;
+    return false;
+  };
+  if (b.size() > (64u << 20)) return bad("too large");
+  // The checksum line covers everything before it.
+  const std::string tail = "checksum ";
+  size_t cpos = b.rfind("\nchecksum ");
+  if (cpos == std::string::npos) return bad("no checksum (truncated?)");
+  cpos += 1;
+  if (b.size() != cpos + tail.size() + 16 + 1 || b.back() != '\n') return bad("bad checksum line");
+  char want[32];
+  std::snprintf(want, sizeof want, "%016" PRIx64, fnv1a(b.data(), cpos));
+  if (b.compare(cpos + tail.size(), 16, want) != 0) return bad("checksum mismatch (corrupt)");
+
+  Parser p(b);
+  std::string v;
+  uint64_t u = 0;
+  if (!p.kv(kMagic, &v)) return bad("not a spool meta file");
+  if (v != std::to_string(kSpoolVersion)) return bad("unsupported version");
+  if (!p.kv("session", &m->session) || !safe_name(m->session)) return bad("bad session");
+  if (!p.u64("segment", &m->segment)) return bad("bad segment");
+  if (!p.kv("public", &m->public_name) || !safe_name(m->public_name))
+    return bad("bad public name");
+  if (!p.u64("page_size", &u) || u < kMinPageSize || u > kMaxPageSize || (u & (u - 1)))
+    return bad("bad page_size");
+  m->page_size = static_cast<uint32_t>(u);
+  if (!p.u64("ncpus", &u) || u == 0 || u > kMaxCpus) return bad("bad ncpus");
+  m->ncpus = static_cast<uint32_t>(u);
+  if (!p.kv("clock", &m->clock) || m->clock.empty() || m->clock.size() > 64)
+    return bad("bad clock");
+  for (char c : m->clock)
+    if (c <= ' ' || c > '~') return bad("bad clock");
+  if (!p.u64("tsc2nsec", &u) || u > 1) return bad("bad tsc2nsec");
+  m->tsc2nsec = u != 0;
+  if (!p.u64("hz", &m->calibration.hz)) return bad("bad hz");
+  if (!p.u64("mult", &u) || u > UINT32_MAX) return bad("bad mult");
+  m->calibration.mult = static_cast<uint32_t>(u);
+  if (!p.u64("shift", &u) || u > 63) return bad("bad shift");
+  m->calibration.shift = static_cast<uint32_t>(u);
+  if (!p.i64("offset_ns", &m->calibration.offset_ns)) return bad("bad offset_ns");
+  if (!p.i64("realtime_offset_ns", &m->calibration.realtime_offset_ns))
+    return bad("bad realtime_offset_ns");
+  if (m->tsc2nsec && (m->calibration.mult == 0 || m->calibration.hz == 0))
+    return bad("tsc2nsec without a calibration");
+  uint64_t n = 0;
+  if (!p.u64("events", &n) || n > kMaxEvents) return bad("bad event count");
+  m->events.clear();
+  for (uint64_t i = 0; i < n; i++) {
+    EventFormat e;
+    if (!p.u64("system", &u) || u == 0 || u > 256 || !p.blob(u, &e.system))
+      return bad("bad event system");
+    if (!p.u64("format", &u) || u > kMaxFormat || !p.blob(u, &e.format))
+      return bad("bad event format");
+    m->events.push_back(std::move(e));
+  }
+  if (p.pos() != cpos) return bad("trailing data");
+  return true;
+}
+
+bool check_page(const unsigned char* page, uint32_t page_size, uint64_t* events,
+                std::vector<int32_t>* tids, uint32_t type_lo, uint32_t type_hi) {
+  const uint32_t cap = page_size - kPageHeaderSize;
+  const uint64_t commit = load_u64(page + 8);
+  if (commit & ~(kCommitMask | kMissedEvents | kMissedStored)) return false;
+  const uint64_t len = commit & kCommitMask;
+  if (len == 0 || len > cap) return false;  // a hole (never written) or garbage
+  if ((commit & kMissedStored) && (!(commit & kMissedEvents) || len + 8 > cap)) return false;
+  PageWalker w(page + kPageHeaderSize, static_cast<uint32_t>(len), load_u64(page));
+  PageEvent e;
+  uint64_t n = 0;
+  while (w.next(&e)) {
+    n++;
+    if (tids && e.length >= sizeof(CommonHeader)) {
+      CommonHeader h;
+      std::memcpy(&h, e.data, sizeof h);
+      if (h.common_type >= type_lo && h.common_type < type_hi && h.common_pid > 0 &&
+          (tids->empty() || tids->back() != h.common_pid))
+        tids->push_back(h.common_pid);
+    }
+  }
+  if (w.error()) return false;
+  *events += n;
+  return true;
+}
+
+std::vector<std::pair<int32_t, std::string>> parse_cmdlines(const std::string& text) {
+  std::vector<std::pair<int32_t, std::string>> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) break;  // a torn last line
+    std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    size_t sp = line.find(' ');
+    if (sp == std::string::npos || sp == 0 || sp > 10) continue;
+    int64_t tid = 0;
+    bool ok = true;
+    for (size_t i = 0; i < sp; i++) {
+      if (line[i] < '0' || line[i] > '9') ok = false;
+      else tid = tid * 10 + (line[i] - '0');
+    }
+    std::string comm = line.substr(sp + 1);
+    if (!ok || tid <= 0 || tid > INT32_MAX || comm.empty() || comm.size() > 64) continue;
+    out.emplace_back(static_cast<int32_t>(tid), comm);
+  }
+  return out;
+}
+
+int read_small_file(const std::string& path, size_t limit, std::string* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  out->clear();
+  char buf[65536];
+  for (;;) {
+    ssize_t r = read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      return -e;
+    }
+    if (r == 0) break;
+    if (out->size() + static_cast<size_t>(r) > limit) {
+      close(fd);
+      return -EFBIG;
+    }
+    out->append(buf, static_cast<size_t>(r));
+  }
+  close(fd);
+  return 0;
+}
+
+}  // namespace rbtrace::detail

@@ -1,0 +1,273 @@
+// consumer_basic_test.cc - the consumer's contract piece by piece: flush
+// drains partial pages, rotation by size and by time, watermark wake-up,
+// both publish paths (O_TMPFILE and private name + link), backend choice by
+// environment variable, fixed buffers, cmdlines and stats in the file, and
+// recovery's refusals (live session, corrupt sidecar).
+#include <gtest/gtest.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "../consumer_common.h"
+#include "rbtrace/consumer.h"
+#include "rbtrace/rbtrace.h"
+
+RBTRACE_EVENT(ctest, hello, ((uint64_t, seq))((rbtrace::str, text)))
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Fixture {
+  std::string dir;
+  std::unique_ptr<rbtrace::RingBuffer> rb;
+  std::vector<std::string> msgs;
+  std::mutex mm;
+
+  explicit Fixture(const char* tag, uint32_t ncpus = 2, uint32_t page = 4096) {
+    dir = ctest::make_temp_dir("/tmp", tag);
+    rbtrace::Options o;
+    o.ncpus = ncpus;
+    o.page_size = page;
+    o.pages_per_cpu = 16;
+    o.mode = rbtrace::Mode::kProducerConsumer;
+    rb = rbtrace::RingBuffer::create(o);
+  }
+  ~Fixture() { ctest::remove_tree(dir); }
+  rbtrace::ConsumerOptions opts() {
+    rbtrace::ConsumerOptions co;
+    co.dir = dir;
+    co.fsync = false;
+    co.on_message = [this](const std::string& m) {
+      std::lock_guard<std::mutex> g(mm);
+      msgs.push_back(m);
+    };
+    return co;
+  }
+  // Writes n payload events on `cpu` from a thread bound to it.
+  void write(uint32_t cpu, uint64_t first, uint64_t n) {
+    std::thread t([&] {
+      ASSERT_EQ(rb->bind_thread(cpu), 0);
+      unsigned char p[ctest::kPayload];
+      for (uint64_t s = first; s < first + n; s++) {
+        ctest::make_payload(p, cpu, s);
+        ASSERT_EQ(rb->write(p, ctest::kPayload), 0);
+      }
+      rb->unbind_thread();
+    });
+    t.join();
+  }
+  uint64_t events_in(const std::vector<std::string>& files, std::vector<int64_t>* seqs) {
+    uint64_t n = 0;
+    for (const auto& f : files) {
+      ctest::Trace t;
+      EXPECT_EQ(ctest::walk_trace(f, &t, seqs), "") << f;
+      for (auto& c : t.cpus) n += c.nevents;
+    }
+    return n;
+  }
+};
+
+TEST(Consumer, FlushDrainsPartialPagesAndStopIsIdempotent) {
+  Fixture fx("flush");
+  ASSERT_TRUE(fx.rb);
+  auto co = fx.opts();
+  co.period_us = 1000000;  // the timer would not fire during the test
+  rbtrace::Error err;
+  auto c = rbtrace::Consumer::create(*fx.rb, co, &err);
+  ASSERT_TRUE(c) << err.message;
+  fx.write(0, 0, 10);
+  fx.write(1, 0, 3);
+  ASSERT_EQ(c->flush(), 0);
+  auto files = c->published();
+  ASSERT_EQ(files.size(), 1u);
+  std::vector<int64_t> seqs(2, -1);
+  EXPECT_EQ(fx.events_in(files, &seqs), 13u);
+  EXPECT_EQ(seqs[0], 9);
+  EXPECT_EQ(seqs[1], 2);
+  // More events on the same (partly read) pages, then stop.
+  fx.write(0, 10, 5);
+  ASSERT_EQ(c->stop(), 0);
+  ASSERT_EQ(c->stop(), 0);
+  files = c->published();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(fx.events_in({files[1]}, &seqs), 5u);
+  EXPECT_EQ(seqs[0], 14);
+  // Nothing left behind but the published files.
+  EXPECT_TRUE(ctest::list(fx.dir + "/spool").empty());
+  EXPECT_TRUE(ctest::list(fx.dir + "/tmp").empty());
+  EXPECT_EQ(c->flush(), -ESRCH);
+}
+
+TEST(Consumer, RotationBySize) {
+  Fixture fx("rotsize");
+  auto co = fx.opts();
+  co.segment_bytes = 64 * 1024;
+  co.period_us = 500;
+  auto c = rbtrace::Consumer::create(*fx.rb, co);
+  ASSERT_TRUE(c);
+  // ~1.2 MiB of events in bursts the ring can hold.
+  for (int i = 0; i < 20; i++) {
+    fx.write(i % 2, static_cast<uint64_t>(i / 2) * 3000, 3000);
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(c->stop(), 0);
+  const auto files = c->published();
+  EXPECT_GE(files.size(), 10u);
+  std::vector<int64_t> seqs(2, -1);
+  EXPECT_EQ(fx.events_in(files, &seqs), 60000u);
+  EXPECT_EQ(c->stats().events_published[0] + c->stats().events_published[1], 60000u);
+}
+
+TEST(Consumer, RotationByTime) {
+  Fixture fx("rottime");
+  auto co = fx.opts();
+  co.segment_seconds = 1;
+  co.period_us = 2000;
+  auto c = rbtrace::Consumer::create(*fx.rb, co);
+  ASSERT_TRUE(c);
+  // Full pages now and then over 2.6 s (a segment opens with its first page).
+  for (int i = 0; i < 13; i++) {
+    fx.write(0, static_cast<uint64_t>(i) * 400, 400);
+    std::this_thread::sleep_for(200ms);
+  }
+  const size_t before_stop = c->published().size();
+  ASSERT_EQ(c->stop(), 0);
+  EXPECT_GE(before_stop, 2u) << "segments older than 1 s are published without a flush";
+  std::vector<int64_t> seqs(2, -1);
+  EXPECT_EQ(fx.events_in(c->published(), &seqs), 13u * 400);
+}
+
+TEST(Consumer, WatermarkWakesTheConsumerTimerDoesNot) {
+  for (uint32_t wm : {0u, 2u}) {
+    SCOPED_TRACE("watermark " + std::to_string(wm));
+    Fixture fx("watermark");
+    auto co = fx.opts();
+    co.period_us = 3000000;  // 3 s timer
+    co.watermark_pages = wm;
+    auto c = rbtrace::Consumer::create(*fx.rb, co);
+    ASSERT_TRUE(c);
+    std::this_thread::sleep_for(100ms);  // let it fall asleep
+    const auto t0 = std::chrono::steady_clock::now();
+    fx.write(0, 0, 1000);  // ~5 pages
+    while (c->stats().pages_read == 0 && std::chrono::steady_clock::now() - t0 < 2s)
+      std::this_thread::sleep_for(1ms);
+    const bool woke = c->stats().pages_read > 0;
+    EXPECT_EQ(woke, wm != 0);
+    ASSERT_EQ(c->stop(), 0);
+    std::vector<int64_t> seqs(2, -1);
+    EXPECT_EQ(fx.events_in(c->published(), &seqs), 1000u);
+  }
+}
+
+TEST(Consumer, PublishPathsTmpfileAndPrivate) {
+  for (auto how : {rbtrace::PublishKind::kTmpFile, rbtrace::PublishKind::kPrivate}) {
+    Fixture fx("publish");
+    auto co = fx.opts();
+    co.publish = how;
+    co.fsync = true;
+    auto c = rbtrace::Consumer::create(*fx.rb, co);
+    ASSERT_TRUE(c);
+    fx.write(1, 0, 100);
+    ASSERT_EQ(c->stop(), 0);
+    ASSERT_EQ(c->published().size(), 1u);
+    std::vector<int64_t> seqs(2, -1);
+    EXPECT_EQ(fx.events_in(c->published(), &seqs), 100u);
+    EXPECT_TRUE(ctest::list(fx.dir + "/tmp").empty()) << "private name left behind";
+    struct stat st;
+    ASSERT_EQ(stat(c->published()[0].c_str(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 1u);
+  }
+}
+
+TEST(Consumer, BackendFromEnvironmentAndFixedBuffers) {
+  {
+    Fixture fx("env");
+    setenv("RBTRACE_IO_BACKEND", "pwritev", 1);
+    auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+    unsetenv("RBTRACE_IO_BACKEND");
+    ASSERT_TRUE(c);
+    EXPECT_STREQ(c->stats().backend, "pwritev");
+  }
+  {
+    Fixture fx("fixed");
+    auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+    ASSERT_TRUE(c);
+    EXPECT_STREQ(c->stats().backend, "io_uring") << c->stats().backend_note;
+    // Pool + every ring page: 2 CPUs x 17 pages + the pool.
+    EXPECT_GE(c->stats().registered_buffers, 2u * 17);
+    fx.write(0, 0, 2000);
+    ASSERT_EQ(c->stop(), 0);
+    const auto s = c->stats();
+    EXPECT_GT(s.pages_written, 0u);
+    EXPECT_EQ(s.fixed_writes, s.pages_written) << "every page lies in a registered buffer";
+  }
+}
+
+TEST(Consumer, CmdlinesAndStatsReachTheFile) {
+  Fixture fx("cmdlines");
+  auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+  ASSERT_TRUE(c);
+  std::atomic<bool> flushed{false};
+  std::thread t([&] {
+    pthread_setname_np(pthread_self(), "rbt-writer-7");
+    ASSERT_EQ(fx.rb->bind_thread(1), 0);
+    for (uint64_t i = 0; i < 50; i++)
+      ASSERT_EQ(rbtrace_events::ctest_hello::emit(*fx.rb, i, "hi"), 0);
+    // Alive until the consumer has seen its records (the name is read from
+    // /proc/self/task/TID/comm by the consumer thread).
+    // acquire: pairs with the release store below (a plain hand-shake).
+    while (!flushed.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
+    fx.rb->unbind_thread();
+  });
+  ASSERT_EQ(c->flush(), 0);
+  // release: pairs with the acquire load in the writer thread.
+  flushed.store(true, std::memory_order_release);
+  t.join();
+  ASSERT_EQ(c->stop(), 0);
+  ASSERT_EQ(c->published().size(), 1u);
+  ctest::Trace tr;
+  ASSERT_EQ(ctest::walk_trace(c->published()[0], &tr), "");
+  EXPECT_EQ(tr.cpus[1].nevents, 50u);
+  EXPECT_NE(tr.cmdlines.find(" rbt-writer-7\n"), std::string::npos) << tr.cmdlines;
+  EXPECT_EQ(ctest::stat_value(tr.cpus[1].stats, "entries"), 50);
+  EXPECT_EQ(ctest::stat_value(tr.cpus[1].stats, "segment events"), 50);
+}
+
+TEST(Recover, LeavesLiveSessionsAloneAndRejectsCorruptSidecars) {
+  Fixture fx("recover");
+  auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+  ASSERT_TRUE(c);
+  fx.write(0, 0, 10);
+  rbtrace::RecoverResult r;
+  std::string err;
+  EXPECT_EQ(rbtrace::recover_spool(fx.dir, &r, &err), 0) << err;
+  EXPECT_EQ(r.sessions_live, 1u);
+  EXPECT_TRUE(r.published.empty());
+  ASSERT_EQ(c->stop(), 0);
+
+  // A fake dead session with a corrupt sidecar: a clear error, no file.
+  const std::string s = fx.dir + "/spool/20000101-000000-1";
+  ASSERT_EQ(mkdir(s.c_str(), 0700), 0);
+  std::ofstream(s + "/000001.meta") << "rbtrace-spool 1\nsession 20000101-000000-1\nsegment 1\n"
+                                       "checksum 0000000000000000\n";
+  std::ofstream(s + "/000001.cpu0") << std::string(4096, 'x');
+  rbtrace::RecoverResult r2;
+  EXPECT_EQ(rbtrace::recover_spool(fx.dir, &r2, &err), -EINVAL);
+  EXPECT_NE(err.find("checksum"), std::string::npos) << err;
+  EXPECT_EQ(ctest::traces(fx.dir).size(), 1u) << "only the consumer's own file";
+  // A hostile sidecar cannot crash it either: truncate at every length.
+  std::string good;
+  ASSERT_TRUE(ctest::read_file(s + "/000001.meta", &good));
+  for (size_t n = 0; n < good.size(); n++) {
+    std::ofstream(s + "/000001.meta", std::ios::trunc) << good.substr(0, n);
+    rbtrace::RecoverResult r3;
+    EXPECT_NE(rbtrace::recover_spool(fx.dir, &r3, &err), 0);
+  }
+}
+
+}  // namespace

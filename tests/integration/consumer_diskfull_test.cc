@@ -1,0 +1,213 @@
+// consumer_diskfull_test.cc - a full disk. (1) A 2 MiB tmpfs mounted for the
+// test (we run as root; a failing mount fails the test); (2) RLIMIT_FSIZE
+// with SIGXFSZ ignored, in a child. In both: the application keeps writing,
+// the consumer counts the pages it could not write, gives one clear
+// message, and the files already published stay intact (valid, and
+// unchanged after the disk filled up); per CPU the accounting is exact:
+//   committed == events in published files + consumer losses.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "../consumer_common.h"
+#include "rbtrace/consumer.h"
+#include "rbtrace/rbtrace.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Result {
+  std::string problem;  // "" when every check held
+  uint64_t committed = 0, in_files = 0, lost = 0, pages_failed = 0, files = 0, msgs = 0;
+  std::string first_msg;
+};
+
+// Records into `dir` for `seconds` with writers that never stop, then
+// checks. Runs in this process or in a child.
+Result record_until_full(const std::string& dir, rbtrace::IoBackendKind be, uint64_t seg_bytes,
+                         double seconds) {
+  Result res;
+  constexpr uint32_t kCpus = 2;
+  rbtrace::Options o;
+  o.ncpus = kCpus;
+  o.pages_per_cpu = 16;
+  o.mode = rbtrace::Mode::kProducerConsumer;
+  auto rb = rbtrace::RingBuffer::create(o);
+  std::vector<std::string> msgs;
+  std::mutex mm;
+  rbtrace::ConsumerOptions co;
+  co.dir = dir;
+  co.backend = be;
+  co.segment_bytes = seg_bytes;
+  co.period_us = 1000;
+  co.fsync = false;
+  co.on_message = [&](const std::string& m) {
+    std::lock_guard<std::mutex> g(mm);
+    msgs.push_back(m);
+  };
+  rbtrace::Error err;
+  auto c = rbtrace::Consumer::create(*rb, co, &err);
+  if (!c) {
+    res.problem = "create: " + err.message;
+    return res;
+  }
+  std::atomic<bool> stop{false};
+  std::vector<uint64_t> ok(kCpus);
+  // Published files are checksummed as they appear, to prove later that the
+  // full disk did not touch them.
+  std::map<std::string, std::string> snapshot;
+  std::vector<std::thread> ws;
+  for (uint32_t cpu = 0; cpu < kCpus; cpu++) {
+    ws.emplace_back([&, cpu] {
+      rb->bind_thread(cpu);
+      unsigned char p[ctest::kPayload];
+      uint64_t s = 0;
+      // relaxed: a stop flag only.
+      while (!stop.load(std::memory_order_relaxed)) {
+        ctest::make_payload(p, cpu, s);
+        if (rb->write(p, ctest::kPayload) == 0) s++;
+        else std::this_thread::sleep_for(20us);
+      }
+      ok[cpu] = s;
+      rb->unbind_thread();
+    });
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::duration<double>(seconds)) {
+    std::this_thread::sleep_for(50ms);
+    for (const auto& f : c->published()) {
+      if (snapshot.count(f)) continue;
+      std::string d;
+      ctest::read_file(f, &d);
+      snapshot[f] = d;
+    }
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (auto& t : ws) t.join();
+  c->stop();  // may report an error: the disk is full
+  const auto cs = c->stats();
+  std::vector<int64_t> seqs(kCpus, -1);
+  std::vector<uint64_t> in_files(kCpus);
+  for (const auto& f : c->published()) {
+    ctest::Trace t;
+    std::string bad = ctest::walk_trace(f, &t, &seqs);
+    if (!bad.empty()) {
+      res.problem = f + ": " + bad;
+      return res;
+    }
+    for (uint32_t k = 0; k < kCpus; k++) in_files[k] += t.cpus[k].nevents;
+    std::string d;
+    ctest::read_file(f, &d);
+    if (snapshot.count(f) && snapshot[f] != d) {
+      res.problem = f + " changed after it was published";
+      return res;
+    }
+  }
+  for (uint32_t k = 0; k < kCpus; k++) {
+    const rbtrace::CpuStats s = rb->stats(k);
+    if (s.entries != ok[k]) res.problem = "entries != successful writes";
+    if (s.entries != s.read) res.problem = "not everything committed was taken";
+    if (s.read != in_files[k] + cs.events_lost[k])
+      res.problem = "cpu " + std::to_string(k) + ": read " + std::to_string(s.read) +
+                    " != in files " + std::to_string(in_files[k]) + " + lost " +
+                    std::to_string(cs.events_lost[k]);
+    res.committed += s.entries;
+    res.in_files += in_files[k];
+    res.lost += cs.events_lost[k];
+  }
+  res.pages_failed = cs.pages_failed;
+  res.files = c->published().size();
+  std::lock_guard<std::mutex> g(mm);
+  res.msgs = msgs.size();
+  if (!msgs.empty()) res.first_msg = msgs.front();
+  return res;
+}
+
+class DiskFull : public ::testing::TestWithParam<rbtrace::IoBackendKind> {};
+
+TEST_P(DiskFull, SmallTmpfs) {
+  const std::string dir = ctest::make_temp_dir("/tmp", "diskfull");
+  ASSERT_FALSE(dir.empty());
+  ASSERT_EQ(mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=2m"), 0)
+      << "mount -t tmpfs -o size=2m: " << std::strerror(errno) << " (the test needs root)";
+  Result r = record_until_full(dir, GetParam(), 256 * 1024, 2.0);
+  umount2(dir.c_str(), MNT_DETACH);
+  rmdir(dir.c_str());
+  std::printf("[diskfull tmpfs %s] committed %llu, in %llu files %llu, lost %llu, pages failed "
+              "%llu, %llu messages: %s\n",
+              ctest::backend_name(GetParam()), static_cast<unsigned long long>(r.committed),
+              static_cast<unsigned long long>(r.files), static_cast<unsigned long long>(r.in_files),
+              static_cast<unsigned long long>(r.lost),
+              static_cast<unsigned long long>(r.pages_failed),
+              static_cast<unsigned long long>(r.msgs), r.first_msg.c_str());
+  EXPECT_EQ(r.problem, "");
+  EXPECT_GT(r.files, 0u) << "something fitted before the disk was full";
+  EXPECT_GT(r.lost, 0u) << "the disk filled up: losses must be counted";
+  EXPECT_GT(r.pages_failed + r.lost, 0u);
+  EXPECT_GE(r.msgs, 1u);
+  EXPECT_LE(r.msgs, 20u) << "a message per episode, not per page";
+  EXPECT_NE(r.first_msg.find("No space left on device"), std::string::npos) << r.first_msg;
+}
+
+TEST_P(DiskFull, FileSizeLimit) {
+  const std::string dir = ctest::make_temp_dir("/tmp", "fsize");
+  ASSERT_FALSE(dir.empty());
+  int pfd[2];
+  ASSERT_EQ(pipe(pfd), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(pfd[0]);
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit rl{200 * 1024, 200 * 1024};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    // Segments of 1 MiB: the spool files pass 200 KiB and writes fail with
+    // EFBIG; the consumer keeps going (and keeps failing), the app runs.
+    Result r = record_until_full(dir, GetParam(), 1 << 20, 1.0);
+    std::string out = r.problem + "\n" + std::to_string(r.committed) + " " +
+                      std::to_string(r.lost) + " " + std::to_string(r.pages_failed) + " " +
+                      std::to_string(r.msgs) + "\n" + r.first_msg + "\n";
+    (void)!write(pfd[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(pfd[1]);
+  std::string out;
+  char b[4096];
+  ssize_t n;
+  while ((n = read(pfd[0], b, sizeof b)) > 0) out.append(b, static_cast<size_t>(n));
+  close(pfd[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child died: " << status;
+  std::printf("[diskfull rlimit %s] %s", ctest::backend_name(GetParam()), out.c_str());
+  const size_t nl = out.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  EXPECT_EQ(out.substr(0, nl), "");
+  unsigned long long committed = 0, lost = 0, failed = 0, msgs = 0;
+  ASSERT_EQ(std::sscanf(out.c_str() + nl + 1, "%llu %llu %llu %llu", &committed, &lost, &failed,
+                        &msgs),
+            4);
+  EXPECT_GT(committed, 0u);
+  EXPECT_GT(lost, 0u);
+  EXPECT_GT(failed, 0u);
+  EXPECT_GE(msgs, 1u);
+  EXPECT_NE(out.find("File too large"), std::string::npos);
+  ctest::remove_tree(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DiskFull,
+                         ::testing::Values(rbtrace::IoBackendKind::kIoUring,
+                                           rbtrace::IoBackendKind::kPwritev),
+                         [](const ::testing::TestParamInfo<rbtrace::IoBackendKind>& i) {
+                           return std::string(ctest::backend_name(i.param));
+                         });
+
+}  // namespace
