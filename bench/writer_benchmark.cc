@@ -18,8 +18,6 @@
 // the time, so page crossings (W5) are in the measured cost.
 #include <benchmark/benchmark.h>
 
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 
 #include <cstring>
