@@ -149,9 +149,6 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
   Writer w(out);
   std::string& s = w.buf();
   appendf(&s, "cpus=%u\n", r.ncpus());
-  for (uint32_t c = 0; c < r.ncpus(); c++) {
-    if (r.cpus()[c].size == 0) appendf(&s, "CPU %u is empty\n", c);
-  }
   TraceRecord rec;
   std::string fields;
   int rc;

@@ -1228,6 +1228,12 @@ bool TraceDatReader::raw_fields(const TraceRecord& rec, std::string* out, std::s
   for (size_t i = ev.first_field; i < ev.fields.size(); i++) {
     TraceValue v;
     if (!field_value(rec, ev.fields[i], &v, err)) return false;
+    if (v.kind == TraceValue::Kind::kSigned && ev.fields[i].size < 4) {
+      // As libtraceevent 1.7 prints them: 1- and 2-byte signed fields
+      // zero-extended (trace-cmd report -R shows an s8 -69 as 187).
+      v.kind = TraceValue::Kind::kUnsigned;
+      v.u = static_cast<uint64_t>(v.i) & ((uint64_t{1} << (8 * ev.fields[i].size)) - 1);
+    }
     if (!out->empty()) *out += ' ';
     *out += ev.fields[i].name;
     *out += '=';
@@ -1274,8 +1280,16 @@ bool TraceDatReader::format_fields(const TraceRecord& rec, std::string* out, std
     while (one_of(f[k], "hlzjt")) k++;
     const std::string_view len(f.data() + lb, k - lb);
     const char conv = f[k];
+    const TraceField& field = ev.fields[static_cast<size_t>(ev.print_args[arg++])];
     TraceValue v;
-    if (!field_value(rec, ev.fields[static_cast<size_t>(ev.print_args[arg++])], &v, err)) return false;
+    if (!field_value(rec, field, &v, err)) return false;
+    if (v.kind == TraceValue::Kind::kSigned && field.size < 8) {
+      // libtraceevent reads a print-fmt argument's bytes zero-extended and
+      // then casts to the conversion's type: an s8 -69 printed with %d
+      // shows 187 in trace-cmd. Do the same so the texts agree.
+      v.kind = TraceValue::Kind::kUnsigned;
+      v.u = static_cast<uint64_t>(v.i) & ((uint64_t{1} << (8 * field.size)) - 1);
+    }
     format_one(out, flags, width, prec, len, conv, v);
   }
   return true;

@@ -24,7 +24,6 @@ struct ReportOptions {
 
 // trace-cmd report's text:
 //   cpus=N
-//   CPU N is empty                       (per CPU without data)
 //   CPU:N [M EVENTS DROPPED]             (before the first record of a page
 //   CPU:N [EVENTS DROPPED]                that reports lost events)
 //   <comm:16>-<pid:-5> [cpu:03] <s:5>.<us:06>: <name:>-21 <fields>

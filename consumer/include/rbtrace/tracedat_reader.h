@@ -163,10 +163,15 @@ class TraceDatReader {
   // The record's text as trace-cmd prints it after "name: ": the print fmt
   // applied to the fields when understood, else "name=value" for every
   // non-common field. Strings print up to their NUL; control bytes print as
-  // \xNN. False with *err on a record that does not fit its format, or
-  // when rec.event is null.
+  // \xNN. As libtraceevent (and so trace-cmd), a print-fmt argument is the
+  // field's bytes zero-extended, then cast to the conversion's type: an s8
+  // field holding -69 printed with "%d" shows 187 (use "%hhd" to print -69);
+  // field_value() and raw_fields() are sign-correct. False with *err on a
+  // record that does not fit its format, or when rec.event is null.
   static bool format_fields(const TraceRecord& rec, std::string* out, std::string* err);
-  // Every non-common field as "name=value", space separated (trace-cmd -R).
+  // Every non-common field as "name=value", space separated, as trace-cmd
+  // report -R prints them (1- and 2-byte signed fields zero-extended, as
+  // libtraceevent 1.7 does; field_value() is sign-correct).
   static bool raw_fields(const TraceRecord& rec, std::string* out, std::string* err);
 
   struct Impl;
