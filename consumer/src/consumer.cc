@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -115,6 +116,15 @@ Waker* get_waker() {
 void put_waker(Waker* w) {
   std::lock_guard<std::mutex> g(waker_mutex());
   free_wakers().push_back(w);
+}
+
+uint64_t thread_cpu_ns() {
+  rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) return 0;
+  return (static_cast<uint64_t>(ru.ru_utime.tv_sec) + static_cast<uint64_t>(ru.ru_stime.tv_sec)) *
+             1000000000ull +
+         (static_cast<uint64_t>(ru.ru_utime.tv_usec) + static_cast<uint64_t>(ru.ru_stime.tv_usec)) *
+             1000ull;
 }
 
 std::string errstr(int e) {
@@ -573,6 +583,11 @@ struct Consumer::Impl {
     }
     rr = (rr + 1) % ncpus;
     io->submit();
+    if (taken) {
+      const uint64_t cpu_ns = thread_cpu_ns();
+      std::lock_guard<std::mutex> g(mu);
+      st.drain_cpu_ns = cpu_ns;
+    }
     return taken;
   }
 
@@ -582,6 +597,9 @@ struct Consumer::Impl {
       reap(100 * 1000 * 1000);
     }
     hand_over_finished();
+    const uint64_t cpu_ns = thread_cpu_ns();
+    std::lock_guard<std::mutex> g(mu);
+    st.drain_cpu_ns = cpu_ns;
   }
 
   void drain_loop() {
@@ -735,7 +753,9 @@ struct Consumer::Impl {
       }
       int rc = 0;
       if (s->seq != 0) rc = publish(*s);
+      const uint64_t cpu_ns = thread_cpu_ns();
       std::lock_guard<std::mutex> g(mu);
+      st.publish_cpu_ns = cpu_ns;
       if (rc && !flush_err) flush_err = rc;
       if (rc == 0 && s->seq != 0 && !s->error) episode_reported = false;
       if (s->flush_gen) {

@@ -2,6 +2,7 @@
 //
 //   rbtrace report [--json] [-t] [-R] FILE     trace-cmd-like text, or JSON lines
 //   rbtrace export --chrome FILE -o OUT.json   Chrome trace-event JSON (Perfetto)
+//   rbtrace recover DIR                        spool of a killed process -> trace.dat
 //
 // Commands are rows of kCommands, each one function taking its own
 // arguments (argv[0] = the command name). Exit status: 0 success, 1 the
@@ -18,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "rbtrace/consumer.h"
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat_reader.h"
 
@@ -138,8 +140,41 @@ int cmd_export(int argc, char** argv) {
   }
   if (rc) {
     ::unlink(tmp.c_str());
-    return fail("export", std::string(file) + ": " + err);
+    return fail("export", err);
   }
+  return 0;
+}
+
+// ---- recover ------------------------------------------------------------------
+constexpr const char* kRecoverUsage = "rbtrace recover DIR";
+
+// The consumer's spool recovery (rbtrace::recover_spool): every session in
+// DIR/spool whose process is gone becomes trace.dat files in DIR.
+int cmd_recover(int argc, char** argv) {
+  const char* dir = nullptr;
+  for (int i = 1; i < argc; i++) {
+    const std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::printf("usage: %s\n", kRecoverUsage);
+      return 0;
+    }
+    if (!a.empty() && a[0] == '-')
+      return usage_error("recover", "unknown option '" + std::string(a) + "'", kRecoverUsage);
+    if (dir) return usage_error("recover", "more than one DIR", kRecoverUsage);
+    dir = argv[i];
+  }
+  if (!dir) return usage_error("recover", "no DIR", kRecoverUsage);
+  rbtrace::RecoverResult r;
+  std::string err;
+  const int rc = rbtrace::recover_spool(dir, &r, &err);
+  for (const std::string& m : r.messages) std::printf("%s\n", m.c_str());
+  for (const std::string& f : r.published) std::printf("recovered %s\n", f.c_str());
+  std::printf("%llu dead session(s), %llu still recording; %llu trace(s) written: %llu pages, "
+              "%llu events; %llu incomplete pages skipped\n",
+              static_cast<unsigned long long>(r.sessions), static_cast<unsigned long long>(r.sessions_live),
+              static_cast<unsigned long long>(r.segments), static_cast<unsigned long long>(r.pages),
+              static_cast<unsigned long long>(r.events), static_cast<unsigned long long>(r.pages_rejected));
+  if (rc) return fail("recover", err);
   return 0;
 }
 
@@ -156,6 +191,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"report", cmd_report, kReportUsage, "print a trace.dat as text (trace-cmd report) or JSON lines"},
     {"export", cmd_export, kExportUsage, "convert a trace.dat to Chrome trace-event JSON"},
+    {"recover", cmd_recover, kRecoverUsage, "turn the spool of a killed process into trace.dat files"},
     {"list", rbtrace::cli::cmd_list, rbtrace::cli::kListUsage, "this user's traced processes (control sockets)"},
     {"stat", rbtrace::cli::cmd_stat, rbtrace::cli::kStatUsage, "a traced process's CPUs and counters"},
     {"snapshot", rbtrace::cli::cmd_snapshot, rbtrace::cli::kSnapshotUsage, "swap out and dump a traced process's buffers as trace.dat"},

@@ -106,11 +106,13 @@ TEST_P(Backpressure, SlowConsumerNeverBlocksWriters) {
     EXPECT_EQ(s.entries, in_files[cpu] + cs.events_lost[cpu]);
     EXPECT_EQ(seqs[cpu] + 1, static_cast<int64_t>(ok[cpu]));
     // Never blocked: a blocked writer would wait for the consumer, i.e.
-    // >= 250 ms. Preemption on a loaded machine stays far below that.
-    EXPECT_LT(max_ns[cpu], 100u * 1000 * 1000);
-    // Millions of writes; the few over 1 ms are preemptions.
-    EXPECT_LT(over_1ms[cpu] * 10000, attempts[cpu]);
-    EXPECT_GT(attempts[cpu], 100000u);
+    // >= 250 ms. Preemption on a loaded machine (and the sanitizers) stays
+    // well below that.
+    EXPECT_LT(max_ns[cpu], 150u * 1000 * 1000);
+    // Hundreds of thousands of writes or more; the few over 1 ms (< 0.1 %)
+    // are preemptions.
+    EXPECT_LT(over_1ms[cpu] * 1000, attempts[cpu]);
+    EXPECT_GT(attempts[cpu], 10000u);
   }
   EXPECT_LT(taken_while_running, 20u);
   ctest::remove_tree(dir);

@@ -21,9 +21,26 @@
 #include "rbtrace/consumer.h"
 #include "rbtrace/rbtrace.h"
 
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define CONSUMER_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define CONSUMER_SANITIZED 1
+#endif
+#endif
+
 namespace {
 
 using rbtrace::IoBackendKind;
+
+// Events per case: the full 10 million in a normal build; a tenth under the
+// sanitizers (CI runs this binary under ASan and TSan too, ~10x slower).
+// RBTRACE_ROUNDTRIP_EVENTS overrides.
+#ifdef CONSUMER_SANITIZED
+constexpr uint64_t kScaleDiv = 10;
+#else
+constexpr uint64_t kScaleDiv = 1;
+#endif
 
 struct Case {
   IoBackendKind backend;
@@ -42,7 +59,8 @@ uint64_t env_u64(const char* name, uint64_t dflt) {
 TEST_P(RoundTrip, ExactPerCpuAndBitIdentical) {
   const Case c = GetParam();
   constexpr uint32_t kCpus = 4;
-  const uint64_t per_cpu = env_u64("RBTRACE_ROUNDTRIP_EVENTS", c.events_per_cpu * kCpus) / kCpus;
+  const uint64_t per_cpu =
+      env_u64("RBTRACE_ROUNDTRIP_EVENTS", c.events_per_cpu * kCpus / kScaleDiv) / kCpus;
   const std::string dir = ctest::make_temp_dir("/dev/shm", "roundtrip");
   ASSERT_FALSE(dir.empty());
 
@@ -59,7 +77,7 @@ TEST_P(RoundTrip, ExactPerCpuAndBitIdentical) {
   co.dir = dir;
   co.backend = c.backend;
   co.period_us = 1000;
-  co.segment_bytes = 32ull << 20;  // several segments: rotation by size
+  co.segment_bytes = (32ull << 20) / kScaleDiv;  // several segments: rotation by size
   co.fsync = false;
   std::vector<std::string> msgs;
   std::mutex mm;

@@ -81,6 +81,10 @@ struct ConsumerStats {
   uint64_t segments_failed = 0;       // segments that could not be published
   uint64_t write_errors = 0;          // failed write completions
   int last_error = 0;                 // errno of the last failure
+  uint64_t drain_cpu_ns = 0;          // CPU time of the drain thread
+  uint64_t publish_cpu_ns = 0;        // CPU time of the publish thread
+                                      // (getrusage RUSAGE_THREAD, refreshed
+                                      // after every pass / segment)
   std::vector<uint64_t> events_read;       // events in pages taken
   std::vector<uint64_t> events_published;  // events in published files
   std::vector<uint64_t> events_lost;       // read, then lost by the consumer
