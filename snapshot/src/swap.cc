@@ -83,7 +83,10 @@ struct CpuMailbox {
   // Fixed capacity: the nodes live inside the queue, nothing allocates.
   boost::lockfree::queue<uint32_t, boost::lockfree::capacity<kMailboxCapacity>> queue;
   Request req;
-  std::timed_mutex requesters;  // one requester per CPU at a time
+  // One requester per CPU at a time. A plain mutex taken with try_lock and
+  // a sleep: ThreadSanitizer does not see pthread_mutex_clocklock, which
+  // std::timed_mutex uses.
+  std::mutex requesters;
 };
 
 // The mailboxes of one live RingBuffer. Never freed: a doorbell handler may
@@ -327,8 +330,11 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
   Entry* e = mailbox_for(live);
   if (!e) return -ENOMEM;
   const auto deadline = SteadyClock::now() + timeout;
-  std::unique_lock<std::timed_mutex> lk(e->boxes[cpu].requesters, std::defer_lock);
-  if (!lk.try_lock_until(deadline)) return -ETIMEDOUT;
+  std::unique_lock<std::mutex> lk(e->boxes[cpu].requesters, std::defer_lock);
+  while (!lk.try_lock()) {
+    if (SteadyClock::now() >= deadline) return -ETIMEDOUT;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 
   auto backoff = std::chrono::microseconds(20);
   for (;;) {

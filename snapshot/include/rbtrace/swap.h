@@ -26,6 +26,12 @@
 // it, with its siginfo and context. SIG_IGN and SIG_DFL are honoured as
 // "ignore" (the default action of a real-time signal, termination, is not
 // reproduced). The chained handler runs with every signal blocked.
+//
+// Choosing the number: Linux delivers the lowest-numbered pending signal
+// first. An application signal numbered below the doorbell that is pending
+// again whenever its handler returns (a fast timer whose handler is slow)
+// can keep the doorbell waiting; give the doorbell a lower number than such
+// signals.
 #pragma once
 
 #include <chrono>
