@@ -1,8 +1,9 @@
 // consumer_backpressure_test.cc - producer/consumer mode with a consumer
 // far slower than the writers (it sleeps 250 ms per page): writers are
-// never blocked (each write returns within a bound far below the
-// consumer's per-page delay), drops are counted, and the accounting is
-// exact per CPU against the published files.
+// never blocked (they keep going at their own pace, far beyond what the
+// consumer takes, and the ring drops and counts the rest), each write's
+// latency is measured, and the accounting is exact per CPU against the
+// published files.
 #include <gtest/gtest.h>
 #include <time.h>
 
@@ -17,6 +18,14 @@
 #include "rbtrace/rbtrace.h"
 
 namespace {
+
+// Bound on one write's wall-clock latency: loose on purpose. On this
+// shared 2-core VM a runnable writer was seen descheduled for 0.8 s (and
+// ~1.9 s under ThreadSanitizer), so the maximum says little about the ring;
+// the evidence that no writer waits for the consumer is the attempts/drops
+// check (a writer that waited would drop nothing and go at the consumer's
+// pace). The maximum and the writes over 1 ms are printed.
+constexpr uint64_t kMaxLatencyNs = 5000ull * 1000 * 1000;
 
 uint64_t now_ns() {
   timespec ts;
@@ -105,10 +114,11 @@ TEST_P(Backpressure, SlowConsumerNeverBlocksWriters) {
     EXPECT_EQ(ok[cpu], s.entries);
     EXPECT_EQ(s.entries, in_files[cpu] + cs.events_lost[cpu]);
     EXPECT_EQ(seqs[cpu] + 1, static_cast<int64_t>(ok[cpu]));
-    // Never blocked: a blocked writer would wait for the consumer, i.e.
-    // >= 250 ms. Preemption on a loaded machine (and the sanitizers) stays
-    // well below that.
-    EXPECT_LT(max_ns[cpu], 150u * 1000 * 1000);
+    // Never blocked (see kMaxLatencyNs).
+    EXPECT_LT(max_ns[cpu], kMaxLatencyNs);
+    // A writer that waited for space would only get the consumer's pace
+    // (a page per 250 ms) and drop nothing; these went on and dropped.
+    EXPECT_GT(attempts[cpu], 5 * ok[cpu]);
     // Hundreds of thousands of writes or more; the few over 1 ms (< 0.1 %)
     // are preemptions.
     EXPECT_LT(over_1ms[cpu] * 1000, attempts[cpu]);
