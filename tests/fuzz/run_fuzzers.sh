@@ -32,12 +32,12 @@ echo "== configure + build: $build ($cxx)"
 cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRBTRACE_BUILD_FUZZERS=ON -DRBTRACE_SANITIZE=address,undefined \
   -DRBTRACE_BUILD_TESTS=OFF -DRBTRACE_BUILD_EXAMPLES=OFF -DRBTRACE_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target tracedat_fuzz
+cmake --build "$build" -j "$jobs" --target tracedat_fuzz control_fuzz
 
 mkdir -p "$build/findings"
 status=0
-for target in tracedat_fuzz; do
-  seeds=tests/corpus/tracedat
+for target in tracedat_fuzz control_fuzz; do
+  seeds=tests/corpus/${target%_fuzz}  # tracedat, control
   work="$build/corpus/$target"  # grows across runs; seeds stay read-only
   mkdir -p "$work"
   echo "== $target: ${seconds}s, seeds from $seeds"
