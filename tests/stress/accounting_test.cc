@@ -157,7 +157,15 @@ TEST_P(Accounting, Exact) {
   uint64_t reader_rounds = 0;
   std::thread reader([&] {
     Rng rr(77);
+    // One long stall a third of the way in, so that even slow writers
+    // (sanitizer builds) fill or wrap the largest buffers.
+    const auto stall_at = steady_clock::now() + duration<double>(seconds / 3);
+    bool stalled = false;
     while (!reader_stop.load(std::memory_order_relaxed)) {
+      if (!stalled && steady_clock::now() >= stall_at) {
+        stalled = true;
+        std::this_thread::sleep_for(duration<double>(seconds / 4));
+      }
       int got = 0;
       for (uint32_t cpu = 0; cpu < kWriters; cpu++)
         got += read_step(*rb, cpu, c.style, rr.below(2) == 0, &spare, v[cpu]);
