@@ -116,7 +116,7 @@ inline void fill_common(void* rec, uint16_t id, const Reservation& r) {
   h.common_type = id;
   h.common_flags = r.level ? kFlagSignal : 0;
   h.common_preempt_count = r.level;
-  h.common_pid = r.tid;
+  h.common_pid = detail::tls_state.tid;  // cached when the slot was claimed
   std::memcpy(rec, &h, sizeof h);
 }
 // Bytes a string takes at record offset `off`, its NUL included, when

@@ -219,8 +219,8 @@ struct CpuBuffer {
   }
 
   CpuStats stats() const;
-  void set_commit_to_write();
-  void end_commit();
+  RBTRACE_ALWAYS_INLINE void set_commit_to_write();
+  RBTRACE_ALWAYS_INLINE void end_commit();
 };
 
 // Per-thread CPU bindings. Plain data (no destructor), initial-exec TLS, so
@@ -241,6 +241,8 @@ extern thread_local ThreadState tls_state __attribute__((tls_model("initial-exec
 
 inline int32_t thread_cpu(uint32_t rb_id) {
   ThreadState& t = tls_state;
+  // Most threads write into one buffer: its binding is the first one.
+  if (RBTRACE_LIKELY(t.count != 0 && t.bindings[0].rb_id == rb_id)) return t.bindings[0].cpu;
   for (int i = 0; i < t.count; i++) {
     if (t.bindings[i].rb_id == rb_id) return t.bindings[i].cpu;
   }
@@ -261,7 +263,6 @@ struct Reservation {
                              // -ELOOP too deep, -ENOSPC full / commit
                              // overrun, -EBUSY no free CPU slot
   uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
-  int32_t tid = 0;           // the writer's thread id
   detail::CpuBuffer* cpu = nullptr;
   detail::BufferPage* page = nullptr;
   uint32_t event_offset = 0;  // offset of the data event header in data[]
@@ -324,11 +325,11 @@ class RingBuffer {
   // W1..W5. On failure the Reservation is empty and err says why; the
   // refusal is counted (except -EINVAL).
   template <class Hooks = NoHooks>
-  Reservation reserve(uint32_t length);
+  RBTRACE_ALWAYS_INLINE Reservation reserve(uint32_t length);
   // W6. Makes the event visible to readers once no writer it interrupted is
   // still inside W2..W6.
   template <class Hooks = NoHooks>
-  void commit(const Reservation& r);
+  RBTRACE_ALWAYS_INLINE void commit(const Reservation& r);
   // Withdraws a reservation: the space is given back if nothing was reserved
   // after it, else it becomes padding. Not counted as an entry.
   void discard(const Reservation& r);
@@ -432,7 +433,7 @@ class RingBuffer {
 
   int32_t claim_cpu();
   template <class Hooks>
-  int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
+  RBTRACE_COLD int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
                 uint32_t cpu);
   detail::BufferPage* get_reader_page(detail::CpuBuffer* cb);
   detail::BufferPage* find_head(detail::CpuBuffer* cb);
@@ -519,7 +520,7 @@ Reservation RingBuffer::reserve(uint32_t length) {
   Hooks::at(HookPoint::kAfterW3, *this, static_cast<uint32_t>(cpu));
 
   const uint32_t evlen = data_event_size(length);
-  for (uint32_t tries = 0;; tries++) {
+  for (uint32_t tries = 0;;) {
     // W4: read the position (A), the clock, the last stamp; reserve (B).
     BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
     const uint64_t w = tp->write.load();
@@ -553,7 +554,7 @@ Reservation RingBuffer::reserve(uint32_t length) {
                          static_cast<uint32_t>(end) < tail)) {
       // W5: the page is full. Pad, move the tail, retry.
       int rc = move_tail<Hooks>(cb, tp, tail, static_cast<uint32_t>(cpu));
-      if (RBTRACE_LIKELY(rc == 0 && tries < 1000)) {
+      if (RBTRACE_LIKELY(rc == 0 && ++tries < 1000)) {
         Hooks::at(HookPoint::kW5Retry, *this, static_cast<uint32_t>(cpu));
         continue;
       }
@@ -627,7 +628,6 @@ Reservation RingBuffer::reserve(uint32_t length) {
     }
     r.length = length;
     r.level = static_cast<uint8_t>(level - 1);
-    r.tid = tls_state.tid;
     r.cpu = cb;
     r.page = tp;
     r.event_offset = static_cast<uint32_t>(p - tp->page->data);

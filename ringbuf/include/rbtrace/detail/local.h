@@ -36,6 +36,10 @@
 
 #define RBTRACE_LIKELY(x) __builtin_expect(!!(x), 1)
 #define RBTRACE_UNLIKELY(x) __builtin_expect(!!(x), 0)
+// The writer's fast path is inlined into the caller whatever the optimizer
+// thinks of its size; the slow paths are kept out of its way.
+#define RBTRACE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define RBTRACE_COLD __attribute__((noinline, cold))
 
 namespace rbtrace::detail {
 
