@@ -228,7 +228,14 @@ struct Consumer::Impl {
   std::vector<IoCompletion> comps;
   SteadyClock::time_point blocked_until{};
   int64_t backoff_ms = 0;
-  bool episode_reported = false;  // disk-full message given for this episode
+  bool episode_reported = false;  // disk-full message given for this episode (mu)
+  // Set by the publish thread when a trace did not fit (ENOSPC, EFBIG,
+  // EDQUOT): the drain thread takes no pages before this time (steady
+  // clock, ns since its epoch), so a full disk is not filled with spool
+  // that cannot be published. relaxed: a hint between two threads, no data
+  // rides on it.
+  std::atomic<int64_t> pub_blocked_until{0};
+  int64_t pub_backoff_ms = 0;  // publish thread only
   uint32_t rr = 0;                // round-robin start CPU
 
   Waker* waker = nullptr;
@@ -636,7 +643,9 @@ struct Consumer::Impl {
         hand_over_finished();
       }
       uint64_t taken = 0;
-      if (now >= blocked_until) taken = pass(true, opts.batch_pages);
+      const SteadyClock::time_point pub_block{SteadyClock::duration(
+          pub_blocked_until.load(std::memory_order_relaxed))};
+      if (now >= blocked_until && now >= pub_block) taken = pass(true, opts.batch_pages);
       if (taken > 0) continue;
       // Nothing to take: sleep until the timer (or the watermark, or a
       // flush/stop) wakes us. Writes in flight are harvested on the way.
@@ -720,6 +729,7 @@ struct Consumer::Impl {
       // before this point leaves the spool, which recover turns into the
       // same public name (and, seeing it exists, only cleans up).
       remove_segment_files(s);
+      pub_backoff_ms = 0;
       std::lock_guard<std::mutex> g(mu);
       st.segments_published++;
       st.pages_published += pages;
@@ -736,8 +746,26 @@ struct Consumer::Impl {
         st.pages_lost[c] += s.cpus[c].good_end / page_size;
       }
     }
-    message("rbtrace consumer: could not publish segment " + std::to_string(s.seq) + " (" +
-            std::to_string(pages) + " pages lost, counted): " + err);
+    const bool full = rc == -ENOSPC || rc == -EFBIG || rc == -EDQUOT;
+    if (full) {
+      pub_backoff_ms = pub_backoff_ms ? std::min<int64_t>(pub_backoff_ms * 2, 1000) : 50;
+      pub_blocked_until.store(
+          (SteadyClock::now() + std::chrono::milliseconds(pub_backoff_ms)).time_since_epoch().count(),
+          std::memory_order_relaxed);
+    }
+    bool report = true;
+    {
+      // One message per episode of a full disk, like write failures.
+      std::lock_guard<std::mutex> g(mu);
+      if (full) {
+        report = !episode_reported;
+        episode_reported = true;
+      }
+    }
+    if (report)
+      message("rbtrace consumer: could not publish segment " + std::to_string(s.seq) + " (" +
+              std::to_string(pages) + " pages lost, counted): " + err +
+              (full ? "; further segments are dropped and counted until space is available" : ""));
     return rc;
   }
 
