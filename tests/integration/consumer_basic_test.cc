@@ -214,7 +214,7 @@ TEST(Consumer, CmdlinesAndStatsReachTheFile) {
   ASSERT_TRUE(c);
   std::atomic<bool> flushed{false};
   std::thread t([&] {
-    pthread_setname_np(pthread_self(), "rbt-writer-7");
+    ASSERT_EQ(pthread_setname_np(pthread_self(), "rbt-writer-7"), 0);
     ASSERT_EQ(fx.rb->bind_thread(1), 0);
     for (uint64_t i = 0; i < 50; i++)
       ASSERT_EQ(rbtrace_events::ctest_hello::emit(*fx.rb, i, "hi"), 0);
