@@ -5,6 +5,10 @@
 //   rbtrace-consumer-bench [--tmpfs DIR] [--disk DIR] [--mb N] [--rounds N]
 //                          [--payload B]
 //
+// Backends: io_uring (one IORING_OP_WRITE_FIXED per page), io_uring+vec
+// (ConsumerOptions::io_uring_vectored: consecutive pages as one WRITEV),
+// pwritev.
+//
 // Method. Per configuration and round: writers (one per CPU, 2 CPUs) fill a
 // producer/consumer ring until it is full (N MiB, default 48; 64-byte
 // payloads), then stop. Then a Consumer is created on the full ring and
@@ -62,8 +66,8 @@ struct Result {
   std::string backend, note;
 };
 
-bool one_round(const std::string& base, rbtrace::IoBackendKind be, uint32_t page, uint64_t mb,
-               uint32_t payload, Result* r) {
+bool one_round(const std::string& base, rbtrace::IoBackendKind be, bool vectored, uint32_t page,
+               uint64_t mb, uint32_t payload, Result* r) {
   constexpr uint32_t kCpus = 2;
   rbtrace::Options o;
   o.ncpus = kCpus;
@@ -98,6 +102,7 @@ bool one_round(const std::string& base, rbtrace::IoBackendKind be, uint32_t page
   rbtrace::ConsumerOptions co;
   co.dir = dir;
   co.backend = be;
+  co.io_uring_vectored = vectored;
   co.segment_bytes = 0;
   co.fsync = true;  // for the publish step only
   co.period_us = 1000;
@@ -173,18 +178,21 @@ int main(int argc, char** argv) {
   std::printf("rbtrace-consumer-bench: 2 CPUs, ring of %llu MiB filled with %u-byte events, "
               "%d rounds per row; drain rate over 10..90 %% of the pages\n",
               static_cast<unsigned long long>(mb), payload, rounds);
-  std::printf("%-8s %-9s %6s %10s %12s %14s %10s %12s\n", "target", "backend", "page",
+  std::printf("%-8s %-12s %6s %10s %12s %14s %10s %12s\n", "target", "backend", "page",
               "drain GB/s", "drain CPU s/GB", "process CPU s/GB", "fixed %", "publish GB/s");
   for (const auto& [name, dir] : {std::pair<const char*, std::string>{"tmpfs", tmpfs},
                                   std::pair<const char*, std::string>{"disk", disk}}) {
     for (uint32_t page : {4096u, 65536u}) {
-      for (auto be : {rbtrace::IoBackendKind::kIoUring, rbtrace::IoBackendKind::kPwritev}) {
+      for (int v = 0; v < 3; v++) {
+        const auto be = v < 2 ? rbtrace::IoBackendKind::kIoUring : rbtrace::IoBackendKind::kPwritev;
+        const bool vectored = v == 1;
         Result r;
         bool ok = true;
-        for (int k = 0; k < rounds && ok; k++) ok = one_round(dir, be, page, mb, payload, &r);
+        for (int k = 0; k < rounds && ok; k++) ok = one_round(dir, be, vectored, page, mb, payload, &r);
         if (!ok) return 1;
         const double gb = r.total_bytes / 1e9;
-        std::printf("%-8s %-9s %5uK %10.2f %12.3f %14.3f %9.0f%% %12.2f\n", name, r.backend.c_str(),
+        const std::string label = r.backend + (vectored ? "+vec" : "");
+        std::printf("%-8s %-12s %5uK %10.2f %12.3f %14.3f %9.0f%% %12.2f\n", name, label.c_str(),
                     page / 1024, r.bytes / r.secs / 1e9, r.drain_cpu_ns / 1e9 / gb,
                     r.self_cpu_ns / 1e9 / gb,
                     r.pages ? 100.0 * static_cast<double>(r.fixed) / static_cast<double>(r.pages) : 0.0,

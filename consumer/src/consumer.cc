@@ -941,7 +941,7 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
     }
   }
   std::string why;
-  m.io = make_io_backend(want, op.pool_pages, &why);
+  m.io = make_io_backend(want, op.pool_pages, op.io_uring_vectored, &why);
   if (want == IoKind::kIoUring && m.io->kind() != IoKind::kIoUring) {
     m.st.backend_note = why;
     m.message("rbtrace consumer: " + why);
@@ -961,7 +961,7 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
     }
     m.free_slots.push_back(op.pool_pages - 1 - i);
   }
-  if (m.io->kind() == IoKind::kIoUring) {
+  if (m.io->kind() == IoKind::kIoUring && !op.io_uring_vectored) {
     std::vector<void*> bufs;
     for (auto& s : m.slots) bufs.push_back(s.page);
     std::vector<void*> ring;

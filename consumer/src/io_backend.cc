@@ -20,6 +20,7 @@ namespace {
 // ---------------------------------------------------------------------------
 class UringBackend final : public IoBackend {
  public:
+  explicit UringBackend(bool vectored) : vectored_(vectored) {}
   ~UringBackend() override {
     if (ready_) io_uring_queue_exit(&ring_);
   }
@@ -64,6 +65,18 @@ class UringBackend final : public IoBackend {
   }
 
   void prep_write(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) override {
+    if (vectored_) {
+      // Held until submit(), which joins consecutive pages of one file.
+      pending_.push_back({fd, buf, len, off, tag});
+      in_flight_++;
+      return;
+    }
+    prep_one(fd, buf, len, off, tag);
+    in_flight_++;
+  }
+
+  // One SQE for one page: WRITE_FIXED when the page is registered.
+  void prep_one(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     while (sqe == nullptr) {
       // The SQ is full: push it to the kernel and take a fresh entry.
@@ -71,7 +84,6 @@ class UringBackend final : public IoBackend {
       if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
         // Cannot submit at all: complete this write with the error.
         failed_.push_back({tag, rc});
-        in_flight_++;
         return;
       }
       sqe = io_uring_get_sqe(&ring_);
@@ -84,10 +96,10 @@ class UringBackend final : public IoBackend {
       io_uring_prep_write(sqe, fd, buf, len, off);
     }
     io_uring_sqe_set_data64(sqe, tag);
-    in_flight_++;
   }
 
   int submit() override {
+    if (vectored_) flush_pending();
     for (;;) {
       int rc = io_uring_submit(&ring_);
       if (rc >= 0) return 0;
@@ -107,10 +119,8 @@ class UringBackend final : public IoBackend {
     for (;;) {
       io_uring_cqe* cqe = nullptr;
       if (io_uring_peek_cqe(&ring_, &cqe) != 0 || cqe == nullptr) break;
-      out->push_back({io_uring_cqe_get_data64(cqe), cqe->res});
+      n += deliver(io_uring_cqe_get_data64(cqe), cqe->res, out);
       io_uring_cqe_seen(&ring_, cqe);
-      in_flight_--;
-      n++;
     }
     if (n == 0 && wait_ns > 0 && in_flight_ > 0) {
       __kernel_timespec ts;
@@ -118,10 +128,8 @@ class UringBackend final : public IoBackend {
       ts.tv_nsec = wait_ns % 1000000000;
       io_uring_cqe* cqe = nullptr;
       if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) == 0 && cqe != nullptr) {
-        out->push_back({io_uring_cqe_get_data64(cqe), cqe->res});
+        n += deliver(io_uring_cqe_get_data64(cqe), cqe->res, out);
         io_uring_cqe_seen(&ring_, cqe);
-        in_flight_--;
-        n++;
         return n + reap(out, 0);
       }
     }
@@ -132,6 +140,98 @@ class UringBackend final : public IoBackend {
   uint64_t fixed_writes() const override { return fixed_; }
 
  private:
+  // A completion: one page (tag), or a group of pages written by one
+  // WRITEV (user_data = kGroupBit | group slot). Returns pages delivered.
+  static constexpr uint64_t kGroupBit = 1ULL << 63;
+  struct Page {
+    int fd;
+    const void* buf;
+    uint32_t len;
+    uint64_t off;
+    uint64_t tag;
+  };
+  struct Group {
+    std::vector<iovec> iov;
+    std::vector<Page> pages;
+  };
+
+  size_t deliver(uint64_t data, int64_t res, std::vector<IoCompletion>* out) {
+    if (!(data & kGroupBit)) {
+      out->push_back({data, res});
+      in_flight_--;
+      return 1;
+    }
+    const size_t slot = static_cast<size_t>(data & ~kGroupBit);
+    Group& g = *groups_[slot];
+    // Pages fully covered by res are complete; a page cut short reports
+    // the bytes it got (the caller finishes or fails it); with an error
+    // every page gets the error.
+    int64_t left = res;
+    for (const Page& p : g.pages) {
+      int64_t r;
+      if (res < 0) r = res;
+      else if (left >= p.len) r = p.len;
+      else r = left > 0 ? left : 0;
+      if (left > 0) left -= std::min<int64_t>(left, p.len);
+      out->push_back({p.tag, r});
+      in_flight_--;
+    }
+    const size_t n = g.pages.size();
+    g.iov.clear();
+    g.pages.clear();
+    free_groups_.push_back(slot);
+    return n;
+  }
+
+  // Vectored mode: consecutive pages of one file become one WRITEV
+  // (non-fixed: fixed buffers are single-buffer writes); a lone page is a
+  // WRITE_FIXED as usual.
+  void flush_pending() {
+    size_t i = 0;
+    while (i < pending_.size()) {
+      size_t j = i + 1;
+      while (j < pending_.size() && j - i < kMaxRun && pending_[j].fd == pending_[i].fd &&
+             pending_[j].off == pending_[j - 1].off + pending_[j - 1].len)
+        j++;
+      if (j - i == 1) {
+        const Page& p = pending_[i];
+        prep_one(p.fd, p.buf, p.len, p.off, p.tag);
+      } else {
+        size_t slot;
+        if (!free_groups_.empty()) {
+          slot = free_groups_.back();
+          free_groups_.pop_back();
+        } else {
+          slot = groups_.size();
+          groups_.push_back(std::make_unique<Group>());
+        }
+        Group& g = *groups_[slot];
+        for (size_t k = i; k < j; k++) {
+          g.pages.push_back(pending_[k]);
+          g.iov.push_back({const_cast<void*>(pending_[k].buf), pending_[k].len});
+        }
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+        while (sqe == nullptr) {
+          int rc = io_uring_submit(&ring_);
+          if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) break;
+          sqe = io_uring_get_sqe(&ring_);
+        }
+        if (sqe == nullptr) {
+          for (const Page& p : g.pages) failed_.push_back({p.tag, -EIO});
+          g.iov.clear();
+          g.pages.clear();
+          free_groups_.push_back(slot);
+        } else {
+          io_uring_prep_writev(sqe, g.pages[0].fd, g.iov.data(), static_cast<unsigned>(g.iov.size()),
+                               g.pages[0].off);
+          io_uring_sqe_set_data64(sqe, kGroupBit | slot);
+        }
+      }
+      i = j;
+    }
+    pending_.clear();
+  }
+
   int find_fixed(const void* buf, uint32_t len) const {
     if (index_.empty()) return -1;
     const uintptr_t a = reinterpret_cast<uintptr_t>(buf);
@@ -143,7 +243,12 @@ class UringBackend final : public IoBackend {
     return static_cast<int>(it->second);
   }
 
+  static constexpr size_t kMaxRun = 64;  // pages per WRITEV
   io_uring ring_{};
+  bool vectored_ = false;
+  std::vector<Page> pending_;
+  std::vector<std::unique_ptr<Group>> groups_;  // stable addresses: iovecs in flight
+  std::vector<size_t> free_groups_;
   bool ready_ = false;
   uint32_t in_flight_ = 0;
   uint32_t buf_len_ = 0;
@@ -239,9 +344,10 @@ class PwritevBackend final : public IoBackend {
 
 }  // namespace
 
-std::unique_ptr<IoBackend> make_io_backend(IoKind want, uint32_t depth, std::string* why) {
+std::unique_ptr<IoBackend> make_io_backend(IoKind want, uint32_t depth, bool vectored,
+                                           std::string* why) {
   if (want == IoKind::kIoUring) {
-    auto u = std::make_unique<UringBackend>();
+    auto u = std::make_unique<UringBackend>(vectored);
     int rc = u->init(depth);
     if (rc == 0) return u;
     if (why) {

@@ -9,7 +9,8 @@
 // belongs to the backend from prep_write until its completion is reaped.
 //   io_uring: one SQE per page; IORING_OP_WRITE_FIXED when the buffer lies
 //     in a registered buffer, else IORING_OP_WRITE; one io_uring_submit per
-//     batch.
+//     batch. Vectored mode: consecutive pages of one file in a batch as one
+//     IORING_OP_WRITEV (up to 64 pages).
 //   pwritev:  the batch is written at submit time; writes to the same file
 //     at consecutive offsets go out as one pwritev (up to IOV_MAX pages);
 //     their completions are ready at once.
@@ -57,7 +58,10 @@ class IoBackend {
 // Creates the backend. `want`: kIoUring tries io_uring and, when it cannot
 // be set up (ENOSYS, EPERM, kernel.io_uring_disabled, ...), falls back to
 // pwritev with the reason in *why; kPwritev gives pwritev. `depth` bounds
-// the writes in flight.
-std::unique_ptr<IoBackend> make_io_backend(IoKind want, uint32_t depth, std::string* why);
+// the writes in flight. `vectored` (io_uring): consecutive pages of one
+// file in a batch go out as one IORING_OP_WRITEV instead of one
+// WRITE_FIXED each (fewer requests for io-wq to run; no fixed buffers).
+std::unique_ptr<IoBackend> make_io_backend(IoKind want, uint32_t depth, bool vectored,
+                                           std::string* why);
 
 }  // namespace rbtrace::detail

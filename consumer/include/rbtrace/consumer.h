@@ -48,6 +48,11 @@ struct ConsumerOptions {
   std::string dir;                 // output directory (created, 0755)
   std::string prefix = "trace";    // public names: <prefix>-<session>-<seg>.dat
   IoBackendKind backend = IoBackendKind::kAuto;
+  // io_uring only: write consecutive pages of one spool file as one
+  // IORING_OP_WRITEV (up to 64 pages) instead of one IORING_OP_WRITE_FIXED
+  // per page. Fewer requests for io_uring's workers (buffered writes to
+  // ext4/tmpfs run there); no fixed buffers. See docs/DESIGN.md.
+  bool io_uring_vectored = false;
   PublishKind publish = PublishKind::kAuto;
   uint32_t period_us = 10000;      // timer wake-up period
   uint32_t watermark_pages = 0;    // 0: timer only; N: the writer filling the
