@@ -1093,7 +1093,9 @@ std::unique_ptr<TraceDatReader> TraceDatReader::open_fd(int fd, std::string* err
 }
 
 std::unique_ptr<TraceDatReader> TraceDatReader::open(const std::string& path, std::string* err) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO or device must not block the open; open_fd then
+  // refuses anything but a regular file (where O_NONBLOCK does nothing).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (err) *err = path + ": " + std::strerror(errno);
     return nullptr;

@@ -621,6 +621,12 @@ TEST_F(TraceCmd, UsageAndFileErrors) {
   r = run(dir.path, {RBTRACE_CLI, "report", dir.path});
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+  // A FIFO must not block the open.
+  const std::string fifo = dir.path + "/fifo.dat";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  r = run(dir.path, {RBTRACE_CLI, "report", fifo});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
   const std::string empty = dir.path + "/empty.dat";
   ::close(::open(empty.c_str(), O_WRONLY | O_CREAT, 0600));
   r = run(dir.path, {RBTRACE_CLI, "report", empty});

@@ -57,6 +57,10 @@ struct TraceDatInput {
 // CPUSTAT per CPU, TRACECLOCK, VERSION, and with `tsc2nsec` TSC2NSEC (mult,
 // shift, offset 0) plus OFFSET (calibration.offset_ns), so that trace-cmd
 // prints CLOCK_MONOTONIC seconds: ns = ((ticks * mult) >> shift) + offset_ns.
+// The trace clock text is "[<clock>]", or "<clock> [tsc2nsec]" with
+// `tsc2nsec` (trace-cmd's name for a converted counter clock; readers see
+// clock "tsc2nsec"). trace-cmd 3.1.6 prints the file with `trace-cmd
+// report` unchanged (tests/integration/trace_cmd_test.cc).
 // Validates the input first (-EINVAL: page size, a size that is not a
 // multiple of the page size, a name with a NUL or newline, ...).
 // Any thread; no global state. The input fds' file offsets are not moved.

@@ -9,8 +9,10 @@
 // overlap with the header or another CPU). Every length and count is
 // checked against the bytes left in the file before anything is allocated
 // or read, and against fixed caps; so a corrupt, truncated or hostile file
-// gives an error sentence, never a crash, and the reader never allocates
-// more than the file's size (plus one page per CPU).
+// gives an error sentence, never a crash, and what the reader allocates
+// stays proportional to the file's size (a text is allocated only once the
+// file is known to hold it; a page buffer only for a CPU whose pages are
+// in the file).
 //
 // Records are then read page by page (pread, one page buffer per CPU): each
 // page's commit word is checked (length <= page_size - 16, no unknown flag
