@@ -47,7 +47,23 @@ void release_thread_slots(void*) {
   t.count = 0;
 }
 
-void make_exit_key() { pthread_key_create(&exit_key, release_thread_slots); }
+// fork(): only the forking thread exists in the child, under a new tid.
+// Its slots move to that tid; every other thread's slots are freed. The
+// registry lock is held across fork so the child finds the map consistent.
+void fork_prepare() { registry_mutex().lock(); }
+void fork_parent() { registry_mutex().unlock(); }
+void fork_child() {
+  ThreadState& t = tls_state;
+  const int32_t old_tid = t.tid;
+  t.tid = static_cast<int32_t>(syscall(SYS_gettid));
+  for (auto& [id, rb] : registry()) rb->after_fork_in_child(old_tid, t.tid);
+  registry_mutex().unlock();
+}
+
+void make_exit_key() {
+  pthread_key_create(&exit_key, release_thread_slots);
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
 
 int32_t cached_tid() {
   ThreadState& t = tls_state;
@@ -247,6 +263,15 @@ RingBuffer::~RingBuffer() {
 // ===========================================================================
 // CPU slots
 // ===========================================================================
+
+void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    const int32_t o = owners_[c].load(std::memory_order_relaxed);
+    if (o == 0 || o == -1) continue;
+    // relaxed: the child has a single thread here.
+    owners_[c].store(o == old_tid && old_tid != 0 ? new_tid : 0, std::memory_order_relaxed);
+  }
+}
 
 int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
   if (cpu >= opts_.ncpus) return 0;

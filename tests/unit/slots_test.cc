@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -259,5 +260,48 @@ TEST(Slots, BindingsToDestroyedBuffersArePruned) {
     }
   });
   t.join();
+}
+}  // namespace
+
+namespace {
+// fork(): the child's events carry the child's tid, the forking thread
+// keeps its CPU under that tid, and slots of threads that do not exist in
+// the child are free again.
+TEST(Slots, ForkMovesTheForkingThreadsSlotsAndFreesTheRest) {
+  rbtrace::Options o;
+  o.ncpus = 2;
+  auto rb = rbtrace::RingBuffer::create(o);
+  ASSERT_TRUE(rb);
+  ASSERT_EQ(rb->bind_thread(0), 0);
+  std::atomic<bool> bound{false}, done{false};
+  std::thread other([&] {
+    rb->bind_thread(1);
+    bound = true;
+    while (!done) std::this_thread::yield();
+    rb->unbind_thread();
+  });
+  while (!bound) std::this_thread::yield();
+  pid_t pid = fork();
+  if (pid == 0) {
+    const int32_t me = static_cast<int32_t>(syscall(SYS_gettid));
+    int bad = 0;
+    if (rb->cpu_owner(0) != me) bad |= 1;
+    if (rb->cpu_owner(1) != 0) bad |= 2;
+    uint32_t v = 7;
+    if (rb->write(&v, sizeof v) != 0) bad |= 4;
+    rbtrace::PageEvent ev;
+    // Drain what the parent wrote before fork (nothing) and our event.
+    if (rb->consume(0, &ev) != 0) bad |= 8;
+    if (rb->bind_thread(1) != 0) bad |= 16;  // the other thread's slot is free
+    _exit(bad);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  done = true;
+  other.join();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  rb->unbind_thread();
 }
 }  // namespace

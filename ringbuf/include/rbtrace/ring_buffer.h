@@ -318,6 +318,9 @@ class RingBuffer {
     // pairs with the acquire CAS in claim_cpu/bind_thread.
     if (cpu < opts_.ncpus) owners_[cpu].store(0, std::memory_order_release);
   }
+  // In a forked child (called by rbtrace's pthread_atfork handler): slots
+  // of the forking thread move to its new tid, all others are freed.
+  void after_fork_in_child(int32_t old_tid, int32_t new_tid);
   // Events refused because no CPU slot was free.
   uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
 
