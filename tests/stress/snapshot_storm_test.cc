@@ -265,7 +265,9 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
   EXPECT_EQ(tally.disorder, 0u);
   EXPECT_EQ(other, 0u);
   EXPECT_EQ(timeouts, 0u);
-  if (!kSanitized) EXPECT_GE(rate, 1000.0) << "the storm was not a storm";
+  if (!kSanitized) {
+    EXPECT_GE(rate, 1000.0) << "the storm was not a storm";
+  }
   for (uint32_t c = 0; c < kCpus; c++) {
     const uint64_t written = g_written[c][0].load() + g_written[c][1].load();
     const uint64_t refused = g_refused[c][0].load() + g_refused[c][1].load();

@@ -92,7 +92,9 @@ class ControlServer : public ::testing::Test {
       cm->cmsg_len = CMSG_LEN(sizeof(int));
       std::memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
     }
-    if (!bytes.empty()) EXPECT_EQ(sendmsg(s, &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    if (!bytes.empty()) {
+      EXPECT_EQ(sendmsg(s, &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    }
     shutdown(s, SHUT_WR);
     std::vector<uint8_t> buf(4096);
     size_t got = 0;
