@@ -238,6 +238,14 @@ struct Consumer::Impl {
   int64_t pub_backoff_ms = 0;  // publish thread only
   uint32_t rr = 0;                // round-robin start CPU
 
+  // The CPU buffers whose pages were registered as fixed buffers. A
+  // snapshot swap puts another CPU buffer in a slot; from then on pages
+  // leave our circle (a dumper may free one, and a later allocation at the
+  // same address would not be the registered physical page), so fixed
+  // writes stop for good at the first swap seen (docs/DESIGN.md).
+  std::vector<detail::CpuBuffer*> registered_cbs;
+  bool fixed_active = false;
+
   Waker* waker = nullptr;
   std::atomic<uint32_t> own_sleep{0};  // relaxed: a flag; see Waker::sleeping
   std::atomic<uint32_t>* sleep_word = &own_sleep;
@@ -575,6 +583,13 @@ struct Consumer::Impl {
           io->submit();
           if (reap(static_cast<int64_t>(opts.period_us) * 1000) == 0) break;
           if (free_slots.empty()) break;
+        }
+        if (fixed_active && rb.cpu_buffer(cpu) != registered_cbs[cpu]) {
+          io->disable_fixed();
+          fixed_active = false;
+          std::lock_guard<std::mutex> g(mu);
+          st.backend_note += std::string(st.backend_note.empty() ? "" : "; ") +
+                             "CPU buffers were swapped (snapshot): fixed buffers no longer used";
         }
         const uint32_t i = free_slots.back();
         int rc = rb.read_page(&slots[i].page, cpu, full);
@@ -967,12 +982,14 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
     std::vector<void*> ring;
     for (uint32_t c = 0; c < m.ncpus; c++) {
       detail::CpuBuffer* cb = rb.cpu_buffer(c);
+      m.registered_cbs.push_back(cb);
       for (uint32_t p = 0; cb && p <= cb->npages; p++) ring.push_back(cb->pages[p].page);
     }
     constexpr size_t kMaxRegistered = 16384;  // IORING_MAX_REG_BUFFERS
     if (bufs.size() + ring.size() <= kMaxRegistered) bufs.insert(bufs.end(), ring.begin(), ring.end());
     std::string rwhy;
     m.st.registered_buffers = m.io->register_buffers(bufs, m.page_size, &rwhy);
+    m.fixed_active = m.st.registered_buffers > 0;
     if (m.st.registered_buffers == 0 && !rwhy.empty()) {
       if (!m.st.backend_note.empty()) m.st.backend_note += "; ";
       m.st.backend_note += rwhy;

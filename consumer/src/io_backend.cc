@@ -43,6 +43,7 @@ class UringBackend final : public IoBackend {
   }
 
   IoKind kind() const override { return IoKind::kIoUring; }
+  void disable_fixed() override { index_.clear(); }
 
   uint32_t register_buffers(const std::vector<void*>& bufs, uint32_t len,
                             std::string* why) override {

@@ -41,6 +41,9 @@ class IoBackend {
   // refused; *why says why). Call once, before any write.
   virtual uint32_t register_buffers(const std::vector<void*>& bufs, uint32_t len,
                                     std::string* why) = 0;
+  // Stops using the registered buffers (every later write is non-fixed);
+  // writes already queued keep their mode.
+  virtual void disable_fixed() {}
   // Queues a write of `len` bytes at `buf` to `fd` at `off`.
   virtual void prep_write(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) = 0;
   // Submits everything queued. 0 or -errno (the queued writes then complete

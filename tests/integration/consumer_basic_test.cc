@@ -130,8 +130,8 @@ TEST(Consumer, RotationByTime) {
   co.period_us = 2000;
   auto c = rbtrace::Consumer::create(*fx.rb, co);
   ASSERT_TRUE(c);
-  // Full pages now and then over 2.6 s (a segment opens with its first page).
-  for (int i = 0; i < 13; i++) {
+  // Full pages now and then over 3.2 s (a segment opens with its first page).
+  for (int i = 0; i < 16; i++) {
     fx.write(0, static_cast<uint64_t>(i) * 400, 400);
     std::this_thread::sleep_for(200ms);
   }
@@ -139,7 +139,7 @@ TEST(Consumer, RotationByTime) {
   ASSERT_EQ(c->stop(), 0);
   EXPECT_GE(before_stop, 2u) << "segments older than 1 s are published without a flush";
   std::vector<int64_t> seqs(2, -1);
-  EXPECT_EQ(fx.events_in(c->published(), &seqs), 13u * 400);
+  EXPECT_EQ(fx.events_in(c->published(), &seqs), 16u * 400);
 }
 
 TEST(Consumer, WatermarkWakesTheConsumerTimerDoesNot) {
@@ -206,6 +206,31 @@ TEST(Consumer, BackendFromEnvironmentAndFixedBuffers) {
     EXPECT_GT(s.pages_written, 0u);
     EXPECT_EQ(s.fixed_writes, s.pages_written) << "every page lies in a registered buffer";
   }
+}
+
+TEST(Consumer, FixedBuffersStopAtTheFirstSwap) {
+  Fixture fx("swap");
+  rbtrace::Options o = fx.rb->options();
+  auto spare = rbtrace::RingBuffer::create(o);
+  ASSERT_TRUE(spare);
+  auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+  ASSERT_TRUE(c);
+  ASSERT_STREQ(c->stats().backend, "io_uring") << c->stats().backend_note;
+  fx.write(0, 0, 2000);
+  ASSERT_EQ(c->flush(), 0);
+  const auto before = c->stats();
+  EXPECT_EQ(before.fixed_writes, before.pages_written);
+  // Nobody owns CPU 0 now: the swap may run here (ring_buffer.h).
+  ASSERT_EQ(fx.rb->swap_cpu(*spare, 0), 0);
+  fx.write(0, 2000, 2000);
+  ASSERT_EQ(c->stop(), 0);
+  const auto s = c->stats();
+  EXPECT_NE(s.backend_note.find("swapped"), std::string::npos) << s.backend_note;
+  EXPECT_EQ(s.fixed_writes, before.fixed_writes) << "no fixed write after the swap";
+  EXPECT_GT(s.pages_written, before.pages_written);
+  std::vector<int64_t> seqs(2, -1);
+  EXPECT_EQ(fx.events_in(c->published(), &seqs), 4000u);
+  EXPECT_EQ(seqs[0], 3999);
 }
 
 TEST(Consumer, CmdlinesAndStatsReachTheFile) {
