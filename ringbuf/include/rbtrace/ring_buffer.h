@@ -506,9 +506,11 @@ Reservation RingBuffer::reserve(uint32_t length) {
     // Nobody can have reserved in cb since our W2: nested writers load
     // buffers_[cpu] afresh. Leave without committing anything.
     cb->committing.dec();
-    cb->disabled.inc();
     signal_fence();
     cb->nesting.dec();
+    // Count the refusal in the buffer now in the slot: the one we touched
+    // belongs to the requester, who may be dumping or resetting it.
+    buffers_[cpu].load(std::memory_order_relaxed)->disabled.inc();
     r.err = -EAGAIN;
     return r;
   }
