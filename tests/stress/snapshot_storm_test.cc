@@ -226,8 +226,16 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
   DataPage* page = live->alloc_read_page();
   uint64_t swaps = 0, busy = 0, timeouts = 0, other = 0;
   const auto t0 = std::chrono::steady_clock::now();
+  // The storm runs for `seconds` and at least until kMinSwaps swaps are
+  // done (capped at 25 s): the test proves what a storm does to the events,
+  // the swap rate itself is measured by rbtrace-snapshot-bench (a timed
+  // assertion here would only measure how loaded the CI machine is).
+  const uint64_t kMinSwaps = kSanitized ? 1000 : 3000;
   const auto deadline = t0 + std::chrono::duration<double>(seconds);
-  for (uint32_t i = 0; std::chrono::steady_clock::now() < deadline; i++) {
+  const auto cap = t0 + std::chrono::seconds(25);
+  for (uint32_t i = 0;; i++) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= cap || (now >= deadline && swaps >= kMinSwaps)) break;
     const uint32_t c = i % kCpus;
     // A generous timeout: ThreadSanitizer delivers signals only at its own
     // safe points, which can be far apart in a tight writer loop.
@@ -265,9 +273,7 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
   EXPECT_EQ(tally.disorder, 0u);
   EXPECT_EQ(other, 0u);
   EXPECT_EQ(timeouts, 0u);
-  if (!kSanitized) {
-    EXPECT_GE(rate, 1000.0) << "the storm was not a storm";
-  }
+  EXPECT_GE(swaps, kMinSwaps) << "the storm was not a storm";
   for (uint32_t c = 0; c < kCpus; c++) {
     const uint64_t written = g_written[c][0].load() + g_written[c][1].load();
     const uint64_t refused = g_refused[c][0].load() + g_refused[c][1].load();
