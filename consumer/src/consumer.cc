@@ -426,11 +426,18 @@ struct Consumer::Impl {
     last_scan = SteadyClock::now();
     DIR* d = opendir("/proc/self/task");
     if (!d) return;
+    std::vector<int32_t> tids;
     while (dirent* e = readdir(d)) {
       const int32_t tid = std::atoi(e->d_name);
-      if (tid <= 0 || names.count(tid)) continue;
+      if (tid > 0) tids.push_back(tid);
+    }
+    // Names change (threads name themselves after they start): re-read
+    // every thread's, unless there are very many; then only new ones.
+    const bool refresh = tids.size() <= 256;
+    for (int32_t tid : tids) {
+      if (!refresh && names.count(tid)) continue;
       std::string c = thread_comm(tid);
-      if (!c.empty()) names.emplace(tid, std::move(c));
+      if (!c.empty()) names[tid] = std::move(c);
     }
     closedir(d);
   }

@@ -237,18 +237,24 @@ TEST(Consumer, CmdlinesAndStatsReachTheFile) {
   Fixture fx("cmdlines");
   auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
   ASSERT_TRUE(c);
-  std::atomic<bool> flushed{false};
+  std::atomic<bool> flushed{false}, written{false};
+  std::atomic<int> writer_tid{0};
   std::thread t([&] {
     ASSERT_EQ(pthread_setname_np(pthread_self(), "rbt-writer-7"), 0);
+    writer_tid.store(static_cast<int>(gettid()), std::memory_order_relaxed);
     ASSERT_EQ(fx.rb->bind_thread(1), 0);
     for (uint64_t i = 0; i < 50; i++)
       ASSERT_EQ(rbtrace_events::ctest_hello::emit(*fx.rb, i, "hi"), 0);
+    // release: pairs with the acquire load below; the events are written.
+    written.store(true, std::memory_order_release);
     // Alive until the consumer has seen its records (the name is read from
     // /proc/self/task/TID/comm by the consumer thread).
     // acquire: pairs with the release store below (a plain hand-shake).
     while (!flushed.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
     fx.rb->unbind_thread();
   });
+  // acquire: pairs with the release store in the writer thread.
+  while (!written.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
   ASSERT_EQ(c->flush(), 0);
   // release: pairs with the acquire load in the writer thread.
   flushed.store(true, std::memory_order_release);
@@ -258,7 +264,9 @@ TEST(Consumer, CmdlinesAndStatsReachTheFile) {
   ctest::Trace tr;
   ASSERT_EQ(ctest::walk_trace(c->published()[0], &tr), "");
   EXPECT_EQ(tr.cpus[1].nevents, 50u);
-  EXPECT_NE(tr.cmdlines.find(" rbt-writer-7\n"), std::string::npos) << tr.cmdlines;
+  EXPECT_NE(tr.cmdlines.find(" rbt-writer-7\n"), std::string::npos)
+      << tr.cmdlines << "writer tid " << writer_tid.load(std::memory_order_relaxed) << ", pid "
+      << getpid();
   EXPECT_EQ(ctest::stat_value(tr.cpus[1].stats, "entries"), 50);
   EXPECT_EQ(ctest::stat_value(tr.cpus[1].stats, "segment events"), 50);
 }
