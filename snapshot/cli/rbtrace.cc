@@ -140,7 +140,7 @@ int cmd_export(int argc, char** argv) {
   }
   if (rc) {
     ::unlink(tmp.c_str());
-    return fail("export", err);
+    return fail("export", std::string(file) + ": " + err);
   }
   return 0;
 }
