@@ -172,6 +172,7 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
   typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::param RBTRACE_DETAIL_FNAME(f)
 #define RBTRACE_DETAIL_NSTR(r, _, f) \
   +(::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string ? 1u : 0u)
+#define RBTRACE_DETAIL_ARG(r, _, i, f) BOOST_PP_COMMA_IF(i) RBTRACE_DETAIL_FNAME(f)
 #define RBTRACE_DETAIL_DYN(r, _, f)                                               \
   len_ += ::rbtrace::detail::dyn_size<RBTRACE_DETAIL_FTYPE(f)>(len_, &left_,     \
                                                                RBTRACE_DETAIL_FNAME(f));
@@ -210,12 +211,19 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
     static void enable() { enabled_.store(true, std::memory_order_relaxed); }           \
     static void disable() { enabled_.store(false, std::memory_order_relaxed); }         \
     static bool enabled() { return enabled_.load(std::memory_order_relaxed); }          \
-    /* 0, -ENOENT when disabled, or the reserve error. */                               \
+    /* 0, -ENOENT when disabled, or the reserve error. The disabled check is */      \
+    /* inlined into the caller whatever the size of the write below. */                 \
     template <class Hooks = ::rbtrace::NoHooks>                                         \
-    static int emit(::rbtrace::RingBuffer& rb_,                                         \
-                    BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {         \
+    RBTRACE_ALWAYS_INLINE static int emit(                                              \
+        ::rbtrace::RingBuffer& rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) { \
       /* relaxed: a flag, nothing is published through it */                          \
       if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
+      return write<Hooks>(rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_ARG, _, FIELDS_)); \
+    }                                                                                   \
+    /* emit without the enabled check. */                                              \
+    template <class Hooks = ::rbtrace::NoHooks>                                         \
+    static int write(::rbtrace::RingBuffer& rb_,                                        \
+                     BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {        \
       uint32_t left_ = 0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_);       \
       uint32_t len_ = static_cast<uint32_t>(sizeof(record));                            \
       BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, FIELDS_)                             \
