@@ -239,7 +239,7 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
     const uint32_t c = i % kCpus;
     // A generous timeout: ThreadSanitizer delivers signals only at its own
     // safe points, which can be far apart in a tight writer loop.
-    const int rc = swap_cpu_marshalled(*live, *spare, c, 2000ms);
+    const int rc = swap_cpu_marshalled(*live, *spare, c, kSanitized ? 15000ms : 2000ms);
     if (rc == 0) {
       swaps++;
       tally.drain(*spare, c, &page);  // the swapped-out generation

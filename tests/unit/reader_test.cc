@@ -630,8 +630,10 @@ TEST(Discard, OnlyEventOfThePage) {
 RingBuffer* g_handler_rb = nullptr;
 uint64_t g_handler_seq = 0;
 void write_in_handler(int) {
-  const auto v = payload(g_handler_seq, 8);
-  (void)g_handler_rb->write(v.data(), 8);
+  // No allocation in a signal handler: the same payload, built in place.
+  unsigned char v[8];
+  store_u64(v, g_handler_seq);
+  (void)g_handler_rb->write(v, sizeof v);
 }
 
 TEST(Discard, ReservationFollowedByANestedEventBecomesPadding) {
