@@ -11,6 +11,7 @@
 // O_CREAT|O_EXCL and removed on failure) and passes the descriptor to the
 // process, which never opens a path. An existing FILE is never replaced.
 // Exit status as the rest of the CLI: 0 success, 1 failure, 2 usage.
+#include "cli_common.h"
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -37,17 +38,10 @@ extern const char kEventsUsage[] = "rbtrace events PID (--enable|--disable) SYST
 
 namespace {
 
-constexpr int kExitFail = 1;
-constexpr int kExitUsage = 2;
-
-int fail(const char* cmd, const std::string& what) {
-  std::fprintf(stderr, "rbtrace %s: %s\n", cmd, what.c_str());
-  return kExitFail;
-}
-int usage_error(const char* cmd, const std::string& what, const char* usage) {
-  std::fprintf(stderr, "rbtrace %s: %s\nusage: %s\n", cmd, what.c_str(), usage);
-  return kExitUsage;
-}
+using rbtrace::cli::fail;
+using rbtrace::cli::kExitFail;
+using rbtrace::cli::kExitUsage;
+using rbtrace::cli::usage_error;
 
 bool parse_long(const char* s, long lo, long hi, long* out) {
   if (!s || !*s) return false;

@@ -8,6 +8,7 @@
 // arguments (argv[0] = the command name). Exit status: 0 success, 1 the
 // command failed (bad or corrupt file, I/O error), 2 usage error. Every
 // failure prints one line "rbtrace <command>: <what>" on stderr.
+#include "cli_common.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,17 +32,10 @@ extern const char kListUsage[], kStatUsage[], kSnapshotUsage[], kEventsUsage[];
 
 namespace {
 
-constexpr int kExitFail = 1;
-constexpr int kExitUsage = 2;
-
-int fail(const char* cmd, const std::string& what) {
-  std::fprintf(stderr, "rbtrace %s: %s\n", cmd, what.c_str());
-  return kExitFail;
-}
-int usage_error(const char* cmd, const std::string& what, const char* usage) {
-  std::fprintf(stderr, "rbtrace %s: %s\nusage: %s\n", cmd, what.c_str(), usage);
-  return kExitUsage;
-}
+using rbtrace::cli::fail;
+using rbtrace::cli::kExitFail;
+using rbtrace::cli::kExitUsage;
+using rbtrace::cli::usage_error;
 
 // ---- report -------------------------------------------------------------------
 constexpr const char* kReportUsage = "rbtrace report [--json] [-t] [-R] FILE";
