@@ -37,23 +37,6 @@ Snapshot::~Snapshot() {
   if (live_) swap_release_mailboxes(*live_);
 }
 
-std::string format_cpu_stats(const CpuStats& s) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "entries: %llu\noverrun: %llu\ncommit overrun: %llu\nbytes: %llu\n"
-                "dropped events: %llu\nread events: %llu\nnested dropped: %llu\n"
-                "disabled: %llu\n",
-                static_cast<unsigned long long>(s.entries - s.read - s.overrun),
-                static_cast<unsigned long long>(s.overrun),
-                static_cast<unsigned long long>(s.commit_overrun),
-                static_cast<unsigned long long>(s.bytes),
-                static_cast<unsigned long long>(s.dropped),
-                static_cast<unsigned long long>(s.read),
-                static_cast<unsigned long long>(s.nested_dropped),
-                static_cast<unsigned long long>(s.disabled));
-  return buf;
-}
-
 namespace {
 
 void add_stats(CpuStats* to, const CpuStats& s) {
@@ -180,7 +163,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     }
     in.cpus[c].size = off - in.cpus[c].offset;
     sc.stats = spare_->stats(c);
-    in.cpus[c].stats = format_cpu_stats(sc.stats);
+    in.cpus[c].stats = cpu_stats_text(sc.stats);  // the consumer's text: one meaning of each key
     add_stats(&retired_[c], sc.stats);
     spare_->reset_cpu(c);  // serves as the spare again
     r.cpus.push_back(sc);

@@ -87,7 +87,4 @@ class Snapshot {
   uint64_t taken_ = 0;
 };
 
-// Kernel-style per_cpu/cpuN/stats text for a CpuStats.
-std::string format_cpu_stats(const CpuStats& s);
-
 }  // namespace rbtrace
