@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "../test_files.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/tracedat.h"
 #include "rbtrace/tracedat_reader.h"
@@ -38,35 +39,8 @@ using namespace rbtrace;
 
 namespace {
 
-struct TempDir {
-  TempDir() {
-    char t[] = "/tmp/rbtrace-tcmd-XXXXXX";
-    path = mkdtemp(t) ? t : "";
-  }
-  ~TempDir() {
-    if (path.empty()) return;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, ".."))
-          unlink((path + "/" + e->d_name).c_str());
-      }
-      closedir(d);
-    }
-    rmdir(path.c_str());
-  }
-  std::string path;
-};
-
-std::string read_file(const std::string& p) {
-  std::string s;
-  FILE* f = std::fopen(p.c_str(), "rb");
-  if (!f) return s;
-  char b[65536];
-  size_t n;
-  while ((n = std::fread(b, 1, sizeof b, f)) > 0) s.append(b, n);
-  std::fclose(f);
-  return s;
-}
+using rbtrace_test::read_file;
+using rbtrace_test::TempDir;
 
 // Runs argv with stdout and stderr captured; status = exit code, or 128 +
 // signal.
