@@ -17,7 +17,7 @@ namespace rbtrace {
 using namespace detail;
 
 namespace detail {
-thread_local ThreadState tls_state __attribute__((tls_model("initial-exec"))) = {};
+constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-exec"))) = {};
 }  // namespace detail
 
 namespace {
@@ -45,6 +45,8 @@ void release_thread_slots(void*) {
     if (it != registry().end()) it->second->unbind_thread();
   }
   t.count = 0;
+  signal_fence();
+  t.bindings[0].rb_id = 0;  // see remove_binding_at
 }
 
 // fork(): only the forking thread exists in the child, under a new tid.
@@ -104,10 +106,17 @@ bool maybe_alive(uint32_t id) {
   return false;
 }
 
+// Every removal of a binding goes through here. The writer's fast path (W0)
+// looks only at bindings[0] and not at count: when the last binding goes,
+// its rb_id is cleared (no buffer has id 0). A handler that runs between
+// the count going down and the clearing still finds the old slot, which
+// this thread owns until its caller releases it afterwards.
 void remove_binding_at(ThreadState& t, int i) {
   t.bindings[i] = t.bindings[t.count - 1];
   signal_fence();
   t.count--;
+  signal_fence();
+  if (t.count == 0) t.bindings[0].rb_id = 0;
 }
 
 
@@ -300,6 +309,34 @@ int add_binding(uint32_t rb_id, int32_t cpu) {
 }
 }  // namespace
 
+int32_t RingBuffer::find_or_claim_cpu() {
+  const int32_t cpu = thread_cpu(id_);
+  return cpu >= 0 ? cpu : claim_cpu();
+}
+
+Reservation RingBuffer::leave_refused(CpuBuffer* cb, uint32_t cpu) {
+  Reservation r;
+  // Undo W2 (committing and commits): we reserved nothing, so a writer we
+  // interrupted may find the state as it left it.
+  if (cb->buffer.load(std::memory_order_relaxed) != this) {
+    // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
+    // Nobody can have reserved in cb since our W2: nested writers load
+    // buffers_[cpu] afresh. Leave without committing anything.
+    cb->state.sub(CpuBuffer::kEnter);
+    // Count the refusal in the buffer now in the slot: the one we touched
+    // belongs to the requester, who may be dumping or resetting it.
+    buffers_[cpu].load(std::memory_order_relaxed)->disabled.inc();
+    r.err = -EAGAIN;
+    return r;
+  }
+  // Nesting deeper than kMaxNesting.
+  cb->nested_dropped.inc();
+  signal_fence();
+  cb->state.sub(CpuBuffer::kEnter);
+  r.err = -ELOOP;
+  return r;
+}
+
 // Slow path of the first event of an unbound thread. Async-signal-safe: a
 // CAS per slot, one gettid the first time.
 int32_t RingBuffer::claim_cpu() {
@@ -356,9 +393,7 @@ void RingBuffer::unbind_thread() {
   for (int i = 0; i < t.count; i++) {
     if (t.bindings[i].rb_id != id_) continue;
     const int32_t cpu = t.bindings[i].cpu;
-    t.bindings[i] = t.bindings[t.count - 1];
-    signal_fence();
-    t.count--;
+    remove_binding_at(t, i);
     // release: publishes this thread's writer-side state to the slot's next
     // owner; pairs with the acquire CAS in claim_cpu/bind_thread.
     owners_[cpu].store(0, std::memory_order_release);
@@ -652,13 +687,14 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
       b->record_disabled.load(std::memory_order_relaxed))
     return -EAGAIN;
   // S3: disable both, then refuse if a write is in progress on either: the
-  // busy state is nesting (W2..W6 with every retry), not committing.
+  // busy state is committing != 0, which covers W2..W6 with every W5 retry
+  // and every turn of W6's loop.
   a->record_disabled.fetch_add(1, std::memory_order_relaxed);
   b->record_disabled.fetch_add(1, std::memory_order_relaxed);
   signal_fence();
   int ret = 0;
   int la = 0, lb = 0;
-  if (a->nesting.load() != 0 || b->nesting.load() != 0) {
+  if (a->committing() != 0 || b->committing() != 0) {
     ret = -EBUSY;
   } else if (!a->reader_lock.compare_exchange_strong(
                  la, 1, std::memory_order_acquire,  // pairs with unlock_reader
@@ -707,7 +743,7 @@ RingBuffer::Iterator::Iterator(RingBuffer& rb, uint32_t cpu) : rb_(rb), cpu_(cpu
     const int32_t me = rb.current_cpu();
     if (me == static_cast<int32_t>(cpu)) {
       CpuBuffer* cb = rb.cpu_buffer(cpu);
-      if (cb->nesting.load() != 0) {  // called from a handler mid-write
+      if (cb->committing() != 0) {  // called from a handler mid-write
         status_ = -EBUSY;
         return;
       }
@@ -770,7 +806,49 @@ bool RingBuffer::Iterator::next(PageEvent* ev) {
 // Stats
 // ===========================================================================
 
-CpuStats CpuBuffer::stats() const {
+// W6, general. Only the outermost writer (committing == 1) moves the
+// commit; writers it interrupted never run this concurrently with it: a
+// handler sees committing >= 2 while we are in flight and leaves the
+// commit to us. We leave (committing--) with a local cmpxchg that fails if
+// any writer entered since we loaded the state, i.e. since our
+// set_commit_to_write looked at the write position; then we look again.
+// Unlike the kernel's loop there is no window with committing == 0 before
+// a retry, so committing alone is the busy state (docs/DESIGN.md W6).
+void detail::CpuBuffer::end_commit() {
+  for (;;) {
+    const uint64_t c = state.load();
+    signal_fence();
+    if (static_cast<uint32_t>(c) == 1) set_commit_to_write();
+    signal_fence();
+    if (RBTRACE_LIKELY(state.cmpxchg(c, c - 1) == c)) return;
+  }
+}
+
+void detail::CpuBuffer::set_commit_to_write() {
+  BufferPage* cp = commit_page.load(std::memory_order_relaxed);
+  for (;;) {
+    BufferPage* tp = tail_page.load(std::memory_order_relaxed);
+    if (cp == tp) break;
+    // The commit leaves cp: its events end at real_end (padding excluded).
+    // release: publishes cp's events and header; pairs with the acquire in
+    // BufferPage::commit_acquire (read_page, peek, Iterator).
+    std::atomic_ref<uint64_t>(cp->page->commit).store(cp->real_end.load(),
+                                                      std::memory_order_release);
+    cp = page_of(cp->next.load(std::memory_order_relaxed));
+    // release: the reader, seeing commit_page move, may take the old page
+    // whole; pairs with the acquire loads of commit_page in
+    // RingBuffer::get_reader_page and read_page.
+    commit_page.store(cp, std::memory_order_release);
+  }
+  uint32_t idx = static_cast<uint32_t>(cp->write.load());
+  uint32_t end = cp->real_end.load();
+  if (idx > end) idx = end;
+  // release: publishes the events below idx; pairs with
+  // BufferPage::commit_acquire.
+  std::atomic_ref<uint64_t>(cp->page->commit).store(idx, std::memory_order_release);
+}
+
+CpuStats detail::CpuBuffer::stats() const {
   CpuStats s;
   s.entries = entries.load();
   s.bytes = bytes.load();

@@ -86,6 +86,9 @@ enum class HookPoint : uint8_t {
   kInW5,           // page crossing: tail overflowed, head not yet handled
   kW5Retry,        // page crossing done, about to retry the reservation
   kBeforeCommit,   // W6 about to run
+  kW6Fast,         // W6 fast path: no writer entered since W2, commit not
+                   // yet stored
+  kW6Leave,        // W6 fast path: commit stored, not yet left (cmpxchg)
 };
 
 struct NoHooks {
@@ -157,9 +160,16 @@ struct alignas(64) BufferPage {
 struct CpuBuffer {
   // ---- owner-hot: written only by the owner thread and its handlers ------
   alignas(64) std::atomic<BufferPage*> tail_page{nullptr};  // relaxed: owner only
-  Local64 nesting;     // depth of writers inside W2..W6: the busy state
-  Local64 committing;  // kernel's committing (see end_commit)
-  Local64 commits;     // kernel's commits
+  // The kernel's `committing` and `commits` in one word, so that W2 is one
+  // add and W6 can ask "did any writer enter since I looked?" with one
+  // local cmpxchg:
+  //   bits  0..31  committing: writers inside W2..W6 on this CPU. It is
+  //                also the nesting depth and the busy state (a swap
+  //                refuses a busy CPU): a writer leaves it exactly once,
+  //                at the end of W6, never to retry.
+  //   bits 32..63  commits: writers that entered W2 and reserved (or
+  //                tried to), modulo 2^32.
+  Local64 state;
   Local64 write_stamp;  // time of the event that ends at stamp_pos
   Local64 stamp_pos;    // BufferPage::write value at the end of that event
   Local64 tail_seq;     // times the tail moved (upper half of write)
@@ -218,9 +228,13 @@ struct CpuBuffer {
     return overrun.load() + commit_overrun.load() + dropped.load() + nested_dropped.load();
   }
 
+  static constexpr uint64_t kEnter = (1ULL << 32) | 1;  // W2's add to `state`
+  uint32_t committing() const { return static_cast<uint32_t>(state.load()); }
+
   CpuStats stats() const;
-  RBTRACE_ALWAYS_INLINE void set_commit_to_write();
-  RBTRACE_ALWAYS_INLINE void end_commit();
+  void set_commit_to_write();
+  // W6, general: the loop below. Also ends refused and discarded writes.
+  RBTRACE_COLD void end_commit();
 };
 
 // Per-thread CPU bindings. Plain data (no destructor), initial-exec TLS, so
@@ -237,7 +251,9 @@ struct ThreadState {
   bool key_set;
   ThreadBinding bindings[kMaxBindingsPerThread];
 };
-extern thread_local ThreadState tls_state __attribute__((tls_model("initial-exec")));
+// constinit: the definition is constant-initialized, so the compiler emits
+// no TLS wrapper call (or check for one) on the writer's path.
+extern constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-exec")));
 
 inline int32_t thread_cpu(uint32_t rb_id) {
   ThreadState& t = tls_state;
@@ -263,6 +279,8 @@ struct Reservation {
                              // -ELOOP too deep, -ENOSPC full / commit
                              // overrun, -EBUSY no free CPU slot
   uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
+  uint64_t entered = 0;      // CpuBuffer::state after W2, for W6's fast
+                             // path; 0 (never a state in W6) otherwise
   detail::CpuBuffer* cpu = nullptr;
   detail::BufferPage* page = nullptr;
   uint32_t event_offset = 0;  // offset of the data event header in data[]
@@ -435,6 +453,26 @@ class RingBuffer {
   RingBuffer() = default;
 
   int32_t claim_cpu();
+  // W0's cold half: the calling thread's binding beyond the first, else a
+  // claimed slot (claim_cpu); -1 when none is free.
+  RBTRACE_COLD int32_t find_or_claim_cpu();
+  // W3's refusals (swapped away, or nesting too deep): undoes W2, counts,
+  // returns the failed Reservation.
+  RBTRACE_COLD Reservation leave_refused(detail::CpuBuffer* cb, uint32_t cpu);
+  // A reservation the fast path made at B, handed to reserve_slow.
+  struct ReserveState {
+    detail::BufferPage* tp;
+    uint64_t w, ts, delta, end;
+  };
+  // W0's cold half, then reserve_on.
+  template <class Hooks>
+  RBTRACE_COLD Reservation reserve_unbound(uint32_t length);
+  // W1..W4b on CPU slot `cpu` (the fast path; reserve_slow for the rest).
+  template <class Hooks>
+  RBTRACE_ALWAYS_INLINE Reservation reserve_on(int32_t cpu, uint32_t length);
+  template <class Hooks>
+  RBTRACE_COLD Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t cpu, uint32_t level,
+                                        uint32_t length, const ReserveState* resume);
   template <class Hooks>
   RBTRACE_COLD int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
                 uint32_t cpu);
@@ -467,18 +505,34 @@ template <class Hooks>
 Reservation RingBuffer::reserve(uint32_t length) {
   using namespace detail;
   Reservation r;
-  if (RBTRACE_UNLIKELY(length == 0 || length > max_payload_)) {
+  // One compare for both 0 and too long (0 - 1 wraps to UINT32_MAX).
+  if (RBTRACE_UNLIKELY(length - 1 >= max_payload_)) {
     r.err = -EINVAL;
     return r;
   }
-  int32_t cpu = thread_cpu(id_);
-  if (RBTRACE_UNLIKELY(cpu < 0)) {
-    cpu = claim_cpu();
-    if (cpu < 0) {
-      r.err = -EBUSY;
-      return r;
-    }
+  // The thread's first binding; other bindings and the first event of a
+  // thread (which claims a slot) take the cold path. bindings[0].rb_id is 0
+  // (no buffer has id 0) whenever the thread has no binding.
+  const ThreadBinding& b0 = tls_state.bindings[0];
+  if (RBTRACE_UNLIKELY(b0.rb_id != id_)) return reserve_unbound<Hooks>(length);
+  return reserve_on<Hooks>(b0.cpu, length);
+}
+
+template <class Hooks>
+Reservation RingBuffer::reserve_unbound(uint32_t length) {
+  const int32_t cpu = find_or_claim_cpu();
+  if (cpu < 0) {
+    Reservation r;
+    r.err = -EBUSY;
+    return r;
   }
+  return reserve_on<Hooks>(cpu, length);
+}
+
+template <class Hooks>
+Reservation RingBuffer::reserve_on(int32_t cpu, uint32_t length) {
+  using namespace detail;
+  Reservation r;
   // relaxed: buffers_[cpu] changes only in swap_cpu, which runs on this
   // thread (or with no owner); W3 catches a swap after this load.
   CpuBuffer* cb = buffers_[cpu].load(std::memory_order_relaxed);
@@ -494,73 +548,129 @@ Reservation RingBuffer::reserve(uint32_t length) {
   }
   Hooks::at(HookPoint::kAfterW1, *this, static_cast<uint32_t>(cpu));
 
-  // W2: enter. From here until end_commit the CPU buffer is busy
-  // (nesting != 0), across every W5 retry: a swap (S3) refuses it.
-  uint64_t level = cb->nesting.add_return(1);
-  cb->committing.inc();
-  cb->commits.inc();
+  // W2: enter: committing++ and commits++ in one add. From here until the
+  // end of W6 the CPU buffer is busy (committing != 0), across every W5
+  // retry and every turn of W6: a swap (S3) refuses it.
+  const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
+  const uint32_t level = static_cast<uint32_t>(entered);  // 1: outermost
   signal_fence();  // W2 before W3, against a swap run by a handler
 
-  // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
-  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this)) {
-    // Nobody can have reserved in cb since our W2: nested writers load
-    // buffers_[cpu] afresh. Leave without committing anything.
-    cb->committing.dec();
-    signal_fence();
-    cb->nesting.dec();
-    // Count the refusal in the buffer now in the slot: the one we touched
-    // belongs to the requester, who may be dumping or resetting it.
-    buffers_[cpu].load(std::memory_order_relaxed)->disabled.inc();
-    r.err = -EAGAIN;
-    return r;
-  }
-  if (RBTRACE_UNLIKELY(level > kMaxNesting)) {
-    cb->committing.dec();
-    cb->nested_dropped.inc();
-    signal_fence();
-    cb->nesting.dec();
-    r.err = -ELOOP;
-    return r;
-  }
+  // W3: a swap that ran between W1 and W2 moved cb to the other buffer; or
+  // nesting too deep. Both leave through the cold path.
+  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this ||
+                       level > kMaxNesting))
+    return leave_refused(cb, static_cast<uint32_t>(cpu));
   Hooks::at(HookPoint::kAfterW3, *this, static_cast<uint32_t>(cpu));
 
+  // W4, fast path: one try, no time event. (A) the position, the clock, the
+  // last stamp pair.
+  const uint32_t evlen = data_event_size(length);
+  BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
+  const uint64_t w = tp->write.load();
+  signal_fence();
+  const uint64_t ts = cb->clock.now();
+  const uint64_t prev_ts = cb->write_stamp.load();
+  const uint64_t prev_pos = cb->stamp_pos.load();
+  signal_fence();
+  const uint64_t delta = ts - prev_ts;
+  // The outermost writer whose predecessor's stamp is known for sure
+  // (stamp_pos == w, docs/DESIGN.md "Time stamps") and whose delta fits the
+  // header. A clock read older than write_stamp wraps delta past the mask
+  // and takes the slow path, which clamps it. stamp_pos == w also means w
+  // is not a page start (stamp_pos is an event's end or ~0), so this is
+  // never a page's first event.
+  if (RBTRACE_LIKELY(((level - 1) | (prev_pos ^ w)) == 0 && delta <= kTsDeltaMask)) {
+    const uint64_t end = tp->write.add_return(evlen);  // B
+    // Not interrupted between A and B (start == w), and the page has room.
+    // The low half cannot wrap: it is at most capacity plus one event per
+    // nesting level (refused writers take their bytes back, W5).
+    if (RBTRACE_LIKELY(end - evlen == w && static_cast<uint32_t>(end) <= cb->capacity)) {
+      // W4b: count the event on its page, write its header, publish the
+      // stamp pair for the next writer.
+      tp->entries.inc();
+      unsigned char* p = tp->page->data + static_cast<uint32_t>(w);
+      const uint32_t d = static_cast<uint32_t>(delta);
+      if (evlen - 4 <= kMaxSmallData) {
+        store_u32(p, make_event_word((evlen - 4) / 4, d));
+        r.data = p + 4;
+      } else {
+        store_u32(p, make_event_word(0, d));
+        store_u32(p + 4, evlen - 4);
+        r.data = p + 8;
+      }
+      cb->write_stamp.store(ts);
+      signal_fence();
+      cb->stamp_pos.store(end);
+      r.length = length;
+      r.level = 0;
+      r.entered = entered;
+      r.cpu = cb;
+      r.page = tp;
+      r.event_offset = static_cast<uint32_t>(w);
+      r.total = evlen;
+      return r;
+    }
+    // Interrupted between A and B, or the page is full: the slow path
+    // carries on from this reservation.
+    const ReserveState st{tp, w, ts, delta, end};
+    return reserve_slow<Hooks>(cb, static_cast<uint32_t>(cpu), level, length, &st);
+  }
+  return reserve_slow<Hooks>(cb, static_cast<uint32_t>(cpu), level, length, nullptr);
+}
+
+// W4/W5 in full: time extends and absolute stamps, nested writers, page
+// crossings, interruptions between A and B. `resume`, when set, is a
+// reservation the fast path already made (B done, no time event).
+template <class Hooks>
+Reservation RingBuffer::reserve_slow(detail::CpuBuffer* cb, uint32_t cpu, uint32_t level,
+                                     uint32_t length, const ReserveState* resume) {
+  using namespace detail;
+  Reservation r;
   const uint32_t evlen = data_event_size(length);
   for (uint32_t tries = 0;;) {
     // W4: read the position (A), the clock, the last stamp; reserve (B).
-    BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
-    const uint64_t w = tp->write.load();
-    signal_fence();
-    uint64_t ts = cb->clock.now();
-    const uint64_t prev_ts = cb->write_stamp.load();
-    const uint64_t prev_pos = cb->stamp_pos.load();
-    signal_fence();
-    if (RBTRACE_UNLIKELY(ts < prev_ts)) ts = prev_ts;  // never backwards
-    const bool first = static_cast<uint32_t>(w) == 0;
-    // kind: 0 = delta in the header, 1 = time extend, 2 = absolute stamp.
-    // A nested writer, or one whose predecessor's stamp is not known for
-    // sure (stamp_pos != our start), writes an absolute stamp.
-    uint32_t kind;
-    uint64_t delta = 0;
-    if (RBTRACE_UNLIKELY(level > 1)) {
-      kind = 2;
-    } else if (first) {
+    BufferPage* tp;
+    uint64_t w, ts, delta = 0, end;
+    uint32_t kind;  // 0 = delta in the header, 1 = time extend, 2 = absolute stamp
+    if (resume) {
+      tp = resume->tp;
+      w = resume->w;
+      ts = resume->ts;
+      delta = resume->delta;
+      end = resume->end;
       kind = 0;
-    } else if (RBTRACE_UNLIKELY(prev_pos != w)) {
-      kind = 2;
+      resume = nullptr;
     } else {
-      delta = ts - prev_ts;
-      kind = delta > kTsDeltaMask ? 1 : 0;
+      tp = cb->tail_page.load(std::memory_order_relaxed);
+      w = tp->write.load();
+      signal_fence();
+      ts = cb->clock.now();
+      const uint64_t prev_ts = cb->write_stamp.load();
+      const uint64_t prev_pos = cb->stamp_pos.load();
+      signal_fence();
+      if (ts < prev_ts) ts = prev_ts;  // never backwards
+      // A nested writer, or one whose predecessor's stamp is not known for
+      // sure (stamp_pos != our start), writes an absolute stamp.
+      if (level > 1) {
+        kind = 2;
+      } else if (static_cast<uint32_t>(w) == 0) {
+        kind = 0;  // first event of the page: the page's time stamp
+      } else if (prev_pos != w) {
+        kind = 2;
+      } else {
+        delta = ts - prev_ts;
+        kind = delta > kTsDeltaMask ? 1 : 0;
+      }
+      end = tp->write.add_return(evlen + (kind ? kTimeEventSize : 0));  // B
     }
     const uint32_t total = evlen + (kind ? kTimeEventSize : 0);
-    const uint64_t end = tp->write.add_return(total);  // B
     const uint64_t start = end - total;
     const uint32_t tail = static_cast<uint32_t>(start);
-    if (RBTRACE_UNLIKELY(static_cast<uint32_t>(end) > cb->capacity ||
-                         static_cast<uint32_t>(end) < tail)) {
+    if (static_cast<uint32_t>(end) > cb->capacity) {
       // W5: the page is full. Pad, move the tail, retry.
-      int rc = move_tail<Hooks>(cb, tp, tail, static_cast<uint32_t>(cpu));
+      int rc = move_tail<Hooks>(cb, tp, tail, cpu);
       if (RBTRACE_LIKELY(rc == 0 && ++tries < 1000)) {
-        Hooks::at(HookPoint::kW5Retry, *this, static_cast<uint32_t>(cpu));
+        Hooks::at(HookPoint::kW5Retry, *this, cpu);
         continue;
       }
       if (rc == 0) {
@@ -582,7 +692,7 @@ Reservation RingBuffer::reserve(uint32_t length) {
     tp->entries.inc();
     unsigned char* p = tp->page->data + tail;
     const bool interrupted = start != w;
-    if (RBTRACE_UNLIKELY(interrupted)) {
+    if (interrupted) {
       // Handlers reserved between A and B: our predecessor is theirs and
       // our clock read is older than theirs. With a time slot, write a
       // fresh absolute stamp; without one, delta 0 (the predecessor's time).
@@ -592,7 +702,7 @@ Reservation RingBuffer::reserve(uint32_t length) {
       if (kind) kind = 2;
       delta = 0;
       signal_fence();
-      if (RBTRACE_UNLIKELY(kind && tp->write.load() != end)) {
+      if (kind && tp->write.load() != end) {
         // And a handler reserved after us before that clock read: it
         // follows us in the buffer with an older time than `ts`. Take the
         // predecessor's time instead (a time extend of 0), as the kernel
@@ -622,7 +732,7 @@ Reservation RingBuffer::reserve(uint32_t length) {
       store_u32(p + 4, evlen - 4);
       r.data = p + 8;
     }
-    if (RBTRACE_LIKELY(!interrupted || kind == 2 || tail == 0)) {
+    if (!interrupted || kind == 2 || tail == 0) {
       // Our time is known (ts): publish it for the next writer. The pair is
       // valid only if stamp_pos equals that writer's start (docs/DESIGN.md,
       // W4 "time stamps"); a handler that interleaves here leaves a pair
@@ -643,51 +753,35 @@ Reservation RingBuffer::reserve(uint32_t length) {
 
 template <class Hooks>
 void RingBuffer::commit(const Reservation& r) {
-  detail::CpuBuffer* cb = r.cpu;
+  using namespace detail;
+  CpuBuffer* cb = r.cpu;
   cb->entries.inc();
   cb->bytes.add(r.length);
   Hooks::at(HookPoint::kBeforeCommit, *this, cb->cpu);
-  cb->end_commit();  // W6
-}
-
-inline void detail::CpuBuffer::end_commit() {
-  // W6: only the outermost writer moves the commit; it loops while commits
-  // changed under it, i.e. while a handler reserved after it looked.
-  for (;;) {
-    const uint64_t c = commits.load();
-    signal_fence();
-    if (committing.load() == 1) set_commit_to_write();
-    committing.dec();
-    signal_fence();
-    if (RBTRACE_LIKELY(commits.load() == c) || committing.load() != 0) break;
-    committing.inc();
-  }
+  // W6, fast path. r.entered is our state after W2 if the fast path made
+  // the reservation (else 0, which no state in W6 equals). If the state
+  // still equals it, no writer has entered since our W2: we are the
+  // outermost writer (W4 checked) and nothing moved since. Before our W2 no
+  // writer was in flight, so the last one to leave had set the commit to
+  // the write position (end_commit), leaving the commit page equal to the
+  // tail page; since then only we reserved, on that page, without
+  // crossing. So the commit belongs at our end, which is within real_end
+  // (the page was not closed: end <= capacity held).
+  const uint64_t c = cb->state.load();
   signal_fence();
-  nesting.dec();  // the busy state ends after the last retry (CVE-2026-74601)
-}
-
-inline void detail::CpuBuffer::set_commit_to_write() {
-  BufferPage* cp = commit_page.load(std::memory_order_relaxed);
-  for (;;) {
-    BufferPage* tp = tail_page.load(std::memory_order_relaxed);
-    if (cp == tp) break;
-    // The commit leaves cp: its events end at real_end (padding excluded).
-    // release: publishes cp's events and header; pairs with the acquire in
-    // BufferPage::commit_acquire (read_page, peek, Iterator).
-    std::atomic_ref<uint64_t>(cp->page->commit).store(cp->real_end.load(),
-                                                      std::memory_order_release);
-    cp = page_of(cp->next.load(std::memory_order_relaxed));
-    // release: the reader, seeing commit_page move, may take the old page
-    // whole; pairs with the acquire loads of commit_page in
-    // RingBuffer::get_reader_page and read_page.
-    commit_page.store(cp, std::memory_order_release);
+  if (RBTRACE_LIKELY(c == r.entered)) {
+    Hooks::at(HookPoint::kW6Fast, *this, cb->cpu);
+    // release: publishes our event; pairs with BufferPage::commit_acquire.
+    std::atomic_ref<uint64_t>(r.page->page->commit)
+        .store(r.event_offset + r.total, std::memory_order_release);
+    signal_fence();
+    Hooks::at(HookPoint::kW6Leave, *this, cb->cpu);
+    // Leave (committing--), unless a writer entered since our load of c: a
+    // handler that saw us in flight left the commit to us, so go round
+    // the general loop (the cmpxchg failed, we are still in flight).
+    if (RBTRACE_LIKELY(cb->state.cmpxchg(c, c - 1) == c)) return;
   }
-  uint32_t idx = static_cast<uint32_t>(cp->write.load());
-  uint32_t end = cp->real_end.load();
-  if (idx > end) idx = end;
-  // release: publishes the events below idx; pairs with
-  // BufferPage::commit_acquire.
-  std::atomic_ref<uint64_t>(cp->page->commit).store(idx, std::memory_order_release);
+  cb->end_commit();
 }
 
 inline int RingBuffer::write(const void* data, uint32_t length) {

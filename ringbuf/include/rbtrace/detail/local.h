@@ -65,7 +65,7 @@ class Local {
   T add_return(T d) {
 #ifdef RBTRACE_LOCAL_ASM
     T old = d;
-    asm volatile("xadd %0, %1" : "+r"(old), "+m"(*raw()) : : "memory", "cc");
+    asm volatile("xadd %0, %1" : "+r"(old), "+m"(v_) : : "memory", "cc");
     return old + d;
 #else
     return v_.fetch_add(d, std::memory_order_relaxed) + d;
@@ -73,7 +73,13 @@ class Local {
   }
   void add(T d) {
 #ifdef RBTRACE_LOCAL_ASM
-    asm volatile("add %1, %0" : "+m"(*raw()) : "r"(d) : "memory", "cc");
+    // "er": a register or a sign-extended 32-bit immediate, so inc() and
+    // constant adds are one instruction.
+    if constexpr (sizeof(T) == 8) {
+      asm volatile("addq %1, %0" : "+m"(v_) : "er"(d) : "memory", "cc");
+    } else {
+      asm volatile("addl %1, %0" : "+m"(v_) : "er"(d) : "memory", "cc");
+    }
 #else
     v_.fetch_add(d, std::memory_order_relaxed);
 #endif
@@ -87,7 +93,7 @@ class Local {
 #ifdef RBTRACE_LOCAL_ASM
     T prev;
     asm volatile("cmpxchg %2, %1"
-                 : "=a"(prev), "+m"(*raw())
+                 : "=a"(prev), "+m"(v_)
                  : "r"(desired), "0"(expected)
                  : "memory", "cc");
     return prev;
@@ -99,7 +105,6 @@ class Local {
   }
 
  private:
-  T* raw() { return reinterpret_cast<T*>(&v_); }
   std::atomic<T> v_{0};
   static_assert(sizeof(std::atomic<T>) == sizeof(T));
 };
