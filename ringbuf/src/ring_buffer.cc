@@ -106,6 +106,15 @@ bool maybe_alive(uint32_t id) {
   return false;
 }
 
+// Points the calling thread's binding for (rb_id, cpu), if any, at `cb`.
+// Async-signal-safe (the swap's doorbell handler calls it).
+void refresh_binding(uint32_t rb_id, uint32_t cpu, CpuBuffer* cb) {
+  ThreadState& t = tls_state;
+  for (int i = 0; i < t.count; i++)
+    if (t.bindings[i].rb_id == rb_id && t.bindings[i].cpu == static_cast<int32_t>(cpu))
+      t.bindings[i].cb = cb;
+}
+
 // Every removal of a binding goes through here. The writer's fast path (W0)
 // looks only at bindings[0] and not at count: when the last binding goes,
 // its rb_id is cleared (no buffer has id 0). A handler that runs between
@@ -168,6 +177,11 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   const uint32_t cap = o.page_size - kPageHeaderSize;
   // An event must fit a page with a time event in front of it.
   rb->max_payload_ = (cap - kTimeEventSize - 8) & ~3u;
+  static_assert(kMinMaxPayload == ((kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u));
+  // W1's test sends every write to the slow path when the clock is not the
+  // counter (the fast path reads the counter directly).
+  if (rb->clock_.kind() != ClockKind::kCounter)
+    rb->record_disabled_.store(kSlowClock, std::memory_order_relaxed);
   rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[o.ncpus]);
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
   rb->storage_.reset(new (std::nothrow) CpuBuffer[o.ncpus]);
@@ -288,7 +302,7 @@ int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
 }
 
 namespace {
-int add_binding(uint32_t rb_id, int32_t cpu) {
+int add_binding(uint32_t rb_id, int32_t cpu, CpuBuffer* cb) {
   ThreadState& t = tls_state;
   if (t.count >= kMaxBindingsPerThread) {
     // Drop bindings to buffers destroyed since (their slots died with them).
@@ -303,6 +317,7 @@ int add_binding(uint32_t rb_id, int32_t cpu) {
   }
   t.bindings[t.count].rb_id = rb_id;
   t.bindings[t.count].cpu = cpu;
+  t.bindings[t.count].cb = cb;
   signal_fence();  // the binding is complete before a handler can see it
   t.count++;
   return 0;
@@ -314,7 +329,7 @@ int32_t RingBuffer::find_or_claim_cpu() {
   return cpu >= 0 ? cpu : claim_cpu();
 }
 
-Reservation RingBuffer::leave_refused(CpuBuffer* cb, uint32_t cpu) {
+Reservation RingBuffer::leave_refused(CpuBuffer* cb) {
   Reservation r;
   // Undo W2 (committing and commits): we reserved nothing, so a writer we
   // interrupted may find the state as it left it.
@@ -324,8 +339,13 @@ Reservation RingBuffer::leave_refused(CpuBuffer* cb, uint32_t cpu) {
     // buffers_[cpu] afresh. Leave without committing anything.
     cb->state.sub(CpuBuffer::kEnter);
     // Count the refusal in the buffer now in the slot: the one we touched
-    // belongs to the requester, who may be dumping or resetting it.
-    buffers_[cpu].load(std::memory_order_relaxed)->disabled.inc();
+    // belongs to the requester, who may be dumping or resetting it. The
+    // binding's cached buffer was stale (a swap run elsewhere while nobody
+    // owned the slot cannot happen to a bound thread; one that broke the
+    // rule is survived): refresh it for the next write.
+    CpuBuffer* now = buffers_[cb->cpu].load(std::memory_order_relaxed);
+    now->disabled.inc();
+    refresh_binding(id_, cb->cpu, now);
     r.err = -EAGAIN;
     return r;
   }
@@ -349,7 +369,8 @@ int32_t RingBuffer::claim_cpu() {
     if (owners_[c].load(std::memory_order_relaxed) == 0 &&
         owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
                                            std::memory_order_relaxed)) {
-      if (add_binding(id_, static_cast<int32_t>(c)) != 0) {
+      if (add_binding(id_, static_cast<int32_t>(c), buffers_[c].load(std::memory_order_relaxed)) !=
+          0) {
         owners_[c].store(0, std::memory_order_release);  // pairs as below
         break;
       }
@@ -375,6 +396,10 @@ int RingBuffer::bind_thread(uint32_t cpu) {
     ThreadState& t = tls_state;
     for (int i = 0; i < t.count; i++) {
       if (t.bindings[i].rb_id == id_) {
+        // A handler sees the old binding or the new one: the buffer first
+        // (relaxed: the slot is ours now, see the CAS above).
+        t.bindings[i].cb = buffers_[cpu].load(std::memory_order_relaxed);
+        signal_fence();
         t.bindings[i].cpu = static_cast<int32_t>(cpu);
         // release: publishes this thread's writes to the old slot to its
         // next owner; pairs with the acquire CAS in claim_cpu/bind_thread.
@@ -383,7 +408,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
       }
     }
   }
-  int rc = add_binding(id_, static_cast<int32_t>(cpu));
+  int rc = add_binding(id_, static_cast<int32_t>(cpu), buffers_[cpu].load(std::memory_order_relaxed));
   if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
   return rc;
 }
@@ -411,6 +436,8 @@ void RingBuffer::discard(const Reservation& r) {
   const uint64_t w = bp->write.load();
   const uint64_t end = (w & ~0xffffffffULL) | (begin + r.total);
   bp->entries.dec();
+  cb->entries.dec();
+  cb->bytes.sub(r.length);
   // If nothing was reserved after us, give the space back (local cmpxchg:
   // a handler reserving meanwhile makes it fail).
   if (cb->tail_page.load(std::memory_order_relaxed) != bp || bp->write.cmpxchg(end, end - r.total) != end) {
@@ -681,8 +708,8 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
     return -EINVAL;
   CpuBuffer* a = buffers_[cpu].load(std::memory_order_relaxed);
   CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_relaxed);
-  if (record_disabled_.load(std::memory_order_relaxed) ||
-      other.record_disabled_.load(std::memory_order_relaxed) ||
+  if ((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
+      (other.record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
       a->record_disabled.load(std::memory_order_relaxed) ||
       b->record_disabled.load(std::memory_order_relaxed))
     return -EAGAIN;
@@ -712,6 +739,9 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
     other.buffers_[cpu].store(a, std::memory_order_release);
     a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner only (W3)
     b->buffer.store(this, std::memory_order_relaxed);
+    // The owner's cached binding (W0), when the owner is the caller.
+    refresh_binding(id_, cpu, b);
+    refresh_binding(other.id_, cpu, a);
     unlock_reader(b);
     unlock_reader(a);
   }
@@ -818,7 +848,7 @@ void detail::CpuBuffer::end_commit() {
   for (;;) {
     const uint64_t c = state.load();
     signal_fence();
-    if (static_cast<uint32_t>(c) == 1) set_commit_to_write();
+    if (CpuBuffer::level_of(c) == 1) set_commit_to_write();
     signal_fence();
     if (RBTRACE_LIKELY(state.cmpxchg(c, c - 1) == c)) return;
   }

@@ -39,9 +39,9 @@ constexpr bool have_cpu_counter() {
 
 inline uint64_t read_cpu_counter() {
 #if defined(__x86_64__)
-  uint32_t lo, hi;
-  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
-  return (static_cast<uint64_t>(hi) << 32) | lo;
+  // The builtin (not inline asm): the compiler knows rdtsc zeroes the upper
+  // halves, so combining the two takes two instructions, not three.
+  return __builtin_ia32_rdtsc();
 #elif defined(__aarch64__)
   uint64_t v;
   asm volatile("mrs %0, cntvct_el0" : "=r"(v));

@@ -51,6 +51,9 @@ inline constexpr uint32_t kMaxCpus = 4096;
 inline constexpr uint32_t kMaxPagesPerCpu = 1u << 20;
 inline constexpr uint64_t kMaxBytesPerBuffer = 1ULL << 36;  // 64 GiB
 inline constexpr uint32_t kMaxNesting = 8;  // owner + 7 nested handlers
+// The largest payload every ring accepts (max_payload() of the smallest
+// page): reserve() skips its length check for constants up to this.
+inline constexpr uint32_t kMinMaxPayload = (kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u;
 
 // A clear error: an errno-style code and a sentence.
 struct Error {
@@ -63,8 +66,9 @@ struct Error {
 // disabled. Every written event ends read, overrun, or still in the buffer:
 //   entries == read + overrun + (events still buffered)
 struct CpuStats {
-  uint64_t entries = 0;         // events committed
-  uint64_t bytes = 0;           // payload bytes committed
+  uint64_t entries = 0;         // events written: counted when reserved,
+                                // taken back by a discard
+  uint64_t bytes = 0;           // their payload bytes
   uint64_t overrun = 0;         // committed, then overwritten (overwrite)
   uint64_t commit_overrun = 0;  // refused: the tail lapped the commit page
   uint64_t dropped = 0;         // refused: buffer full (producer/consumer)
@@ -86,8 +90,7 @@ enum class HookPoint : uint8_t {
   kInW5,           // page crossing: tail overflowed, head not yet handled
   kW5Retry,        // page crossing done, about to retry the reservation
   kBeforeCommit,   // W6 about to run
-  kW6Fast,         // W6 fast path: no writer entered since W2, commit not
-                   // yet stored
+  kW6Fast,         // W6 fast path: commit not yet stored
   kW6Leave,        // W6 fast path: commit stored, not yet left (cmpxchg)
 };
 
@@ -163,17 +166,22 @@ struct CpuBuffer {
   // The kernel's `committing` and `commits` in one word, so that W2 is one
   // add and W6 can ask "did any writer enter since I looked?" with one
   // local cmpxchg:
-  //   bits  0..31  committing: writers inside W2..W6 on this CPU. It is
+  //   bits  0..15  committing: writers inside W2..W6 on this CPU. It is
   //                also the nesting depth and the busy state (a swap
   //                refuses a busy CPU): a writer leaves it exactly once,
-  //                at the end of W6, never to retry.
-  //   bits 32..63  commits: writers that entered W2 and reserved (or
-  //                tried to), modulo 2^32.
+  //                at the end of W6, never to retry. 16 bits: a thread's
+  //                stack overflows long before 65535 nested handlers.
+  //   bits 16..63  commits: writers that entered W2 and reserved (or
+  //                tried to).
+  // The split keeps W2's addend (kEnter) a 32-bit immediate.
   Local64 state;
   Local64 write_stamp;  // time of the event that ends at stamp_pos
   Local64 stamp_pos;    // BufferPage::write value at the end of that event
   Local64 tail_seq;     // times the tail moved (upper half of write)
   Local32 in_w5;        // a writer is inside W5
+  // Where W6's fast path stores for a reservation the slow path made (and
+  // that nobody reads): the store is then harmless, no branch needed.
+  uint64_t commit_sink = 0;
   uint32_t capacity = 0;  // data bytes per page (page_size - 16)
   bool overwrite = true;
   Clock clock;
@@ -228,8 +236,9 @@ struct CpuBuffer {
     return overrun.load() + commit_overrun.load() + dropped.load() + nested_dropped.load();
   }
 
-  static constexpr uint64_t kEnter = (1ULL << 32) | 1;  // W2's add to `state`
-  uint32_t committing() const { return static_cast<uint32_t>(state.load()); }
+  static constexpr uint64_t kEnter = (1ULL << 16) | 1;  // W2's add to `state`
+  static constexpr uint32_t level_of(uint64_t st) { return static_cast<uint16_t>(st); }
+  uint32_t committing() const { return level_of(state.load()); }
 
   CpuStats stats() const;
   void set_commit_to_write();
@@ -243,6 +252,10 @@ struct CpuBuffer {
 struct ThreadBinding {
   uint32_t rb_id;
   int32_t cpu;
+  // buffers_[cpu] of that buffer, cached: it changes only in swap_cpu,
+  // which runs on this thread (and updates it) or while nobody owns the
+  // slot; a stale value is caught by W3 and refreshed.
+  CpuBuffer* cb;
 };
 inline constexpr int kMaxBindingsPerThread = 8;
 struct ThreadState {
@@ -281,6 +294,9 @@ struct Reservation {
   uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
   uint64_t entered = 0;      // CpuBuffer::state after W2, for W6's fast
                              // path; 0 (never a state in W6) otherwise
+  uint64_t* commit_word = nullptr;  // W6's first store: the page's commit
+                                    // word (fast path), else a dummy
+  uint32_t commit_end = 0;          // the value stored there
   detail::CpuBuffer* cpu = nullptr;
   detail::BufferPage* page = nullptr;
   uint32_t event_offset = 0;  // offset of the data event header in data[]
@@ -369,7 +385,9 @@ class RingBuffer {
   void record_enable() { record_disabled_.fetch_sub(1, std::memory_order_relaxed); }
   void record_off() { record_disabled_.fetch_or(kRecordOff, std::memory_order_relaxed); }
   void record_on() { record_disabled_.fetch_and(~kRecordOff, std::memory_order_relaxed); }
-  bool record_is_on() const { return record_disabled_.load(std::memory_order_relaxed) == 0; }
+  bool record_is_on() const {
+    return (record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) == 0;
+  }
   int record_disable_cpu(uint32_t cpu);
   int record_enable_cpu(uint32_t cpu);
   int record_off_cpu(uint32_t cpu);
@@ -450,6 +468,10 @@ class RingBuffer {
 
  private:
   static constexpr uint32_t kRecordOff = 1u << 31;
+  // Not a disable: set for good in record_disabled_ when the clock is not
+  // the CPU counter, so that W1's one test also sends those writes to the
+  // slow path (the fast path reads the counter without asking which clock).
+  static constexpr uint32_t kSlowClock = 1u << 30;
   RingBuffer() = default;
 
   int32_t claim_cpu();
@@ -458,7 +480,7 @@ class RingBuffer {
   RBTRACE_COLD int32_t find_or_claim_cpu();
   // W3's refusals (swapped away, or nesting too deep): undoes W2, counts,
   // returns the failed Reservation.
-  RBTRACE_COLD Reservation leave_refused(detail::CpuBuffer* cb, uint32_t cpu);
+  RBTRACE_COLD Reservation leave_refused(detail::CpuBuffer* cb);
   // A reservation the fast path made at B, handed to reserve_slow.
   struct ReserveState {
     detail::BufferPage* tp;
@@ -467,11 +489,25 @@ class RingBuffer {
   // W0's cold half, then reserve_on.
   template <class Hooks>
   RBTRACE_COLD Reservation reserve_unbound(uint32_t length);
-  // W1..W4b on CPU slot `cpu` (the fast path; reserve_slow for the rest).
+  // W1..W4b on CPU buffer `cb` (the fast path; the cold paths below for
+  // the rest).
   template <class Hooks>
-  RBTRACE_ALWAYS_INLINE Reservation reserve_on(int32_t cpu, uint32_t length);
+  RBTRACE_ALWAYS_INLINE Reservation reserve_on(detail::CpuBuffer* cb, uint32_t length);
+  // W1 found a bit set: refuse (disabled), or, for a clock other than the
+  // counter, the whole write on the slow path.
   template <class Hooks>
-  RBTRACE_COLD Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t cpu, uint32_t level,
+  RBTRACE_COLD Reservation reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length);
+  // W3's second half for a nested writer (committing was not 0 at W2): the
+  // depth check, then the slow path.
+  template <class Hooks>
+  RBTRACE_COLD Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
+                                          uint32_t length);
+  // W2 and W3 for the slow paths: the state after W2, or 0 after a refusal
+  // (*r filled).
+  template <class Hooks>
+  RBTRACE_ALWAYS_INLINE uint64_t enter(detail::CpuBuffer* cb, Reservation* r);
+  template <class Hooks>
+  RBTRACE_COLD Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t level,
                                         uint32_t length, const ReserveState* resume);
   template <class Hooks>
   RBTRACE_COLD int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,
@@ -504,18 +540,20 @@ class RingBuffer {
 template <class Hooks>
 Reservation RingBuffer::reserve(uint32_t length) {
   using namespace detail;
-  Reservation r;
-  // One compare for both 0 and too long (0 - 1 wraps to UINT32_MAX).
-  if (RBTRACE_UNLIKELY(length - 1 >= max_payload_)) {
+  // One compare for both 0 and too long (0 - 1 wraps to UINT32_MAX); none
+  // for a constant length that fits the smallest page.
+  if (!(__builtin_constant_p(length) && length >= 1 && length <= kMinMaxPayload) &&
+      RBTRACE_UNLIKELY(length - 1 >= max_payload_)) {
+    Reservation r;
     r.err = -EINVAL;
     return r;
   }
-  // The thread's first binding; other bindings and the first event of a
+  // W0: the thread's first binding; other bindings and the first event of a
   // thread (which claims a slot) take the cold path. bindings[0].rb_id is 0
   // (no buffer has id 0) whenever the thread has no binding.
   const ThreadBinding& b0 = tls_state.bindings[0];
   if (RBTRACE_UNLIKELY(b0.rb_id != id_)) return reserve_unbound<Hooks>(length);
-  return reserve_on<Hooks>(b0.cpu, length);
+  return reserve_on<Hooks>(b0.cb, length);
 }
 
 template <class Hooks>
@@ -526,41 +564,35 @@ Reservation RingBuffer::reserve_unbound(uint32_t length) {
     r.err = -EBUSY;
     return r;
   }
-  return reserve_on<Hooks>(cpu, length);
+  return reserve_on<Hooks>(buffers_[cpu].load(std::memory_order_relaxed), length);
 }
 
 template <class Hooks>
-Reservation RingBuffer::reserve_on(int32_t cpu, uint32_t length) {
+Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
   using namespace detail;
   Reservation r;
-  // relaxed: buffers_[cpu] changes only in swap_cpu, which runs on this
-  // thread (or with no owner); W3 catches a swap after this load.
-  CpuBuffer* cb = buffers_[cpu].load(std::memory_order_relaxed);
-
   // W1: record_disabled, global then per CPU. relaxed: a disable that is not
   // seen yet is ordered by the swap's own check (S3) or is simply late, as
-  // in the kernel.
+  // in the kernel. The global word also carries kSlowClock.
   if (RBTRACE_UNLIKELY((record_disabled_.load(std::memory_order_relaxed) |
-                        cb->record_disabled.load(std::memory_order_relaxed)) != 0)) {
-    cb->disabled.inc();
-    r.err = -EPERM;
-    return r;
-  }
-  Hooks::at(HookPoint::kAfterW1, *this, static_cast<uint32_t>(cpu));
+                        cb->record_disabled.load(std::memory_order_relaxed)) != 0))
+    return reserve_w1_slow<Hooks>(cb, length);
+  Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
 
   // W2: enter: committing++ and commits++ in one add. From here until the
   // end of W6 the CPU buffer is busy (committing != 0), across every W5
   // retry and every turn of W6: a swap (S3) refuses it.
   const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
-  const uint32_t level = static_cast<uint32_t>(entered);  // 1: outermost
   signal_fence();  // W2 before W3, against a swap run by a handler
 
-  // W3: a swap that ran between W1 and W2 moved cb to the other buffer; or
-  // nesting too deep. Both leave through the cold path.
-  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this ||
-                       level > kMaxNesting))
-    return leave_refused(cb, static_cast<uint32_t>(cpu));
-  Hooks::at(HookPoint::kAfterW3, *this, static_cast<uint32_t>(cpu));
+  // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
+  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this))
+    return leave_refused(cb);
+  // A nested writer (committing was not 0) takes the slow path, which also
+  // refuses nesting deeper than kMaxNesting.
+  if (RBTRACE_UNLIKELY(CpuBuffer::level_of(entered) != 1))
+    return reserve_nested<Hooks>(cb, entered, length);
+  Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
 
   // W4, fast path: one try, no time event. (A) the position, the clock, the
   // last stamp pair.
@@ -568,27 +600,29 @@ Reservation RingBuffer::reserve_on(int32_t cpu, uint32_t length) {
   BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
   const uint64_t w = tp->write.load();
   signal_fence();
-  const uint64_t ts = cb->clock.now();
+  const uint64_t ts = read_cpu_counter();  // kSlowClock sent the others away
   const uint64_t prev_ts = cb->write_stamp.load();
   const uint64_t prev_pos = cb->stamp_pos.load();
   signal_fence();
   const uint64_t delta = ts - prev_ts;
-  // The outermost writer whose predecessor's stamp is known for sure
-  // (stamp_pos == w, docs/DESIGN.md "Time stamps") and whose delta fits the
-  // header. A clock read older than write_stamp wraps delta past the mask
+  // The predecessor's stamp is known for sure (stamp_pos == w,
+  // docs/DESIGN.md "Time stamps") and the delta fits the header. A clock read older than write_stamp wraps delta past the mask
   // and takes the slow path, which clamps it. stamp_pos == w also means w
   // is not a page start (stamp_pos is an event's end or ~0), so this is
   // never a page's first event.
-  if (RBTRACE_LIKELY(((level - 1) | (prev_pos ^ w)) == 0 && delta <= kTsDeltaMask)) {
+  if (RBTRACE_LIKELY(prev_pos == w && delta <= kTsDeltaMask)) {
     const uint64_t end = tp->write.add_return(evlen);  // B
     // Not interrupted between A and B (start == w), and the page has room.
     // The low half cannot wrap: it is at most capacity plus one event per
     // nesting level (refused writers take their bytes back, W5).
     if (RBTRACE_LIKELY(end - evlen == w && static_cast<uint32_t>(end) <= cb->capacity)) {
-      // W4b: count the event on its page, write its header, publish the
-      // stamp pair for the next writer.
+      // W4b: count the event (on its page and on the CPU), write its
+      // header, publish the stamp pair for the next writer.
+      DataPage* const dp = tp->page;
       tp->entries.inc();
-      unsigned char* p = tp->page->data + static_cast<uint32_t>(w);
+      cb->entries.inc();
+      cb->bytes.add(length);
+      unsigned char* p = dp->data + static_cast<uint32_t>(w);
       const uint32_t d = static_cast<uint32_t>(delta);
       if (evlen - 4 <= kMaxSmallData) {
         store_u32(p, make_event_word((evlen - 4) / 4, d));
@@ -604,6 +638,8 @@ Reservation RingBuffer::reserve_on(int32_t cpu, uint32_t length) {
       r.length = length;
       r.level = 0;
       r.entered = entered;
+      r.commit_word = &dp->commit;
+      r.commit_end = static_cast<uint32_t>(end);
       r.cpu = cb;
       r.page = tp;
       r.event_offset = static_cast<uint32_t>(w);
@@ -613,19 +649,62 @@ Reservation RingBuffer::reserve_on(int32_t cpu, uint32_t length) {
     // Interrupted between A and B, or the page is full: the slow path
     // carries on from this reservation.
     const ReserveState st{tp, w, ts, delta, end};
-    return reserve_slow<Hooks>(cb, static_cast<uint32_t>(cpu), level, length, &st);
+    return reserve_slow<Hooks>(cb, 1, length, &st);
   }
-  return reserve_slow<Hooks>(cb, static_cast<uint32_t>(cpu), level, length, nullptr);
+  return reserve_slow<Hooks>(cb, 1, length, nullptr);
+}
+
+template <class Hooks>
+Reservation RingBuffer::reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
+                                       uint32_t length) {
+  using namespace detail;
+  const uint32_t level = CpuBuffer::level_of(entered);
+  if (level > kMaxNesting) return leave_refused(cb);
+  Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
+  return reserve_slow<Hooks>(cb, level, length, nullptr);
+}
+
+template <class Hooks>
+uint64_t RingBuffer::enter(detail::CpuBuffer* cb, Reservation* r) {
+  using namespace detail;
+  // W2 and W3 as in reserve_on.
+  const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
+  signal_fence();
+  if (cb->buffer.load(std::memory_order_relaxed) != this ||
+      CpuBuffer::level_of(entered) > kMaxNesting) {
+    *r = leave_refused(cb);
+    return 0;
+  }
+  Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
+  return entered;
+}
+
+template <class Hooks>
+Reservation RingBuffer::reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length) {
+  using namespace detail;
+  Reservation r;
+  if (((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) |
+       cb->record_disabled.load(std::memory_order_relaxed)) != 0) {
+    cb->disabled.inc();
+    r.err = -EPERM;
+    return r;
+  }
+  // A clock other than the counter: every write takes the slow path.
+  Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
+  const uint64_t entered = enter<Hooks>(cb, &r);
+  if (entered == 0) return r;
+  return reserve_slow<Hooks>(cb, CpuBuffer::level_of(entered), length, nullptr);
 }
 
 // W4/W5 in full: time extends and absolute stamps, nested writers, page
 // crossings, interruptions between A and B. `resume`, when set, is a
 // reservation the fast path already made (B done, no time event).
 template <class Hooks>
-Reservation RingBuffer::reserve_slow(detail::CpuBuffer* cb, uint32_t cpu, uint32_t level,
+Reservation RingBuffer::reserve_slow(detail::CpuBuffer* cb, uint32_t level,
                                      uint32_t length, const ReserveState* resume) {
   using namespace detail;
   Reservation r;
+  const uint32_t cpu = cb->cpu;
   const uint32_t evlen = data_event_size(length);
   for (uint32_t tries = 0;;) {
     // W4: read the position (A), the clock, the last stamp; reserve (B).
@@ -741,8 +820,11 @@ Reservation RingBuffer::reserve_slow(detail::CpuBuffer* cb, uint32_t cpu, uint32
       signal_fence();
       cb->stamp_pos.store(end);
     }
+    cb->entries.inc();
+    cb->bytes.add(length);
     r.length = length;
     r.level = static_cast<uint8_t>(level - 1);
+    r.commit_word = &cb->commit_sink;  // W6 takes the general loop (entered 0)
     r.cpu = cb;
     r.page = tp;
     r.event_offset = static_cast<uint32_t>(p - tp->page->data);
@@ -755,32 +837,32 @@ template <class Hooks>
 void RingBuffer::commit(const Reservation& r) {
   using namespace detail;
   CpuBuffer* cb = r.cpu;
-  cb->entries.inc();
-  cb->bytes.add(r.length);
   Hooks::at(HookPoint::kBeforeCommit, *this, cb->cpu);
   // W6, fast path. r.entered is our state after W2 if the fast path made
   // the reservation (else 0, which no state in W6 equals). If the state
   // still equals it, no writer has entered since our W2: we are the
-  // outermost writer (W4 checked) and nothing moved since. Before our W2 no
+  // outermost writer (W3 checked) and nothing moved since. Before our W2 no
   // writer was in flight, so the last one to leave had set the commit to
   // the write position (end_commit), leaving the commit page equal to the
   // tail page; since then only we reserved, on that page, without
-  // crossing. So the commit belongs at our end, which is within real_end
-  // (the page was not closed: end <= capacity held).
-  const uint64_t c = cb->state.load();
+  // crossing. So the commit belongs at our end (r.commit_end), which is
+  // within real_end (the page was not closed: end <= capacity held).
+  //
+  // The store comes first, the check after, in the cmpxchg that leaves
+  // (committing--) only if the state is still r.entered. If a handler
+  // entered meanwhile, the store was still safe: handlers that find us in
+  // flight never move the commit, so the commit page is still our page,
+  // its commit was at most our start, and our end is at most its write
+  // index and real_end. The cmpxchg then fails, we are still in flight and
+  // take the general loop, which moves the commit past the handlers'
+  // events. For a slow-path reservation the store goes to a dummy word and
+  // the cmpxchg fails (entered 0).
+  Hooks::at(HookPoint::kW6Fast, *this, cb->cpu);
+  // release: publishes our event; pairs with BufferPage::commit_acquire.
+  std::atomic_ref<uint64_t>(*r.commit_word).store(r.commit_end, std::memory_order_release);
   signal_fence();
-  if (RBTRACE_LIKELY(c == r.entered)) {
-    Hooks::at(HookPoint::kW6Fast, *this, cb->cpu);
-    // release: publishes our event; pairs with BufferPage::commit_acquire.
-    std::atomic_ref<uint64_t>(r.page->page->commit)
-        .store(r.event_offset + r.total, std::memory_order_release);
-    signal_fence();
-    Hooks::at(HookPoint::kW6Leave, *this, cb->cpu);
-    // Leave (committing--), unless a writer entered since our load of c: a
-    // handler that saw us in flight left the commit to us, so go round
-    // the general loop (the cmpxchg failed, we are still in flight).
-    if (RBTRACE_LIKELY(cb->state.cmpxchg(c, c - 1) == c)) return;
-  }
+  Hooks::at(HookPoint::kW6Leave, *this, cb->cpu);
+  if (RBTRACE_LIKELY(cb->state.cmpxchg_ok(r.entered, r.entered - 1))) return;
   cb->end_commit();
 }
 

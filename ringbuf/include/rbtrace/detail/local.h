@@ -103,6 +103,21 @@ class Local {
     return expected;
 #endif
   }
+  // Compare-and-exchange; true if it stored `desired`. On x86-64 the branch
+  // uses cmpxchg's own ZF (a flag output), no compare after it.
+  bool cmpxchg_ok(T expected, T desired) {
+#ifdef RBTRACE_LOCAL_ASM
+    bool ok;
+    asm volatile("cmpxchg %3, %1"
+                 : "=@ccz"(ok), "+m"(v_), "+a"(expected)
+                 : "r"(desired)
+                 : "memory");
+    return ok;
+#else
+    return v_.compare_exchange_strong(expected, desired, std::memory_order_relaxed,
+                                      std::memory_order_relaxed);
+#endif
+  }
 
  private:
   std::atomic<T> v_{0};
