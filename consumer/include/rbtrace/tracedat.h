@@ -72,7 +72,7 @@ std::vector<EventFormat> registered_event_formats();
 // The writer's per_cpu stats text for a CPU's counters ("key: value" lines:
 // the kernel's "entries", "overrun", "commit overrun", "bytes", "dropped
 // events", "read events", then rbtrace's "nested dropped", "disabled" and
-// "lost" = CpuStats::lost()). Note: "entries" counts every committed event,
+// "lost" = CpuStats::lost()). Note: "entries" counts every written event,
 // not the events still buffered as the kernel's does. Any thread.
 std::string cpu_stats_text(const CpuStats& s);
 
