@@ -1,6 +1,7 @@
 // main.cc - rbtrace-bench's main: Google Benchmark with this suite's
-// defaults, the machine named in the JSON context, and the LTTng-UST session
-// of the peer benchmark started before the run and destroyed after it.
+// defaults, the machine (and the directories of the consumer benchmarks)
+// named in the JSON context, and the LTTng-UST session of the peer benchmark
+// started before the run and destroyed after it.
 //
 // Defaults (each overridden by passing the flag):
 //   --benchmark_repetitions=5      so every benchmark reports its median
@@ -21,6 +22,9 @@
 
 #ifdef RBTRACE_BENCH_HAVE_LTTNG
 #include "lttng/lttng_session.h"
+#endif
+#ifdef RBTRACE_BENCH_HAVE_IO
+#include "bench_io.h"
 #endif
 
 namespace {
@@ -72,6 +76,9 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("compiler", "g++ " __VERSION__);
   benchmark::AddCustomContext("counter_hz",
                               std::to_string(rbtrace::counter_calibration().hz));
+#ifdef RBTRACE_BENCH_HAVE_IO
+  rbtrace::bench::add_io_context();  // directories and sizes of the consumer/snapshot rows
+#endif
 
 #ifdef RBTRACE_BENCH_HAVE_LTTNG
   rbtrace::bench::LttngSession lttng;

@@ -228,8 +228,8 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
   const auto t0 = std::chrono::steady_clock::now();
   // The storm runs for `seconds` and at least until kMinSwaps swaps are
   // done (capped at 25 s): the test proves what a storm does to the events,
-  // the swap rate itself is measured by rbtrace-snapshot-bench (a timed
-  // assertion here would only measure how loaded the CI machine is).
+  // the swap latency itself is measured by rbtrace-bench's BM_Snapshot_Swap
+  // (a timed assertion here would only measure how loaded the CI machine is).
   const uint64_t kMinSwaps = kSanitized ? 1000 : 3000;
   const auto deadline = t0 + std::chrono::duration<double>(seconds);
   const auto cap = t0 + std::chrono::seconds(25);
