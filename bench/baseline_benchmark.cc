@@ -10,6 +10,10 @@
 //                                16-byte payload (no time stamp, one producer)
 //   BM_Baseline_MutexRing_Write/16  a std::mutex-protected overwrite ring of
 //                                the payload (no time stamp)
+//   BM_Baseline_ClockRead/tsc/real_time/threads:<t>  t threads each reading the
+//                                counter: how far this machine scales a
+//                                per-thread loop that shares nothing, the
+//                                ceiling for BM_Writer_Threads
 #include <benchmark/benchmark.h>
 
 #include <boost/lockfree/spsc_queue.hpp>
@@ -17,6 +21,7 @@
 #include <array>
 #include <ctime>
 #include <mutex>
+#include <thread>
 
 #include "bench_common.h"
 #include "rbtrace/clock.h"
@@ -87,6 +92,15 @@ void BM_Baseline_MutexRing_Write(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * sizeof(Payload16));
 }
 
+// The same loop as BM_Baseline_ClockRead/tsc in t threads at once, wall
+// time: nothing is shared, so items/s at 2 threads over 1 thread is what
+// the machine gives any two independent loops (two vCPUs of a VM may be
+// two hyperthreads of one host core, for instance).
+void BM_Baseline_ClockRead_Threads(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(read_cpu_counter());
+  state.SetItemsProcessed(state.iterations());
+}
+
 [[maybe_unused]] const bool registered = [] {
   common(benchmark::RegisterBenchmark("BM_Baseline_Loop", BM_Baseline_Loop));
   common(benchmark::RegisterBenchmark("BM_Baseline_ClockRead/tsc", BM_Baseline_ClockRead_Tsc));
@@ -94,6 +108,10 @@ void BM_Baseline_MutexRing_Write(benchmark::State& state) {
   common(benchmark::RegisterBenchmark("BM_Baseline_SpscQueue_Push/16", BM_Baseline_SpscQueue_Push));
   common(benchmark::RegisterBenchmark("BM_Baseline_MutexRing_Write/16",
                                       BM_Baseline_MutexRing_Write));
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  common(benchmark::RegisterBenchmark("BM_Baseline_ClockRead/tsc", BM_Baseline_ClockRead_Threads)
+             ->DenseThreadRange(1, hw > 2 ? hw : 2)
+             ->UseRealTime());
   return true;
 }();
 
