@@ -243,7 +243,7 @@ struct CpuBuffer {
   CpuStats stats() const;
   void set_commit_to_write();
   // W6, general: the loop below. Also ends refused and discarded writes.
-  RBTRACE_COLD void end_commit();
+  RBTRACE_SLOW void end_commit();
 };
 
 // Per-thread CPU bindings. Plain data (no destructor), initial-exec TLS, so
@@ -291,18 +291,21 @@ struct Reservation {
                              // disabled, -EAGAIN swapped away (W3),
                              // -ELOOP too deep, -ENOSPC full / commit
                              // overrun, -EBUSY no free CPU slot
-  uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
+  // The writer's own bookkeeping (commit, discard), laid out to pack into
+  // 64 bytes:
+  detail::CpuBuffer* cpu = nullptr;
+  detail::BufferPage* page = nullptr;
   uint64_t entered = 0;      // CpuBuffer::state after W2, for W6's fast
                              // path; 0 (never a state in W6) otherwise
   uint64_t* commit_word = nullptr;  // W6's first store: the page's commit
                                     // word (fast path), else a dummy
-  uint32_t commit_end = 0;          // the value stored there
-  detail::CpuBuffer* cpu = nullptr;
-  detail::BufferPage* page = nullptr;
+  uint32_t commit_end = 0;   // the value stored there
   uint32_t event_offset = 0;  // offset of the data event header in data[]
   uint32_t total = 0;         // bytes reserved, time event included
+  uint8_t level = 0;         // nesting level: 0 thread, 1.. signal
   explicit operator bool() const { return data != nullptr; }
 };
+static_assert(sizeof(Reservation) == 64);
 
 class RingBuffer {
  public:
@@ -488,7 +491,7 @@ class RingBuffer {
   };
   // W0's cold half, then reserve_on.
   template <class Hooks>
-  RBTRACE_COLD Reservation reserve_unbound(uint32_t length);
+  RBTRACE_SLOW Reservation reserve_unbound(uint32_t length);
   // W1..W4b on CPU buffer `cb` (the fast path; the cold paths below for
   // the rest).
   template <class Hooks>
@@ -496,18 +499,18 @@ class RingBuffer {
   // W1 found a bit set: refuse (disabled), or, for a clock other than the
   // counter, the whole write on the slow path.
   template <class Hooks>
-  RBTRACE_COLD Reservation reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length);
+  RBTRACE_SLOW Reservation reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length);
   // W3's second half for a nested writer (committing was not 0 at W2): the
   // depth check, then the slow path.
   template <class Hooks>
-  RBTRACE_COLD Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
+  RBTRACE_SLOW Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
                                           uint32_t length);
   // W2 and W3 for the slow paths: the state after W2, or 0 after a refusal
   // (*r filled).
   template <class Hooks>
   RBTRACE_ALWAYS_INLINE uint64_t enter(detail::CpuBuffer* cb, Reservation* r);
   template <class Hooks>
-  RBTRACE_COLD Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t level,
+  RBTRACE_SLOW Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t level,
                                         uint32_t length, const ReserveState* resume);
   template <class Hooks>
   RBTRACE_COLD int move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_t tail,

@@ -40,6 +40,11 @@
 // thinks of its size; the slow paths are kept out of its way.
 #define RBTRACE_ALWAYS_INLINE inline __attribute__((always_inline))
 #define RBTRACE_COLD __attribute__((noinline, cold))
+// Out of the fast path but on the way of whole classes of writes (nested
+// writers, clocks other than the counter, disabled rings, page starts):
+// kept out of line, and not `cold`, which would optimize for size and, for
+// one, copy the Reservation with `rep movs` (tens of cycles per call).
+#define RBTRACE_SLOW __attribute__((noinline))
 
 namespace rbtrace::detail {
 
