@@ -593,7 +593,7 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
     return leave_refused(cb);
   // A nested writer (committing was not 0) takes the slow path, which also
   // refuses nesting deeper than kMaxNesting.
-  if (RBTRACE_UNLIKELY(CpuBuffer::level_of(entered) != 1))
+  if (!RBTRACE_ALMOST_ALWAYS(CpuBuffer::level_of(entered) == 1))
     return reserve_nested<Hooks>(cb, entered, length);
   Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
 
@@ -613,12 +613,12 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
   // and takes the slow path, which clamps it. stamp_pos == w also means w
   // is not a page start (stamp_pos is an event's end or ~0), so this is
   // never a page's first event.
-  if (RBTRACE_LIKELY(prev_pos == w && delta <= kTsDeltaMask)) {
+  if (RBTRACE_ALMOST_ALWAYS(prev_pos == w && delta <= kTsDeltaMask)) {
     const uint64_t end = tp->write.add_return(evlen);  // B
     // Not interrupted between A and B (start == w), and the page has room.
     // The low half cannot wrap: it is at most capacity plus one event per
     // nesting level (refused writers take their bytes back, W5).
-    if (RBTRACE_LIKELY(end - evlen == w && static_cast<uint32_t>(end) <= cb->capacity)) {
+    if (RBTRACE_ALMOST_ALWAYS(end - evlen == w && static_cast<uint32_t>(end) <= cb->capacity)) {
       // W4b: count the event (on its page and on the CPU), write its
       // header, publish the stamp pair for the next writer.
       DataPage* const dp = tp->page;
@@ -865,7 +865,7 @@ void RingBuffer::commit(const Reservation& r) {
   std::atomic_ref<uint64_t>(*r.commit_word).store(r.commit_end, std::memory_order_release);
   signal_fence();
   Hooks::at(HookPoint::kW6Leave, *this, cb->cpu);
-  if (RBTRACE_LIKELY(cb->state.cmpxchg_ok(r.entered, r.entered - 1))) return;
+  if (RBTRACE_ALMOST_ALWAYS(cb->state.cmpxchg_ok(r.entered, r.entered - 1))) return;
   cb->end_commit();
 }
 
