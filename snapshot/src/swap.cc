@@ -316,6 +316,9 @@ void swap_release_mailboxes(const RingBuffer& live) {
   }
 }
 
+// -EBUSY answers retried at once before the exponential backoff (S5).
+constexpr uint32_t kImmediateRetries = 32;
+
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
                         std::chrono::milliseconds timeout, SwapTrace* trace) {
   SwapTrace local;
@@ -367,8 +370,19 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
       continue;
     }
     if (rc != -EBUSY) return rc;
-    // S5: busy (a writer inside W2..W6, or a reader): back off and retry.
+    // S5: busy (a writer inside W2..W6, or a reader): retry. A writer is
+    // busy for tens of nanoseconds at a time, and a round trip takes
+    // microseconds, so the first retries go straight back: an owner writing
+    // flat out is inside W2..W6 most of the time, and a sleep, however
+    // short, costs the timer slack (50 us by default) each time. After
+    // kImmediateRetries, back off exponentially (a reader holding the lock
+    // for long, an owner stuck in a handler).
     t.busy++;
+    if (t.busy <= kImmediateRetries) {
+      if (SteadyClock::now() >= deadline) return -EBUSY;
+      std::this_thread::yield();
+      continue;
+    }
     if (SteadyClock::now() + backoff >= deadline) return -EBUSY;
     std::this_thread::sleep_for(backoff);
     backoff = std::min<std::chrono::microseconds>(backoff * 2, std::chrono::milliseconds(5));

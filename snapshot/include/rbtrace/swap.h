@@ -17,7 +17,9 @@
 //       signals and runs S2..S4 in place. No owner: it claims the slot
 //       (RingBuffer::claim_cpu_for) for the duration and runs them itself.
 //   S5  the requester waits for the answer (futex) up to the timeout;
-//       -EBUSY is retried with exponential backoff until the timeout.
+//       -EBUSY is retried: 32 times at once (a writer is busy for tens of
+//       nanoseconds at a time), then with exponential backoff until the
+//       timeout.
 //
 // The doorbell signal defaults to SIGRTMIN+3 (kDefaultDoorbellOffset) and is
 // configurable with install_swap_doorbell before the first swap. A handler
