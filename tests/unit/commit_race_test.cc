@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "rbtrace/rbtrace.h"
+#include "../drain_tags.h"
 
 using namespace rbtrace;
 
@@ -79,16 +80,7 @@ Options small() {
   return o;
 }
 
-std::vector<uint32_t> drain(RingBuffer& rb, uint32_t cpu) {
-  std::vector<uint32_t> out;
-  PageEvent ev;
-  while (rb.consume(cpu, &ev) == 0) {
-    uint32_t v;
-    std::memcpy(&v, ev.data, sizeof v);
-    out.push_back(v);
-  }
-  return out;
-}
+std::vector<uint32_t> drain(RingBuffer& rb, uint32_t cpu) { return test::drain_tags(rb, cpu); }
 
 // (hook point, via a real signal)
 class CommitRace : public ::testing::TestWithParam<std::tuple<HookPoint, bool>> {

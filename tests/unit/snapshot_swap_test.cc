@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "rbtrace/rbtrace.h"
+#include "../drain_tags.h"
 #include "rbtrace/swap.h"
 
 using namespace rbtrace;
@@ -157,16 +158,7 @@ Options small(uint32_t pages = 4) {
   return o;
 }
 
-std::vector<uint32_t> drain(RingBuffer& rb, uint32_t cpu) {
-  std::vector<uint32_t> out;
-  PageEvent ev;
-  while (rb.consume(cpu, &ev) == 0) {
-    uint32_t v;
-    std::memcpy(&v, ev.data, sizeof v);
-    out.push_back(v);
-  }
-  return out;
-}
+std::vector<uint32_t> drain(RingBuffer& rb, uint32_t cpu) { return test::drain_tags(rb, cpu); }
 
 int write_tag(RingBuffer& rb, uint32_t tag, uint32_t len = 16) {
   Reservation r = rb.reserve<DoorbellHooks>(len);

@@ -268,6 +268,19 @@ struct ThreadState {
 // no TLS wrapper call (or check for one) on the writer's path.
 extern constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-exec")));
 
+// Writes the header of a data event of `evlen` bytes (data_event_size) at
+// p with time delta d; returns the payload pointer.
+RBTRACE_ALWAYS_INLINE unsigned char* write_data_header(unsigned char* p, uint32_t evlen,
+                                                       uint32_t d) {
+  if (evlen - 4 <= kMaxSmallData) {
+    store_u32(p, make_event_word((evlen - 4) / 4, d));
+    return p + 4;
+  }
+  store_u32(p, make_event_word(0, d));
+  store_u32(p + 4, evlen - 4);
+  return p + 8;
+}
+
 inline int32_t thread_cpu(uint32_t rb_id) {
   ThreadState& t = tls_state;
   // Most threads write into one buffer: its binding is the first one.
@@ -626,15 +639,7 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
       cb->entries.inc();
       cb->bytes.add(length);
       unsigned char* p = dp->data + static_cast<uint32_t>(w);
-      const uint32_t d = static_cast<uint32_t>(delta);
-      if (evlen - 4 <= kMaxSmallData) {
-        store_u32(p, make_event_word((evlen - 4) / 4, d));
-        r.data = p + 4;
-      } else {
-        store_u32(p, make_event_word(0, d));
-        store_u32(p + 4, evlen - 4);
-        r.data = p + 8;
-      }
+      r.data = write_data_header(p, evlen, static_cast<uint32_t>(delta));
       cb->write_stamp.store(ts);
       signal_fence();
       cb->stamp_pos.store(end);
@@ -805,15 +810,7 @@ Reservation RingBuffer::reserve_slow(detail::CpuBuffer* cb, uint32_t level,
       p += kTimeEventSize;
       delta = 0;
     }
-    const uint32_t d = static_cast<uint32_t>(delta);
-    if (evlen - 4 <= kMaxSmallData) {
-      store_u32(p, make_event_word((evlen - 4) / 4, d));
-      r.data = p + 4;
-    } else {
-      store_u32(p, make_event_word(0, d));
-      store_u32(p + 4, evlen - 4);
-      r.data = p + 8;
-    }
+    r.data = write_data_header(p, evlen, static_cast<uint32_t>(delta));
     if (!interrupted || kind == 2 || tail == 0) {
       // Our time is known (ts): publish it for the next writer. The pair is
       // valid only if stamp_pos equals that writer's start (docs/DESIGN.md,
