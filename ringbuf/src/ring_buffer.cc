@@ -408,7 +408,8 @@ int RingBuffer::bind_thread(uint32_t cpu) {
       }
     }
   }
-  int rc = add_binding(id_, static_cast<int32_t>(cpu), buffers_[cpu].load(std::memory_order_relaxed));
+  int rc = add_binding(id_, static_cast<int32_t>(cpu),
+                       buffers_[cpu].load(std::memory_order_relaxed));
   if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
   return rc;
 }

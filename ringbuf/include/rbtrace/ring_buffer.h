@@ -53,7 +53,8 @@ inline constexpr uint64_t kMaxBytesPerBuffer = 1ULL << 36;  // 64 GiB
 inline constexpr uint32_t kMaxNesting = 8;  // owner + 7 nested handlers
 // The largest payload every ring accepts (max_payload() of the smallest
 // page): reserve() skips its length check for constants up to this.
-inline constexpr uint32_t kMinMaxPayload = (kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u;
+inline constexpr uint32_t kMinMaxPayload =
+    (kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u;
 
 // A clear error: an errno-style code and a sentence.
 struct Error {
@@ -622,10 +623,11 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
   signal_fence();
   const uint64_t delta = ts - prev_ts;
   // The predecessor's stamp is known for sure (stamp_pos == w,
-  // docs/DESIGN.md "Time stamps") and the delta fits the header. A clock read older than write_stamp wraps delta past the mask
-  // and takes the slow path, which clamps it. stamp_pos == w also means w
-  // is not a page start (stamp_pos is an event's end or ~0), so this is
-  // never a page's first event.
+  // docs/DESIGN.md "Time stamps") and the delta fits the header. A clock
+  // read older than write_stamp wraps delta past the mask and takes the
+  // slow path, which clamps it. stamp_pos == w also means w is not a page
+  // start (stamp_pos is an event's end or ~0), so this is never a page's
+  // first event.
   if (RBTRACE_ALMOST_ALWAYS(prev_pos == w && delta <= kTsDeltaMask)) {
     const uint64_t end = tp->write.add_return(evlen);  // B
     // Not interrupted between A and B (start == w), and the page has room.
