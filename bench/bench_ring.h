@@ -17,6 +17,9 @@
 RBTRACE_EVENT(rbtrace_bench, rec16, ((uint64_t, a))((uint64_t, b)))
 // The same shape, kept disabled by BM_Writer_EmitDisabled.
 RBTRACE_EVENT(rbtrace_bench, rec16_off, ((uint64_t, a))((uint64_t, b)))
+// A typed event of any payload size, for BM_Writer_EmitStr/<bytes>: one
+// string field (__data_loc char[]) of bytes - 1 characters and its NUL.
+RBTRACE_EVENT(rbtrace_bench, blob, ((::rbtrace::str, data)))
 
 namespace rbtrace::bench {
 

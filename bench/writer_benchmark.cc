@@ -8,6 +8,9 @@
 //                                           ring is full the writer thread
 //                                           drains it itself (read_page)
 //   BM_Writer_Emit/16, /mono/16             typed RBTRACE_EVENT, two u64
+//   BM_Writer_EmitStr/<bytes>, /mono/<bytes>  typed event with one string
+//                                           field of <bytes> (NUL included):
+//                                           the typed path's variable size
 //   BM_Writer_EmitDisabled/16               typed event after disable()
 //   BM_Writer_ReserveRecordOff/16           reserve on a ring that is off (W1)
 //   BM_Writer_SignalNested/<n>              n writes in a signal handler that
@@ -100,6 +103,25 @@ void BM_Writer_Emit(benchmark::State& state, ClockKind clock) {
   }
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * 16);
+  state.counters["failed"] = static_cast<double>(failed);
+}
+
+// A typed event carrying N bytes in its string field (N - 1 characters and
+// the NUL): the dynamic-size path of RBTRACE_EVENT (the length is computed,
+// the __data_loc word written, the characters copied) for the payload sizes
+// of BM_Writer_ReserveCommit.
+template <uint32_t N>
+void BM_Writer_EmitStr(benchmark::State& state, ClockKind clock) {
+  BoundRing rb(writer_options(clock));
+  static_assert(N >= 1);
+  std::string text(N - 1, 'x');
+  uint64_t failed = 0;
+  for (auto _ : state) {
+    if (RBTRACE_UNLIKELY(rbtrace_events::rbtrace_bench_blob::emit(*rb, text) != 0)) failed++;
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * N);
   state.counters["failed"] = static_cast<double>(failed);
 }
 
@@ -238,6 +260,10 @@ void register_sizes() {
                                       BM_Writer_ReserveCommit<N>, ClockKind::kCounter));
   common(benchmark::RegisterBenchmark(("BM_Writer_ReserveCommit/mono/" + n).c_str(),
                                       BM_Writer_ReserveCommit<N>, ClockKind::kMono));
+  common(benchmark::RegisterBenchmark(("BM_Writer_EmitStr/" + n).c_str(), BM_Writer_EmitStr<N>,
+                                      ClockKind::kCounter));
+  common(benchmark::RegisterBenchmark(("BM_Writer_EmitStr/mono/" + n).c_str(),
+                                      BM_Writer_EmitStr<N>, ClockKind::kMono));
 }
 
 [[maybe_unused]] const bool registered = [] {
