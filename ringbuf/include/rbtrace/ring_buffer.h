@@ -514,15 +514,12 @@ class RingBuffer {
   // counter, the whole write on the slow path.
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length);
-  // W3's second half for a nested writer (committing was not 0 at W2): the
-  // depth check, then the slow path.
+  // W3's second half on the slow path (a nested writer, or any writer of a
+  // ring whose clock is not the counter): the depth check, then
+  // reserve_slow. `entered` is the state after W2.
   template <class Hooks>
-  RBTRACE_SLOW Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
-                                          uint32_t length);
-  // W2 and W3 for the slow paths: the state after W2, or 0 after a refusal
-  // (*r filled).
-  template <class Hooks>
-  RBTRACE_ALWAYS_INLINE uint64_t enter(detail::CpuBuffer* cb, Reservation* r);
+  RBTRACE_SLOW Reservation reserve_entered(detail::CpuBuffer* cb, uint64_t entered,
+                                           uint32_t length);
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_slow(detail::CpuBuffer* cb, uint32_t level,
                                         uint32_t length, const ReserveState* resume);
@@ -608,7 +605,7 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
   // A nested writer (committing was not 0) takes the slow path, which also
   // refuses nesting deeper than kMaxNesting.
   if (!RBTRACE_ALMOST_ALWAYS(CpuBuffer::level_of(entered) == 1))
-    return reserve_nested<Hooks>(cb, entered, length);
+    return reserve_entered<Hooks>(cb, entered, length);
   Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
 
   // W4, fast path: one try, no time event. (A) the position, the clock, the
@@ -665,28 +662,13 @@ Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
 }
 
 template <class Hooks>
-Reservation RingBuffer::reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
-                                       uint32_t length) {
+Reservation RingBuffer::reserve_entered(detail::CpuBuffer* cb, uint64_t entered,
+                                        uint32_t length) {
   using namespace detail;
   const uint32_t level = CpuBuffer::level_of(entered);
   if (level > kMaxNesting) return leave_refused(cb);
   Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
   return reserve_slow<Hooks>(cb, level, length, nullptr);
-}
-
-template <class Hooks>
-uint64_t RingBuffer::enter(detail::CpuBuffer* cb, Reservation* r) {
-  using namespace detail;
-  // W2 and W3 as in reserve_on.
-  const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
-  signal_fence();
-  if (cb->buffer.load(std::memory_order_relaxed) != this ||
-      CpuBuffer::level_of(entered) > kMaxNesting) {
-    *r = leave_refused(cb);
-    return 0;
-  }
-  Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
-  return entered;
 }
 
 template <class Hooks>
@@ -699,11 +681,13 @@ Reservation RingBuffer::reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length) 
     r.err = -EPERM;
     return r;
   }
-  // A clock other than the counter: every write takes the slow path.
+  // A clock other than the counter: every write takes the slow path. W2
+  // and W3 as in reserve_on.
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
-  const uint64_t entered = enter<Hooks>(cb, &r);
-  if (entered == 0) return r;
-  return reserve_slow<Hooks>(cb, CpuBuffer::level_of(entered), length, nullptr);
+  const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
+  signal_fence();
+  if (cb->buffer.load(std::memory_order_relaxed) != this) return leave_refused(cb);
+  return reserve_entered<Hooks>(cb, entered, length);
 }
 
 // W4/W5 in full: time extends and absolute stamps, nested writers, page
