@@ -38,7 +38,8 @@ enum Option : uint16_t {
   kOptDate = 1,        // ASCII hex offset in microseconds
   kOptCpuStat = 2,     // per_cpu/cpuN/stats text, "CPU: N\n" first
   kOptBuffer = 3,      // a buffer instance (not written, refused by the reader)
-  kOptTraceClock = 4,  // empty; the clock text follows the flyrecord table
+  kOptTraceClock = 4,  // the clock text follows the flyrecord table; the
+                       // writer repeats it here (see write_trace_dat)
   kOptUname = 5,
   kOptHook = 6,
   kOptOffset = 7,      // ASCII signed offset in ns, added to every time stamp

@@ -285,7 +285,13 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
     st.push_back('\0');
     option(b, td::kOptCpuStat, st);
   }
-  option(b, td::kOptTraceClock, "");
+  // TRACECLOCK carries the clock text too (NUL-terminated), not nothing:
+  // trace-cmd 3.1.6 runs strtok_r over this option's data whatever its
+  // size, so an empty option is read past its end and, about once in a
+  // hundred runs, the garbage makes it print raw time stamps. The
+  // flyrecord copy below is the one the format defines.
+  const std::string clock_text = in.tsc2nsec ? in.clock + " [tsc2nsec]" : "[" + in.clock + "]";
+  option(b, td::kOptTraceClock, clock_text + '\0');
   option(b, td::kOptVersion, std::string("rbtrace 1") + '\0');
   if (in.tsc2nsec) {
     // trace-cmd: ns = mul_u64_u32_shr(ticks, mult, shift) + ts_offset. The
@@ -302,7 +308,6 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
   b.u16(td::kOptDone);
 
   // flyrecord: the per-CPU table, then the trace clock text (TRACECLOCK).
-  std::string clock_text = in.tsc2nsec ? in.clock + " [tsc2nsec]" : "[" + in.clock + "]";
   const uint64_t header_end = b.size() + 10 + 16 * in.cpus.size() + 8 + clock_text.size();
   std::vector<uint64_t> offsets(in.cpus.size());
   uint64_t pos = header_end;

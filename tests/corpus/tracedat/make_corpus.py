@@ -70,7 +70,10 @@ class Parts:
         cmd = b"100 main\n101 worker\n"
         self.cmdlines = struct.pack("<Q", len(cmd)) + cmd
         self.cpus = 2
-        self.options = [(2, b"CPU: 0\nentries: 0\n\0"), (2, b"CPU: 1\nentries: 0\n\0"), (4, b"")]
+        # TRACECLOCK repeats the clock text: trace-cmd 3.1.6 reads an empty one
+        # past its end (consumer/src/tracedat_writer.cc).
+        self.options = [(2, b"CPU: 0\nentries: 0\n\0"), (2, b"CPU: 1\nentries: 0\n\0"),
+                        (4, b"[mono]\0")]
         self.clock = b"[mono]"
         self.pages = [
             [page(1000, [(0, record(1, "hello", 100)), (5, record(2, "world!", 100))])],
