@@ -35,8 +35,33 @@ std::atomic<uint32_t> next_id{1};
 pthread_key_t exit_key;
 pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
+// Marks the calling thread as changing its bindings for a scope (see
+// ThreadState::changing); nests.
+class ChangingBindings {
+ public:
+  ChangingBindings() : prev_(tls_state.changing) {
+    tls_state.changing = true;
+    signal_fence();
+  }
+  ~ChangingBindings() {
+    signal_fence();
+    tls_state.changing = prev_;
+  }
+  ChangingBindings(const ChangingBindings&) = delete;
+  ChangingBindings& operator=(const ChangingBindings&) = delete;
+
+ private:
+  bool prev_;
+};
+
 void release_thread_slots(void*) {
   ThreadState& t = tls_state;
+  // From here on the thread cannot claim a slot again: a signal handler or
+  // another key's destructor that writes after this would claim one that
+  // nothing gives back (glibc runs this destructor once).
+  t.exiting = true;
+  signal_fence();
+  ChangingBindings changing;
   std::lock_guard<std::mutex> g(registry_mutex());
   // Backwards: unbind_thread moves the last binding into the freed entry,
   // so a forward walk would skip it and leak that buffer's slot.
@@ -50,8 +75,9 @@ void release_thread_slots(void*) {
 }
 
 // fork(): only the forking thread exists in the child, under a new tid.
-// Its slots move to that tid; every other thread's slots are freed. The
-// registry lock is held across fork so the child finds the map consistent.
+// Its slots move to that tid; every other thread's slots are freed and the
+// CPU buffers emptied (after_fork_in_child). The registry lock is held
+// across fork so the child finds the map consistent.
 void fork_prepare() { registry_mutex().lock(); }
 void fork_parent() { registry_mutex().unlock(); }
 void fork_child() {
@@ -74,6 +100,18 @@ int32_t cached_tid() {
 }
 
 bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+std::atomic<TestHook> test_hook{nullptr};  // set_test_hook
+
+// True if no thread of this process has id `tid` any more. tgkill with
+// signal 0 only checks; errno is preserved (claim_cpu may run in a signal
+// handler).
+bool thread_gone(int32_t tid) {
+  const int saved = errno;
+  const bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
+  errno = saved;
+  return gone;
+}
 
 // Ids of live ring buffers, readable from a signal handler (a plain scan):
 // a thread whose binding table is full drops its bindings to destroyed
@@ -121,7 +159,15 @@ void refresh_binding(uint32_t rb_id, uint32_t cpu, CpuBuffer* cb) {
 // the count going down and the clearing still finds the old slot, which
 // this thread owns until its caller releases it afterwards.
 void remove_binding_at(ThreadState& t, int i) {
-  t.bindings[i] = t.bindings[t.count - 1];
+  // W0 reads rb_id, then cb: never show a handler one entry's rb_id with
+  // another's cb. The entry is invalid while it is rewritten.
+  const ThreadBinding last = t.bindings[t.count - 1];
+  t.bindings[i].rb_id = 0;
+  signal_fence();
+  t.bindings[i].cpu = last.cpu;
+  t.bindings[i].cb = last.cb;
+  signal_fence();
+  t.bindings[i].rb_id = last.rb_id;
   signal_fence();
   t.count--;
   signal_fence();
@@ -177,6 +223,7 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   const uint32_t cap = o.page_size - kPageHeaderSize;
   // An event must fit a page with a time event in front of it.
   rb->max_payload_ = (cap - kTimeEventSize - 8) & ~3u;
+  rb->max_payload_span_ = rb->max_payload_ - kMinPayload;
   static_assert(kMinMaxPayload == ((kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u));
   // W1's test sends every write to the slow path when the clock is not the
   // counter (the fast path reads the counter directly).
@@ -184,10 +231,13 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
     rb->record_disabled_.store(kSlowClock, std::memory_order_relaxed);
   rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[o.ncpus]);
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
-  rb->storage_.reset(new (std::nothrow) CpuBuffer[o.ncpus]);
-  if (!rb->buffers_ || !rb->owners_ || !rb->storage_) return fail(ENOMEM, "out of memory");
+  if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < o.ncpus; c++) rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
   for (uint32_t c = 0; c < o.ncpus; c++) {
-    CpuBuffer* cb = &rb->storage_[c];
+    CpuBuffer* cb = new (std::nothrow) CpuBuffer;
+    if (!cb) return fail(ENOMEM, "out of memory");
+    // In the slot at once: the destructor frees what the slots hold.
+    rb->buffers_[c].store(cb, std::memory_order_relaxed);
     cb->cpu = c;
     cb->page_size = o.page_size;
     cb->npages = o.pages_per_cpu;
@@ -204,7 +254,6 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
     }
     rb->init_cpu_buffer(cb);
     cb->buffer.store(rb.get(), std::memory_order_relaxed);
-    rb->buffers_[c].store(cb, std::memory_order_relaxed);
     rb->owners_[c].store(0, std::memory_order_relaxed);
   }
   pthread_once(&exit_key_once, make_exit_key);
@@ -227,6 +276,9 @@ void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
     p->write.store(0);
     p->entries.store(0);
     p->real_end.store(cb->capacity);
+    p->refused_mark.store(0);
+    p->push_mark.store(0);
+    p->push_seq.store(kNoPushSeq);
     p->page->time_stamp = 0;
     p->page->commit = 0;
   }
@@ -257,8 +309,10 @@ void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
   cb->dropped.store(0);
   cb->nested_dropped.store(0);
   cb->disabled.store(0);
+  cb->discarded.store(0);
   cb->read.store(0, std::memory_order_relaxed);
-  cb->last_lost = 0;
+  cb->last_overrun = 0;
+  cb->last_refused = 0;
   cb->lost_events = 0;
 }
 
@@ -273,12 +327,17 @@ RingBuffer::~RingBuffer() {
   ThreadState& t = tls_state;
   for (int i = t.count - 1; i >= 0; i--)
     if (t.bindings[i].rb_id == id_) remove_binding_at(t, i);
-  if (storage_) {
+  // The CPU buffers in our slots are ours, whichever RingBuffer made them
+  // (swap_cpu exchanges them).
+  if (buffers_) {
     for (uint32_t c = 0; c < opts_.ncpus; c++) {
-      CpuBuffer* cb = &storage_[c];
-      if (!cb->pages) continue;
-      for (uint32_t i = 0; i <= cb->npages; i++) std::free(cb->pages[i].page);
-      delete[] cb->pages;
+      CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
+      if (!cb) continue;
+      if (cb->pages) {
+        for (uint32_t i = 0; i <= cb->npages; i++) std::free(cb->pages[i].page);
+        delete[] cb->pages;
+      }
+      delete cb;
     }
   }
 }
@@ -288,11 +347,24 @@ RingBuffer::~RingBuffer() {
 // ===========================================================================
 
 void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
+  // relaxed throughout: the child has a single thread here.
   for (uint32_t c = 0; c < opts_.ncpus; c++) {
     const int32_t o = owners_[c].load(std::memory_order_relaxed);
-    if (o == 0 || o == -1) continue;
-    // relaxed: the child has a single thread here.
-    owners_[c].store(o == old_tid && old_tid != 0 ? new_tid : 0, std::memory_order_relaxed);
+    const bool mine = o == old_tid && old_tid != 0;
+    if (o != 0) owners_[c].store(mine ? new_tid : 0, std::memory_order_relaxed);
+    CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
+    // A swap or a reader of another thread may have been half way through
+    // at the fork; that thread does not exist here.
+    cb->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_relaxed);
+    cb->reader_lock.store(0, std::memory_order_relaxed);
+    // The forking thread is inside a write of its own CPU (fork from a
+    // handler that interrupted it): that write completes on return, so the
+    // buffer stays as it is. Every other buffer starts empty: its events
+    // are the parent's, and a write another thread had in flight at the
+    // fork would otherwise keep the CPU busy for ever.
+    if (mine && cb->committing() != 0) continue;
+    init_cpu_buffer(cb);
+    cb->state.store(0);
   }
 }
 
@@ -302,7 +374,8 @@ int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
 }
 
 namespace {
-int add_binding(uint32_t rb_id, int32_t cpu, CpuBuffer* cb) {
+int add_binding(RingBuffer& rb, int32_t cpu, CpuBuffer* cb) {
+  const uint32_t rb_id = rb.id();
   ThreadState& t = tls_state;
   if (t.count >= kMaxBindingsPerThread) {
     // Drop bindings to buffers destroyed since (their slots died with them).
@@ -315,10 +388,16 @@ int add_binding(uint32_t rb_id, int32_t cpu, CpuBuffer* cb) {
     pthread_setspecific(exit_key, &t);
     t.key_set = true;
   }
-  t.bindings[t.count].rb_id = rb_id;
+  // rb_id last: W0's fast path looks at bindings[0].rb_id alone, so the
+  // entry is complete before a handler can match it.
   t.bindings[t.count].cpu = cpu;
   t.bindings[t.count].cb = cb;
-  signal_fence();  // the binding is complete before a handler can see it
+  signal_fence();
+  // relaxed: only tests set it.
+  if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+    h(TestHookPoint::kClaimBinding, rb, static_cast<uint32_t>(cpu));
+  t.bindings[t.count].rb_id = rb_id;
+  signal_fence();  // the binding is complete before a handler can count it
   t.count++;
   return 0;
 }
@@ -327,6 +406,20 @@ int add_binding(uint32_t rb_id, int32_t cpu, CpuBuffer* cb) {
 int32_t RingBuffer::find_or_claim_cpu() {
   const int32_t cpu = thread_cpu(id_);
   return cpu >= 0 ? cpu : claim_cpu();
+}
+
+Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
+  Reservation r;
+  CpuBuffer* now = cb;
+  // relaxed: a swap that moved cb ran on this thread (in a handler between
+  // our W0 and W1), so program order shows it; see leave_refused.
+  if (cb->buffer.load(std::memory_order_relaxed) != this) {
+    now = buffers_[cb->cpu].load(std::memory_order_relaxed);
+    refresh_binding(id_, cb->cpu, now);
+  }
+  now->disabled.inc();
+  r.err = -EPERM;
+  return r;
 }
 
 Reservation RingBuffer::leave_refused(CpuBuffer* cb) {
@@ -360,30 +453,79 @@ Reservation RingBuffer::leave_refused(CpuBuffer* cb) {
 // Slow path of the first event of an unbound thread. Async-signal-safe: a
 // CAS per slot, one gettid the first time.
 int32_t RingBuffer::claim_cpu() {
+  ThreadState& t = tls_state;
+  if (RBTRACE_UNLIKELY(t.exiting)) {
+    // Our slots were given back at thread exit; nothing would give back a
+    // slot claimed now (a signal handler, or a later key destructor).
+    no_cpu_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
+  if (t.changing) {
+    // A handler interrupted this thread's own claim, bind or unbind.
+    no_cpu_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
   const int32_t tid = cached_tid();
-  for (uint32_t c = 0; c < opts_.ncpus; c++) {
-    int32_t expected = 0;
-    // acq_rel: acquire pairs with the release store in unbind_thread, so the
-    // new owner sees the previous owner's writer-side state; release is not
-    // needed by anyone but keeps the pair symmetric for bind_thread.
-    if (owners_[c].load(std::memory_order_relaxed) == 0 &&
-        owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
-      if (add_binding(id_, static_cast<int32_t>(c), buffers_[c].load(std::memory_order_relaxed)) !=
-          0) {
-        owners_[c].store(0, std::memory_order_release);  // pairs as below
-        break;
+  ChangingBindings changing;
+  return claim_free_cpu(tid);
+}
+
+int32_t RingBuffer::claim_free_cpu(int32_t tid) {
+  ThreadState& t = tls_state;
+  for (bool reclaimed = false;; reclaimed = true) {
+    for (uint32_t c = 0; c < opts_.ncpus; c++) {
+      int32_t expected = 0;
+      // acq_rel: acquire pairs with the release store in unbind_thread, so
+      // the new owner sees the previous owner's writer-side state; release
+      // is not needed by anyone but keeps the pair symmetric for
+      // bind_thread.
+      if (owners_[c].load(std::memory_order_relaxed) == 0 &&
+          owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+        if (add_binding(*this, static_cast<int32_t>(c),
+                        buffers_[c].load(std::memory_order_relaxed)) != 0) {
+          owners_[c].store(0, std::memory_order_release);  // pairs as above
+          no_cpu_.fetch_add(1, std::memory_order_relaxed);
+          return -1;
+        }
+        return static_cast<int32_t>(c);
       }
-      return static_cast<int32_t>(c);
     }
+    // No slot is free. The first time, and every 64th, take back the
+    // slots of threads that no longer exist (a thread whose first event
+    // came from a signal handler after its thread-specific data was
+    // destroyed claims a slot that its exit never gives back), then look
+    // again. Rationed: each look costs a tgkill per slot.
+    if (reclaimed || (t.claim_failures++ & 63) != 0 || reclaim_dead_slots() == 0) break;
   }
   no_cpu_.fetch_add(1, std::memory_order_relaxed);
   return -1;
 }
 
+uint32_t RingBuffer::reclaim_dead_slots() {
+  uint32_t n = 0;
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    int32_t o = owners_[c].load(std::memory_order_relaxed);
+    if (o <= 0 || !thread_gone(o)) continue;
+    // The owner exited (its tid is free; a reused tid is a live thread and
+    // keeps the slot). Its writes finished before it exited: the kernel's
+    // exit and our tgkill's lookup of the tid order them before us. A
+    // buffer left busy (the thread died inside a write) is not taken.
+    if (buffers_[c].load(std::memory_order_relaxed)->committing() != 0) continue;
+    // acquire: as in claim_cpu; the slot becomes free, then claimable.
+    if (owners_[c].compare_exchange_strong(o, 0, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+      n++;
+  }
+  return n;
+}
+
 int RingBuffer::bind_thread(uint32_t cpu) {
   if (cpu >= opts_.ncpus) return -EINVAL;
+  // As in claim_cpu: not after exit, not inside another change of ours.
+  if (tls_state.exiting || tls_state.changing) return -EBUSY;
   const int32_t tid = cached_tid();
+  ChangingBindings changing;
   int32_t cur = thread_cpu(id_);
   if (cur == static_cast<int32_t>(cpu)) return 0;
   int32_t expected = 0;
@@ -408,7 +550,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
       }
     }
   }
-  int rc = add_binding(id_, static_cast<int32_t>(cpu),
+  int rc = add_binding(*this, static_cast<int32_t>(cpu),
                        buffers_[cpu].load(std::memory_order_relaxed));
   if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
   return rc;
@@ -416,6 +558,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
 
 void RingBuffer::unbind_thread() {
   ThreadState& t = tls_state;
+  ChangingBindings changing;
   for (int i = 0; i < t.count; i++) {
     if (t.bindings[i].rb_id != id_) continue;
     const int32_t cpu = t.bindings[i].cpu;
@@ -439,6 +582,7 @@ void RingBuffer::discard(const Reservation& r) {
   bp->entries.dec();
   cb->entries.dec();
   cb->bytes.sub(r.length);
+  cb->discarded.inc();
   // If nothing was reserved after us, give the space back (local cmpxchg:
   // a handler reserving meanwhile makes it fail).
   if (cb->tail_page.load(std::memory_order_relaxed) != bp || bp->write.cmpxchg(end, end - r.total) != end) {
@@ -463,30 +607,55 @@ CpuBuffer* RingBuffer::cpu_buffer(uint32_t cpu) const {
   return buffers_[cpu].load(std::memory_order_acquire);
 }
 
-int RingBuffer::record_disable_cpu(uint32_t cpu) {
-  CpuBuffer* cb = cpu_buffer(cpu);
-  if (!cb) return -EINVAL;
-  cb->record_disabled.fetch_add(1, std::memory_order_relaxed);
-  return 0;
+// The per-CPU disable calls act on the slot, not on whichever buffer they
+// happened to load: a swap (S3) sets kSwapping on both buffers with a CAS
+// from "no bit set" and clears it after S4, so
+//  - a change whose CAS comes first in the word's modification order makes
+//    the swap's CAS fail (-EAGAIN: the CPU is disabled, or about to be);
+//  - a change that finds kSwapping waits for the swap to finish;
+//  - a change whose CAS reads the word after the swap cleared kSwapping
+//    (acquire, pairing with the swap's release fetch_and) sees the swap's
+//    S4 store of buffers_[cpu] and re-checks the slot: if its buffer moved
+//    away, it undoes the change there and applies it to the slot's new
+//    buffer.
+// So a disable lands on the buffer in the slot once the call returns, and
+// while the count is not 0 no swap can move it: its enable finds it there.
+int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
+  if (cpu >= opts_.ncpus) return -EINVAL;
+  for (uint32_t spins = 0;; spins++) {
+    CpuBuffer* cb = cpu_buffer(cpu);
+    uint32_t old = cb->record_disabled.load(std::memory_order_relaxed);
+    if (old & CpuBuffer::kSwapping) {
+      if (spins > 64) sched_yield();
+      continue;
+    }
+    const uint32_t count = old & ~(CpuBuffer::kRecordOff | CpuBuffer::kSwapping);
+    uint32_t nw = old;
+    if (add > 0 && count < CpuBuffer::kSwapping - 1) nw = old + 1;
+    if (add < 0 && count > 0) nw = old - 1;  // an unmatched enable does nothing
+    if (off > 0) nw |= CpuBuffer::kRecordOff;
+    if (off < 0) nw &= ~CpuBuffer::kRecordOff;
+    if (nw == old) return 0;
+    // relaxed: only tests set it.
+    if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+      h(TestHookPoint::kDisableBeforeCas, *this, cpu);
+    // acq_rel: acquire pairs with swap_cpu's release clearing kSwapping (we
+    // then see its S4 store of the slot); release pairs with the swap's
+    // acquire CAS setting kSwapping, which then fails on our change.
+    if (!cb->record_disabled.compare_exchange_weak(old, nw, std::memory_order_acq_rel,
+                                                   std::memory_order_relaxed))
+      continue;
+    if (buffers_[cpu].load(std::memory_order_relaxed) == cb) return 0;
+    // A swap moved cb out of the slot before our CAS: undo it there (a
+    // plain restore of the bits we changed) and apply it to the new one.
+    cb->record_disabled.fetch_add(old - nw, std::memory_order_relaxed);
+  }
 }
-int RingBuffer::record_enable_cpu(uint32_t cpu) {
-  CpuBuffer* cb = cpu_buffer(cpu);
-  if (!cb) return -EINVAL;
-  cb->record_disabled.fetch_sub(1, std::memory_order_relaxed);
-  return 0;
-}
-int RingBuffer::record_off_cpu(uint32_t cpu) {
-  CpuBuffer* cb = cpu_buffer(cpu);
-  if (!cb) return -EINVAL;
-  cb->record_disabled.fetch_or(kRecordOff, std::memory_order_relaxed);
-  return 0;
-}
-int RingBuffer::record_on_cpu(uint32_t cpu) {
-  CpuBuffer* cb = cpu_buffer(cpu);
-  if (!cb) return -EINVAL;
-  cb->record_disabled.fetch_and(~kRecordOff, std::memory_order_relaxed);
-  return 0;
-}
+
+int RingBuffer::record_disable_cpu(uint32_t cpu) { return change_cpu_disable(cpu, 1, 0); }
+int RingBuffer::record_enable_cpu(uint32_t cpu) { return change_cpu_disable(cpu, -1, 0); }
+int RingBuffer::record_off_cpu(uint32_t cpu) { return change_cpu_disable(cpu, 0, 1); }
+int RingBuffer::record_on_cpu(uint32_t cpu) { return change_cpu_disable(cpu, 0, -1); }
 
 // ===========================================================================
 // Reader
@@ -513,6 +682,10 @@ CpuBuffer* RingBuffer::lock_reader(uint32_t cpu) {
 void RingBuffer::unlock_reader(CpuBuffer* cb) {
   // release: pairs with the acquire in lock_reader (and swap_cpu's trylock).
   cb->reader_lock.store(0, std::memory_order_release);
+}
+
+void set_test_hook(TestHook h) {
+  test_hook.store(h, std::memory_order_relaxed);  // only tests: no ordering
 }
 
 // R1: find the head page: the page whose predecessor's next carries HEAD.
@@ -549,23 +722,44 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
     // resets are fine; the CAS below publishes them.
     rp->entries.store(0);
     rp->real_end.store(cb->capacity);
+    rp->push_seq.store(kNoPushSeq);  // its old marks must not pass for new ones
     rp->page->time_stamp = 0;
     std::atomic_ref<uint64_t>(rp->page->commit).store(0, std::memory_order_relaxed);
     BufferPage* after = page_of(head->next.load(std::memory_order_relaxed));
     BufferPage* before = head->prev.load(std::memory_order_relaxed);
     rp->next.store(link(after, kPageHead), std::memory_order_relaxed);
     rp->prev.store(before, std::memory_order_relaxed);
-    const uint64_t lost = cb->lost_total();
+    // relaxed: only tests set it.
+    if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+      h(TestHookPoint::kR2BeforeSplice, *this, cb->cpu);
     uintptr_t expected = link(head, kPageHead);
     // acq_rel: release publishes rp's reset and links to the writer (pairs
     // with the acquire load of tp->next in move_tail); acquire pairs with
-    // the writer's acq_rel CAS/release stores on this word.
+    // the writer's acq_rel CAS/release stores on this word (the last
+    // release store of HEAD here also published head's push marks).
     if (!before->next.compare_exchange_strong(expected, link(rp, kPageNormal),
                                               std::memory_order_acq_rel,
                                               std::memory_order_relaxed)) {
       if (tries > 16) sched_yield();
       continue;  // the writer pushed the head, or is pushing it
     }
+    // What was lost before `head` (DESIGN.md section 5, "How R2 knows what
+    // was lost"), read now that head is ours: no writer pushes it or moves
+    // the tail into it any more. A value read before the CAS could be
+    // stale by whole laps: the CAS succeeds again once the HEAD flag is
+    // back on the same pointer (ABA), with the events of every lap lost.
+    //  - overrun: if a writer made head the head by pushing (its push_seq
+    //    is its current content's), the overrun at that push; no push ran
+    //    since (a push always pushes the head, and head stayed head until
+    //    our CAS), so that is the overrun at our CAS. Otherwise head became
+    //    the head by our own previous splice and no push ran since: the
+    //    overrun we reported last.
+    //  - refusals: head's refused_mark, taken when the tail entered it; the
+    //    tail has (the commit left the reader page, acquire above).
+    const uint64_t overrun = head->push_seq.load() == (head->write.load() >> 32)
+                                 ? head->push_mark.load()
+                                 : cb->last_overrun;
+    const uint64_t refused = head->refused_mark.load();
     // R3: finish the splice; the old head is the reader page now.
     // release: pairs with the acquire load of prev in is_reader_page.
     after->prev.store(rp, std::memory_order_release);
@@ -577,8 +771,9 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
     // At read offset 0 the readers take the page's stamp after the commit
     // acquire that finds an event (read_page, next_event, Iterator).
     cb->read_stamp = 0;
-    cb->lost_events += lost - cb->last_lost;
-    cb->last_lost = lost;
+    cb->lost_events += (overrun - cb->last_overrun) + (refused - cb->last_refused);
+    cb->last_overrun = overrun;
+    cb->last_refused = refused;
     return head;
   }
   return nullptr;
@@ -673,7 +868,17 @@ int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool con
       cb->read_stamp = walker.time();
       continue;
     }
+    // Hand out a copy: the page may be overwritten, traded, swapped away or
+    // reset as soon as we unlock (see peek/consume in ring_buffer.h).
+    thread_local std::unique_ptr<unsigned char[]> copy;
+    thread_local uint32_t copy_size = 0;
+    if (copy_size < cb->page_size) {
+      copy.reset(new unsigned char[cb->page_size]);
+      copy_size = cb->page_size;
+    }
+    std::memcpy(copy.get(), e.data, e.length);
     *ev = e;
+    ev->data = copy.get();
     ev->offset += read;
     if (lost) *lost = cb->lost_events;
     if (consume) {
@@ -710,16 +915,29 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   CpuBuffer* a = buffers_[cpu].load(std::memory_order_relaxed);
   CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_relaxed);
   if ((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
-      (other.record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
-      a->record_disabled.load(std::memory_order_relaxed) ||
-      b->record_disabled.load(std::memory_order_relaxed))
+      (other.record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock))
     return -EAGAIN;
-  // S3: disable both, then refuse if a write is in progress on either: the
-  // busy state is committing != 0, which covers W2..W6 with every W5 retry
-  // and every turn of W6's loop.
-  a->record_disabled.fetch_add(1, std::memory_order_relaxed);
-  b->record_disabled.fetch_add(1, std::memory_order_relaxed);
+  // S3: mark both buffers kSwapping, each with a CAS from 0: a buffer that
+  // is record-disabled (count, OFF) or being swapped by someone else fails
+  // it (-EAGAIN). While the bit is set W1 refuses and record_disable_cpu &
+  // co. wait (change_cpu_disable). acquire: pairs with the release half of
+  // change_cpu_disable's CAS, so a change that came first makes ours fail.
+  uint32_t za = 0, zb = 0;
+  if (!a->record_disabled.compare_exchange_strong(za, CpuBuffer::kSwapping,
+                                                  std::memory_order_acquire,
+                                                  std::memory_order_relaxed))
+    return -EAGAIN;
+  if (!b->record_disabled.compare_exchange_strong(zb, CpuBuffer::kSwapping,
+                                                  std::memory_order_acquire,
+                                                  std::memory_order_relaxed)) {
+    // release: as at the end below.
+    a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
+    return -EAGAIN;
+  }
   signal_fence();
+  // Then refuse if a write is in progress on either: the busy state is
+  // committing != 0, which covers W2..W6 with every W5 retry and every turn
+  // of W6's loop.
   int ret = 0;
   int la = 0, lb = 0;
   if (a->committing() != 0 || b->committing() != 0) {
@@ -747,8 +965,10 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
     unlock_reader(a);
   }
   signal_fence();
-  a->record_disabled.fetch_sub(1, std::memory_order_relaxed);
-  b->record_disabled.fetch_sub(1, std::memory_order_relaxed);
+  // release: pairs with the acquire CAS in change_cpu_disable, which then
+  // sees the S4 stores above and re-checks the slot.
+  a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
+  b->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
   return ret;
 }
 
@@ -888,6 +1108,7 @@ CpuStats detail::CpuBuffer::stats() const {
   s.dropped = dropped.load();
   s.nested_dropped = nested_dropped.load();
   s.disabled = disabled.load();
+  s.discarded = discarded.load();
   s.read = read.load(std::memory_order_relaxed);
   return s;
 }

@@ -10,22 +10,35 @@
 //   ---------                              ------------------------
 //   fill live/spare/cpu
 //   state = gen|PENDING  (release)  --.
-//   push gen on the queue              `-> pop gen
-//   rt_tgsigqueueinfo(owner)               CAS gen|PENDING -> gen|RUNNING (acquire)
+//   rt_tgsigqueueinfo(owner)           `-> for each CPU this thread owns:
+//                                            st = state; PENDING? then
+//                                            CAS st -> gen|RUNNING (acquire)
 //                                          check: this thread owns cpu in live
 //                                          result = live.swap_cpu(spare, cpu)
 //   wait (futex) for gen|DONE  <--------   state = gen|DONE (release), futex wake
 //   (acquire) read result
 //
+// There is no queue of requests: the state word is the whole mailbox. The
+// handler takes whatever request is PENDING in the record of each CPU its
+// thread owns, whichever signal woke it.
+//
 // Withdrawal (timeout, or the owner changed): the requester CASes
 // gen|PENDING -> gen|WITHDRAWN. Exactly one of that CAS and the handler's
-// CAS wins. If the handler won, the requester waits for DONE (the swap is
-// bounded: swap_cpu never waits). If the requester won, a handler that pops
-// the token later, or any stale token, finds a state that is not
-// gen|PENDING and does nothing: a late doorbell cannot act on a stale
-// request. Tokens of withdrawn requests stay in the queue until a handler or
-// the next requester (when the queue is full; every token in it is stale
-// then) pops them.
+// CAS wins: both CAS away from the same word value, and only they move a
+// state out of PENDING. If the handler won, the requester waits for DONE
+// (the swap is bounded: swap_cpu never waits). If the requester won, a
+// handler that runs later (the late doorbell) finds WITHDRAWN, DONE or a
+// newer request's PENDING: it never acts on the withdrawn request. What it
+// decides on is the word it CASes and nothing read before: the record's
+// fields are read only after a successful CAS, which reads from the release
+// store of the PENDING it replaces, so they are that request's, and that
+// request's requester is still waiting for it (it neither withdrew nor got
+// an answer: either would have moved the word).
+//
+// fork(): in the child only the forking thread exists; a requester of
+// another thread may have held a mailbox's lock with a request PENDING. The
+// atfork child handler (after_fork_in_child) gives every mailbox and the
+// registry fresh locks and an idle state.
 #include "rbtrace/swap.h"
 
 #include <linux/futex.h>
@@ -37,7 +50,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <boost/lockfree/queue.hpp>
 #include <cerrno>
 #include <memory>
 #include <mutex>
@@ -48,6 +60,7 @@ namespace rbtrace {
 namespace {
 
 // Request::state: bits 8..31 the request's generation, bits 0..7 the phase.
+constexpr uint32_t kIdle = 0;  // no request yet (or reset in a forked child)
 constexpr uint32_t kPending = 1;
 constexpr uint32_t kRunning = 2;
 constexpr uint32_t kDone = 3;
@@ -55,13 +68,13 @@ constexpr uint32_t kWithdrawn = 4;
 constexpr uint32_t kGenMask = 0xffffff;
 constexpr uint32_t state_of(uint32_t gen, uint32_t phase) { return (gen << 8) | phase; }
 constexpr uint32_t phase_of(uint32_t st) { return st & 0xff; }
+constexpr uint32_t gen_of(uint32_t st) { return st >> 8; }
 
 // The handler's answer when the thread it runs on no longer owns the CPU
 // (ownership moved between the requester's look at owners_ and delivery).
 // Positive, so it can never be mistaken for a swap_cpu result.
 constexpr int kNotOwner = 1;
 
-constexpr size_t kMailboxCapacity = 16;
 constexpr int kDoorbellCookie = 0x52425357;  // "RBSW" in si_value
 constexpr size_t kMaxEntries = 256;          // live buffers with mailboxes
 
@@ -80,8 +93,6 @@ struct Request {
 };
 
 struct CpuMailbox {
-  // Fixed capacity: the nodes live inside the queue, nothing allocates.
-  boost::lockfree::queue<uint32_t, boost::lockfree::capacity<kMailboxCapacity>> queue;
   Request req;
   // One requester per CPU at a time. A plain mutex taken with try_lock and
   // a sleep: ThreadSanitizer does not see pthread_mutex_clocklock, which
@@ -97,28 +108,35 @@ struct Entry {
   std::unique_ptr<CpuMailbox[]> boxes;
 };
 
-std::mutex g_registry_mu;  // requesters only
+std::mutex g_registry_mu;  // requesters only (and the fork child handler)
 std::atomic<Entry*> g_entries[kMaxEntries];
 std::atomic<size_t> g_nentries{0};
 
 std::mutex g_install_mu;
 std::atomic<int> g_signo{0};
-struct sigaction g_old_action;  // written once, before g_signo is published
+struct sigaction g_old_action;  // written before our handler is installed
 
 long futex(std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts) {
   static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), op, val, ts, nullptr, 0);
 }
 
-// Runs on the owner thread, in the doorbell handler (every signal blocked).
-void serve(Entry* e, uint32_t cpu, uint32_t gen) {
-  Request& r = e->boxes[cpu].req;
-  uint32_t expected = state_of(gen, kPending);
+// Runs on the owner thread, in the doorbell handler (every signal blocked):
+// takes the request PENDING in `r`, if any, and answers it.
+void serve(Request& r) {
+  // relaxed: only a filter, the CAS decides. A doorbell is sent after the
+  // store of its PENDING, and the kernel's signal delivery (the signal
+  // queue's lock) orders the handler it causes after the send, so that
+  // handler's load sees the PENDING (or a later state).
+  uint32_t st = r.state.load(std::memory_order_relaxed);
+  if (phase_of(st) != kPending) return;  // idle, running, done or withdrawn
+  const uint32_t gen = gen_of(st);
   // acquire: pairs with the release store of PENDING in post_request; the
-  // request's live/spare/cpu are visible. Fails for a withdrawn or stale
-  // request: then the handler does nothing.
-  if (!r.state.compare_exchange_strong(expected, state_of(gen, kRunning),
-                                       std::memory_order_acquire, std::memory_order_relaxed))
+  // request's live/spare/cpu are visible. Fails if the requester withdrew
+  // meanwhile (or withdrew and posted anew: that request has its own
+  // doorbell): then the handler does nothing.
+  if (!r.state.compare_exchange_strong(st, state_of(gen, kRunning), std::memory_order_acquire,
+                                       std::memory_order_relaxed))
     return;
   int rc;
   if (r.live->current_cpu() != static_cast<int>(r.cpu))
@@ -127,7 +145,7 @@ void serve(Entry* e, uint32_t cpu, uint32_t gen) {
     rc = r.live->swap_cpu(*r.spare, r.cpu);  // S2..S4
   r.result = rc;
   // release: publishes result and the swap's stores; pairs with the acquire
-  // load in wait_answer.
+  // loads in post_request and wait_done.
   r.state.store(state_of(gen, kDone), std::memory_order_release);
   futex(&r.state, FUTEX_WAKE_PRIVATE, 1, nullptr);
 }
@@ -154,20 +172,52 @@ void doorbell_handler(int sig, siginfo_t* si, void* ctx) {
   for (size_t i = 0; i < n; i++) {
     Entry* e = g_entries[i].load(std::memory_order_acquire);  // as above
     if (!e) continue;
-    // relaxed: a stale id only makes us pop stale tokens (serve ignores them)
-    // or find no CPU; serve re-checks ownership.
+    // relaxed: a stale id (the entry was just released or reused) only
+    // makes us find no CPU, or take a request of the buffer now using the
+    // entry: serve re-checks ownership (kNotOwner: the requester re-routes).
     const uint32_t id = e->rb_id.load(std::memory_order_relaxed);
     if (id == 0) continue;
     const int32_t cpu = detail::thread_cpu(id);
     if (cpu < 0 || static_cast<uint32_t>(cpu) >= e->ncpus) continue;
-    uint32_t gen;
-    while (e->boxes[cpu].queue.pop(gen)) serve(e, static_cast<uint32_t>(cpu), gen);
+    serve(e->boxes[cpu].req);
   }
   if (!ours) chain(sig, si, ctx);
   errno = saved_errno;
 }
 
+// pthread_atfork child handler: only the forking thread exists, outside any
+// of this file's code (swap_cpu_marshalled and install_swap_doorbell are not
+// for signal handlers, and the doorbell handler can fork only through the
+// chained application handler, after it is done with the records). A lock held
+// by another parent thread would never be released, and its request would
+// never be answered (ringbuf's own atfork handler frees that thread's slots):
+// every lock is made anew, every request record idle. No signal is pending
+// in a child, so no late doorbell looks at the records. An entry the
+// registry was building at the fork is not published (g_nentries) and is
+// forgotten; `gen` keeps counting.
+void after_fork_in_child() {
+  pthread_mutex_init(g_registry_mu.native_handle(), nullptr);
+  pthread_mutex_init(g_install_mu.native_handle(), nullptr);
+  const size_t n = g_nentries.load(std::memory_order_relaxed);  // no other thread
+  for (size_t i = 0; i < n; i++) {
+    Entry* e = g_entries[i].load(std::memory_order_relaxed);
+    for (uint32_t c = 0; c < e->ncpus; c++) {
+      pthread_mutex_init(e->boxes[c].requesters.native_handle(), nullptr);
+      e->boxes[c].req.state.store(state_of(e->boxes[c].req.gen, kIdle),
+                                  std::memory_order_relaxed);
+    }
+  }
+}
+
+// Registers after_fork_in_child, once: before the first mailbox or doorbell
+// exists, so every lock it resets is covered.
+void register_fork_handler() {
+  static const bool registered = pthread_atfork(nullptr, nullptr, after_fork_in_child) == 0;
+  (void)registered;
+}
+
 Entry* mailbox_for(const RingBuffer& live) {
+  register_fork_handler();
   std::lock_guard<std::mutex> g(g_registry_mu);
   const size_t n = g_nentries.load(std::memory_order_relaxed);  // written under the mutex
   Entry* free_fit = nullptr;
@@ -232,26 +282,16 @@ int wait_done(Request& r, uint32_t gen) {
 // One marshalled attempt to the owner thread `owner`.
 int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, int32_t owner,
                  SteadyClock::time_point deadline, SwapTrace& t) {
-  CpuMailbox& mb = e->boxes[cpu];
-  Request& r = mb.req;
+  Request& r = e->boxes[cpu].req;
   const uint32_t gen = r.gen = (r.gen + 1) & kGenMask;
   r.live = &live;
   r.spare = &spare;
   r.cpu = cpu;
   r.result = 0;
   // release: publishes the fields above; pairs with the acquire CAS in serve.
+  // The previous request is over (DONE seen, or withdrawn): no handler reads
+  // the fields while we write them.
   r.state.store(state_of(gen, kPending), std::memory_order_release);
-  if (!mb.queue.push(gen)) {
-    // Full: only tokens of finished or withdrawn requests can be in it (we
-    // are the only requester of this CPU, and our last request is over).
-    uint32_t stale;
-    while (mb.queue.pop(stale)) {
-    }
-    if (!mb.queue.push(gen)) {
-      withdraw(r, gen);
-      return -EBUSY;
-    }
-  }
   siginfo_t si{};
   si.si_signo = g_signo.load(std::memory_order_relaxed);  // set before any request
   si.si_code = SI_QUEUE;
@@ -292,6 +332,7 @@ int install_swap_doorbell(int signo) {
   if (signo == 0) signo = SIGRTMIN + kDefaultDoorbellOffset;
   if (!((signo >= SIGRTMIN && signo <= SIGRTMAX) || signo == SIGUSR1 || signo == SIGUSR2))
     return -EINVAL;
+  register_fork_handler();
   std::lock_guard<std::mutex> g(g_install_mu);
   const int cur = g_signo.load(std::memory_order_relaxed);  // written under the mutex
   if (cur != 0) return cur == signo ? 0 : -EBUSY;
@@ -299,7 +340,14 @@ int install_swap_doorbell(int signo) {
   sa.sa_sigaction = doorbell_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);  // nothing may interrupt the swap
-  if (sigaction(signo, &sa, &g_old_action) != 0) return -errno;
+  // The action to chain is saved before ours is in place, so a handler never
+  // sees it half written. If it is our own handler already (a forked child
+  // of a parent that was installing at the fork), the one saved then stays:
+  // never chain to ourselves.
+  struct sigaction old {};
+  if (sigaction(signo, nullptr, &old) != 0) return -errno;
+  if (!((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == doorbell_handler)) g_old_action = old;
+  if (sigaction(signo, &sa, nullptr) != 0) return -errno;
   g_signo.store(signo, std::memory_order_relaxed);  // requesters read it after install
   return 0;
 }

@@ -17,14 +17,31 @@
 //     friends with counting versions; 1,000,000 writes after warm-up, with a
 //     signal handler writing too, must count 0. A control allocation shows
 //     the counters work.
+// (c) The consumer's wake-up, seen from the writer (consumer.h,
+//     watermark_pages). The child also runs a Consumer on its ring; its
+//     threads start before the filter, which (no TSYNC) then covers the
+//     writer thread only. With watermark_pages = 0 the filter kills on any
+//     system call, and the writer writes in bursts until the drain thread
+//     has read events written under the filter. With watermark_pages = N,
+//     futex(FUTEX_WAKE_PRIVATE) traps (SIGSYS, SECCOMP_RET_TRAP) and every
+//     other system call kills: the handler counts the wake, checks it wakes
+//     one waiter and makes it itself (tagged through the unused val3, which
+//     the filter lets through); the writer writes in bursts, pausing so that
+//     the drain thread empties the ring and sleeps again, until it made
+//     kWakes wakes. So both halves of the statement are tested: no system
+//     call without the watermark, and with it exactly one kind, which does
+//     happen.
 //
 // Sanitizer builds: TSan runs a (deferred) signal handler between its own
 // rt_sigprocmask calls, so under TSan the seccomp case with a signal handler
-// is compiled out (strace shows the child killed at rt_sigprocmask); under
-// TSan the writes are 100,000. Everything else runs in every build.
+// is compiled out (strace shows the child killed at rt_sigprocmask), and so
+// are the watermark cases of (c), whose trap handler is a signal handler
+// too; under TSan the writes are 100,000. Everything else runs in every
+// build.
 #include <gtest/gtest.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -33,9 +50,14 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <new>
+
+#include "rbtrace/consumer.h"
 
 #include "stress_common.h"
 
@@ -509,6 +531,199 @@ INSTANTIATE_TEST_SUITE_P(Stress, NoAlloc,
                          [](const ::testing::TestParamInfo<Mode>& i) {
                            return std::string(i.param == Mode::kOverwrite ? "overwrite"
                                                                            : "producer_consumer");
+                         });
+
+// ===========================================================================
+// (c) the consumer's wake-up
+// ===========================================================================
+
+struct WakeChild {
+  const char* name;
+  uint32_t watermark_pages;
+};
+void PrintTo(const WakeChild& c, std::ostream* os) { *os << c.name; }
+
+enum : int {
+  kExitConsumer = 15,
+  kExitSigaction = 16,
+  kExitNoRead = 25,     // watermark 0: the drain thread never read meanwhile
+  kExitNoWake = 26,     // watermark N: no futex wake from the writer
+  kExitBadFutex = 27,   // a trapped call other than futex(FUTEX_WAKE_PRIVATE, 1)
+};
+
+constexpr uint32_t kFutexTag = 0x5ecc0f7e;  // val3 of the handler's own futex
+constexpr int kWakes = 5;
+constexpr int kMaxBursts = 50000;
+constexpr int kSiSysSeccomp = 1;  // si_code of a SECCOMP_RET_TRAP (the kernel's SYS_SECCOMP)
+volatile sig_atomic_t g_wakes = 0;
+volatile sig_atomic_t g_bad_futex = 0;
+
+// SIGSYS from SECCOMP_RET_TRAP: the writer called futex(FUTEX_WAKE_PRIVATE).
+void on_sigsys(int, siginfo_t* si, void* ctx) {
+  const int saved = errno;
+  auto* uc = static_cast<ucontext_t*>(ctx);
+#if defined(__x86_64__)
+  greg_t* r = uc->uc_mcontext.gregs;
+  const long a[5] = {r[REG_RDI], r[REG_RSI], r[REG_RDX], r[REG_R10], r[REG_R8]};
+  greg_t* result = &r[REG_RAX];
+#elif defined(__aarch64__)
+  auto* r = uc->uc_mcontext.regs;
+  const long a[5] = {static_cast<long>(r[0]), static_cast<long>(r[1]), static_cast<long>(r[2]),
+                     static_cast<long>(r[3]), static_cast<long>(r[4])};
+  auto* result = &r[0];
+#endif
+  if (si->si_code != kSiSysSeccomp || si->si_syscall != SYS_futex ||
+      static_cast<int>(a[1]) != FUTEX_WAKE_PRIVATE || a[2] != 1) {
+    g_bad_futex = 1;
+    *result = -ENOSYS;
+  } else {
+    const long rc = syscall(SYS_futex, a[0], a[1], a[2], a[3], a[4], kFutexTag);
+    *result = rc < 0 ? -errno : rc;
+    g_wakes = g_wakes + 1;
+  }
+  errno = saved;
+}
+
+// Kills on any system call but exit/exit_group/rt_sigreturn, except that
+// futex(FUTEX_WAKE_PRIVATE) traps (SIGSYS) unless val3 is kFutexTag.
+int install_wake_filter() {
+#if defined(__x86_64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
+#endif
+  // The low 32 bits of an argument (little-endian).
+  constexpr uint32_t kArg1 = offsetof(seccomp_data, args) + 1 * sizeof(uint64_t);
+  constexpr uint32_t kArg5 = offsetof(seccomp_data, args) + 5 * sizeof(uint64_t);
+  sock_filter f[] = {
+      /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
+      /* 2 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      /* 3 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      /* 4 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 10, 0),  // -> 15
+      /* 5 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 9, 0),         // -> 15
+      /* 6 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_rt_sigreturn, 8, 0),  // -> 15
+      /* 7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_futex, 1, 0),
+      /* 8 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      /* 9 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kArg1),
+      /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAKE_PRIVATE, 1, 0),
+      /* 11 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      /* 12 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kArg5),
+      /* 13 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kFutexTag, 1, 0),
+      /* 14 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+      /* 15 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof f / sizeof f[0]), f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+}
+
+// A pause without a system call: `iters` turns of an empty loop.
+void spin(uint64_t iters) {
+  for (uint64_t i = 0; i < iters; i++) asm volatile("" ::: "memory");
+}
+
+int wake_child_main(const WakeChild& c, const std::string& dir) {
+  Options o;
+  o.ncpus = 2;
+  o.page_size = 4096;
+  o.pages_per_cpu = 8;
+  o.mode = Mode::kOverwrite;
+  RingBuffer* rb = RingBuffer::create(o).release();
+  if (rb == nullptr) return kExitCreate;
+  ConsumerOptions co;
+  co.dir = dir;
+  co.backend = IoBackendKind::kPwritev;
+  co.fsync = false;
+  co.watermark_pages = c.watermark_pages;
+  // Without the watermark the timer drains while the writer writes; with
+  // it, the timer is slow and the writer's wake is what wakes the drain
+  // thread.
+  co.period_us = c.watermark_pages == 0 ? 1000 : 1000000;
+  co.on_message = [](const std::string&) {};
+  if (Consumer::create(*rb, co).release() == nullptr) return kExitConsumer;  // never stopped
+  static Workload w;
+  w.rb = rb;
+  for (int i = 0; i < 16; i++) w.one();  // claims the slot: one gettid
+  if (w.bad != 0 || rb->current_cpu() < 0) return kExitWarmup;
+  const uint32_t cpu = static_cast<uint32_t>(rb->current_cpu());
+  // About 300 us of spinning, measured now (no clock read under the filter).
+  uint64_t per_ms = 0;
+  {
+    const auto t0 = std::chrono::steady_clock::now();
+    uint64_t n = 1 << 16;
+    for (;; n *= 2) {
+      spin(n);
+      const auto dt = std::chrono::steady_clock::now() - t0;
+      if (dt >= std::chrono::milliseconds(5)) {
+        per_ms = n * 2 / static_cast<uint64_t>(
+                             std::chrono::duration_cast<std::chrono::microseconds>(dt).count() / 1000 + 1);
+        break;
+      }
+    }
+  }
+  const uint64_t pause = per_ms * 3 / 10 + 1;
+  if (c.watermark_pages > 0) {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigsys;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO;
+    if (sigaction(SIGSYS, &sa, nullptr) != 0) return kExitSigaction;
+  }
+  rlimit core{0, 0};
+  setrlimit(RLIMIT_CORE, &core);
+  const uint64_t read0 = rb->stats(cpu).read;
+  if ((c.watermark_pages > 0 ? install_wake_filter() : install_filter(false)) != 0)
+    return kExitFilter;
+
+  // Under the filter. Bursts of about two pages, then a pause in which the
+  // drain thread empties the ring and goes back to sleep.
+  bool done = false;
+  for (int b = 0; b < kMaxBursts && !done; b++) {
+    for (int i = 0; i < 48; i++) w.one();
+    spin(pause);
+    done = c.watermark_pages > 0 ? g_wakes >= kWakes : rb->stats(cpu).read > read0;
+  }
+  if (w.bad != 0) return kExitWrite;
+  if (g_bad_futex) return kExitBadFutex;
+  if (!done) return c.watermark_pages > 0 ? kExitNoWake : kExitNoRead;
+  return kExitOk;
+}
+
+class ConsumerWake : public ::testing::TestWithParam<WakeChild> {};
+
+TEST_P(ConsumerWake, WriterSystemCalls) {
+  const WakeChild& c = GetParam();
+  char tmpl[] = "/tmp/rbtrace-nosyscall-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr) << std::strerror(errno);
+  const std::string dir = tmpl;
+  fflush(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0) << std::strerror(errno);
+  if (pid == 0) syscall(SYS_exit_group, wake_child_main(c, dir));
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  EXPECT_FALSE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+      << "the writer made a system call that is not futex(FUTEX_WAKE_PRIVATE) "
+      << (c.watermark_pages ? "" : "(or any, with watermark 0) ") << "(killed by SIGSYS)";
+  EXPECT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  if (WIFEXITED(status)) {
+    EXPECT_EQ(WEXITSTATUS(status), kExitOk) << "see the kExit* codes";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stress, ConsumerWake,
+                         ::testing::Values(WakeChild{"timer_wakeup_no_syscall", 0}
+#ifndef STRESS_TSAN
+                                           ,
+                                           WakeChild{"watermark_1_only_futex_wake", 1},
+                                           WakeChild{"watermark_3_only_futex_wake", 3}
+#endif
+                                           ),
+                         [](const ::testing::TestParamInfo<WakeChild>& i) {
+                           return std::string(i.param.name);
                          });
 
 }  // namespace

@@ -20,6 +20,11 @@
 // sequence numbers appear strictly increasing in buffer order.
 #pragma once
 
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -28,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +72,63 @@ inline double case_seconds(double dflt = 1.5) {
   }
   return dflt;
 }
+
+// Per-thread POSIX timers (SIGEV_THREAD_ID): each sends its signal to the
+// thread that started it, every interval (< 1 s), so that thread's handler
+// runs. stop() deletes them and blocks their signals: no handler runs on
+// the thread after it.
+class ThreadTimers {
+ public:
+  struct Spec {
+    int sig;
+    long interval_ns;
+  };
+  ~ThreadTimers() { stop(); }
+  // False, with error() set, if a timer could not be made (those made run).
+  bool start(std::initializer_list<Spec> specs) {
+    for (const Spec& t : specs) {
+      if (n_ == kMax) return fail("too many timers");
+      sigevent sev{};
+      sev.sigev_notify = SIGEV_THREAD_ID;
+      sev.sigev_signo = t.sig;
+#ifdef sigev_notify_thread_id
+      sev.sigev_notify_thread_id = gettid();
+#else
+      sev._sigev_un._tid = gettid();
+#endif
+      if (timer_create(CLOCK_MONOTONIC, &sev, &ids_[n_]) != 0) return fail("timer_create");
+      sigs_[n_++] = t.sig;
+      itimerspec its{};
+      its.it_interval.tv_nsec = t.interval_ns;
+      its.it_value.tv_nsec = t.interval_ns;
+      if (timer_settime(ids_[n_ - 1], 0, &its, nullptr) != 0) return fail("timer_settime");
+    }
+    return true;
+  }
+  void stop() {
+    if (n_ == 0) return;
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < n_; i++) {
+      timer_delete(ids_[i]);
+      sigaddset(&set, sigs_[i]);
+    }
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    n_ = 0;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool fail(const char* what) {
+    error_ = std::string(what) + ": " + std::strerror(errno);
+    return false;
+  }
+  static constexpr int kMax = 4;
+  timer_t ids_[kMax] = {};
+  int sigs_[kMax] = {};
+  int n_ = 0;
+  std::string error_;
+};
 
 // xorshift64*: cheap, async-signal-safe.
 struct Rng {
@@ -599,6 +662,20 @@ inline void drain(rbtrace::RingBuffer& rb, uint32_t cpu, ReadStyle style,
   v.fail("drain did not end");
 }
 
+// Adds every counter of `s` to `*to` (e.g. the generations of a CPU that
+// swaps moved through).
+inline void add_stats(rbtrace::CpuStats* to, const rbtrace::CpuStats& s) {
+  to->entries += s.entries;
+  to->discarded += s.discarded;
+  to->bytes += s.bytes;
+  to->overrun += s.overrun;
+  to->commit_overrun += s.commit_overrun;
+  to->dropped += s.dropped;
+  to->nested_dropped += s.nested_dropped;
+  to->disabled += s.disabled;
+  to->read += s.read;
+}
+
 inline std::string stats_str(const rbtrace::CpuStats& s) {
   char b[320];
   std::snprintf(b, sizeof b,
@@ -627,6 +704,15 @@ inline std::string tally_str(const Tally& t) {
                 static_cast<unsigned long long>(t.other),
                 static_cast<unsigned long long>(t.discards));
   return b;
+}
+
+// Refusals (dropped, commit_overrun, nested_dropped) counted after the tail
+// last entered a page. A reader is told about a refusal with the first page
+// the tail entered after it (docs/DESIGN.md section 5); these have no such
+// page yet, so no reader has been told. Only with no writer running.
+inline uint64_t trailing_refusals(const rbtrace::RingBuffer& rb, uint32_t cpu) {
+  const rbtrace::detail::CpuBuffer* cb = rb.cpu_buffer(cpu);
+  return cb->refused_total() - cb->tail_page.load()->refused_mark.load();
 }
 
 }  // namespace stress

@@ -141,14 +141,23 @@ TEST(BadInput, CreateAcceptsTheValidExtremes) {
   }
 }
 
-// reserve(0) and reserve(max_payload() + 1) fail with -EINVAL and are not
-// counted anywhere (-EINVAL is the one refusal that is not a write attempt).
+// reserve() below kMinPayload (the 8-byte common header every record
+// starts with, which TraceDatReader and trace-cmd read first) and above
+// max_payload() fails with -EINVAL and is not counted anywhere (-EINVAL is
+// the one refusal that is not a write attempt). Issue 9: a 3-byte raw event
+// used to be accepted and then stopped our own reader of the file.
 TEST(BadInput, ReserveRejectsBadLengthsAndCountsNothing) {
   auto rb = RingBuffer::create(small_options());
   ASSERT_TRUE(rb);
   Bound b(*rb, 1);
   ASSERT_EQ(b.rc, 0);
-  for (uint32_t len : {0u, rb->max_payload() + 1, rb->max_payload() + 4, 0xffffffffu}) {
+  // Constant lengths take reserve()'s compile-time check.
+  EXPECT_EQ(rb->reserve(3).err, -EINVAL);
+  EXPECT_EQ(rb->reserve(kMinPayload - 1).err, -EINVAL);
+  const unsigned char three[3] = {1, 2, 3};
+  EXPECT_EQ(rb->write(three, sizeof three), -EINVAL);
+  for (uint32_t len : {0u, 1u, 3u, 4u, 7u, rb->max_payload() + 1, rb->max_payload() + 4,
+                       0xffffffffu}) {
     SCOPED_TRACE(len);
     Reservation r = rb->reserve(len);
     EXPECT_FALSE(r);
@@ -168,6 +177,15 @@ TEST(BadInput, ReserveRejectsBadLengthsAndCountsNothing) {
     EXPECT_EQ(rb->consume(c, &ev), -EAGAIN);
   }
   EXPECT_EQ(rb->no_cpu_dropped(), 0u);
+  // The bounds themselves are accepted.
+  volatile uint32_t min = kMinPayload;  // not a constant: the run-time check
+  Reservation lo = rb->reserve(min);
+  ASSERT_TRUE(lo) << lo.err;
+  rb->commit(lo);
+  Reservation lo_const = rb->reserve(kMinPayload);
+  ASSERT_TRUE(lo_const) << lo_const.err;
+  rb->commit(lo_const);
+  EXPECT_EQ(rb->stats(1).entries, 2u);
 }
 
 // An unbound thread's bad-length reserve does not even claim a CPU slot.
@@ -191,7 +209,7 @@ void max_payload_round_trip(uint32_t page_size, Mode mode) {
   Options o;
   o.ncpus = 1;
   o.page_size = page_size;
-  o.pages_per_cpu = 4;
+  o.pages_per_cpu = 8;  // three pages of big events, and the small ones between
   o.mode = mode;
   auto rb = RingBuffer::create(o);
   ASSERT_TRUE(rb);
@@ -207,7 +225,8 @@ void max_payload_round_trip(uint32_t page_size, Mode mode) {
     auto* p = static_cast<unsigned char*>(r.data);
     for (uint32_t k = 0; k < max; k++) p[k] = static_cast<unsigned char>(k * 31 + i);
     rb->commit(r);
-    ASSERT_EQ(rb->write(&i, sizeof i), 0);
+    const uint64_t small = i;
+    ASSERT_EQ(rb->write(&small, sizeof small), 0);
   }
   PageEvent ev;
   for (uint32_t i = 0; i < 3; i++) {
@@ -217,13 +236,13 @@ void max_payload_round_trip(uint32_t page_size, Mode mode) {
       ASSERT_EQ(ev.data[k], static_cast<unsigned char>(k * 31 + i)) << "byte " << k;
     }
     ASSERT_EQ(rb->consume(0, &ev), 0);
-    ASSERT_EQ(ev.length, 4u);
-    EXPECT_EQ(load_u32(ev.data), i);
+    ASSERT_EQ(ev.length, 8u);
+    EXPECT_EQ(load_u64(ev.data), i);
   }
   EXPECT_EQ(rb->consume(0, &ev), -EAGAIN);
   const CpuStats s = rb->stats(0);
   EXPECT_EQ(s.entries, 6u);
-  EXPECT_EQ(s.bytes, 3ull * max + 3 * 4);
+  EXPECT_EQ(s.bytes, 3ull * max + 3 * 8);
   EXPECT_EQ(s.read, 6u);
   EXPECT_EQ(s.lost(), 0u);
 }

@@ -10,13 +10,13 @@ TEST(RingBuffer, WriteAndConsume) {
   auto rb = RingBuffer::create(o);
   ASSERT_TRUE(rb);
   ASSERT_EQ(rb->bind_thread(1), 0);
-  for (uint32_t i = 0; i < 1000; i++) ASSERT_EQ(rb->write(&i, sizeof i), 0);
+  for (uint64_t i = 0; i < 1000; i++) ASSERT_EQ(rb->write(&i, sizeof i), 0);
   PageEvent ev;
   uint64_t prev = 0;
   for (uint32_t i = 0; i < 1000; i++) {
     ASSERT_EQ(rb->consume(1, &ev), 0) << i;
-    uint32_t v;
-    memcpy(&v, ev.data, 4);
+    uint64_t v;
+    memcpy(&v, ev.data, 8);
     ASSERT_EQ(v, i);
     ASSERT_GE(ev.ts, prev);
     prev = ev.ts;
@@ -35,41 +35,41 @@ class Clocks : public ::testing::TestWithParam<ClockKind> {};
 TEST_P(Clocks, WriteDisableSwapAndReadBack) {
   Options o;
   o.ncpus = 2;
-  o.pages_per_cpu = 8;
+  o.pages_per_cpu = 16;  // 3001 events of 8 bytes fit without overwriting
   o.clock = GetParam();
   auto rb = RingBuffer::create(o);
   auto spare = RingBuffer::create(o);
   ASSERT_TRUE(rb && spare);
   ASSERT_EQ(rb->bind_thread(0), 0);
   EXPECT_TRUE(rb->record_is_on());
-  for (uint32_t i = 0; i < 3000; i++) ASSERT_EQ(rb->write(&i, sizeof i), 0) << i;
+  for (uint64_t i = 0; i < 3000; i++) ASSERT_EQ(rb->write(&i, sizeof i), 0) << i;
   rb->record_off();
   EXPECT_FALSE(rb->record_is_on());
-  uint32_t x = 0;
+  uint64_t x = 0;
   EXPECT_EQ(rb->write(&x, sizeof x), -EPERM);
   rb->record_on();
   EXPECT_TRUE(rb->record_is_on());
-  const uint32_t last = 3000;
+  const uint64_t last = 3000;
   ASSERT_EQ(rb->write(&last, sizeof last), 0);
   // The swap is not refused as "disabled" for the slow-clock marker, and
   // the owner's next write lands in the buffer it swapped in.
   ASSERT_EQ(rb->swap_cpu(*spare, 0), 0);
-  const uint32_t after = 7;
+  const uint64_t after = 7;
   ASSERT_EQ(rb->write(&after, sizeof after), 0);
   PageEvent ev;
   uint64_t prev = 0;
   for (uint32_t i = 0; i <= 3000; i++) {
     ASSERT_EQ(spare->consume(0, &ev), 0) << i;
-    uint32_t v;
-    memcpy(&v, ev.data, 4);
+    uint64_t v;
+    memcpy(&v, ev.data, 8);
     ASSERT_EQ(v, i);
     ASSERT_GE(ev.ts, prev) << i;
     prev = ev.ts;
   }
   EXPECT_EQ(spare->consume(0, &ev), -EAGAIN);
   ASSERT_EQ(rb->consume(0, &ev), 0);
-  uint32_t v;
-  memcpy(&v, ev.data, 4);
+  uint64_t v;
+  memcpy(&v, ev.data, 8);
   EXPECT_EQ(v, after);
   const CpuStats s = spare->stats(0);
   EXPECT_EQ(s.entries, 3001u);

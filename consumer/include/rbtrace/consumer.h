@@ -10,9 +10,11 @@
 // finished segments into trace.dat files and publishes them atomically.
 // See docs/DESIGN.md, "Consumer".
 //
-// Writers are never blocked and never make a system call for the consumer:
-// it wakes up by timer (period_us), or, with watermark_pages set, a writer
-// crossing into a new page wakes a sleeping consumer (at most once per page).
+// Writers are never blocked. Whether one makes a system call for the
+// consumer depends on how the consumer wakes up (watermark_pages): by timer
+// (period_us, the default), never; with watermark_pages = N > 0, the writer
+// that fills the N-th page on one CPU while the consumer sleeps makes one
+// futex(FUTEX_WAKE).
 //
 // Who may call: create/flush/stop/stats/published from any thread except
 // the drain thread and signal handlers. One Consumer per RingBuffer; it
@@ -55,9 +57,19 @@ struct ConsumerOptions {
   bool io_uring_vectored = false;
   PublishKind publish = PublishKind::kAuto;
   uint32_t period_us = 10000;      // timer wake-up period
-  uint32_t watermark_pages = 0;    // 0: timer only; N: the writer filling the
-                                   // N-th page on one CPU since the consumer
-                                   // went to sleep wakes it
+  // How the drain thread wakes up when it found nothing to take:
+  //  0 (the default): by timer only (period_us). Writers make no system
+  //    call for the consumer.
+  //  N > 0: by timer, and by the writers: the writer that fills the N-th
+  //    page on one CPU since the drain thread fell asleep (that moves the
+  //    CPU's tail into a new page for the N-th time; it may be a signal
+  //    handler) makes one futex(FUTEX_WAKE) system call, at most one per
+  //    sleep. That is the only system call on the writer path after a
+  //    thread's first event (which makes one gettid to claim a CPU slot).
+  //    Other page crossings make none (a load of a `sleeping` flag, and an
+  //    atomic add while the drain thread sleeps).
+  // tests/stress/no_syscall_test.cc (ConsumerWake) checks both under seccomp.
+  uint32_t watermark_pages = 0;
   uint32_t pool_pages = 0;         // trade pool (0: 8 MiB worth, 16..4096);
                                    // also the bound on writes in flight
   uint32_t batch_pages = 64;       // pages taken from one CPU per pass

@@ -15,6 +15,18 @@
 //     CPU at a time (readers serialize on a per-CPU reader lock; writers
 //     never wait for it). Not from a signal handler of the CPU's owner.
 //   control and stats: any thread.
+//
+// fork(): the child gets a fresh, empty recorder of the same shape. Every
+// CPU buffer of every RingBuffer is emptied (its events and counters are
+// the parent's, and the parent still has them), every reader lock and
+// swap in progress is cleared, and every CPU slot is freed except the
+// forking thread's, which it keeps. The child can write, read, swap
+// (swap_cpu, swap_cpu_marshalled) and exit; a Consumer, control Server or
+// Snapshot object made by the parent must not be used in the child.
+// Record-disable counts stay as they were. Exception: fork() called
+// from a signal handler that interrupted a write of the forking thread
+// leaves that CPU buffer as it is (the interrupted write completes when the
+// handler returns).
 #pragma once
 
 #include <atomic>
@@ -51,6 +63,11 @@ inline constexpr uint32_t kMaxCpus = 4096;
 inline constexpr uint32_t kMaxPagesPerCpu = 1u << 20;
 inline constexpr uint64_t kMaxBytesPerBuffer = 1ULL << 36;  // 64 GiB
 inline constexpr uint32_t kMaxNesting = 8;  // owner + 7 nested handlers
+// The smallest payload: a record begins with the 8-byte common header
+// (format.h: common_type, common_flags, common_preempt_count, common_pid),
+// which every reader of rbtrace's files (TraceDatReader, trace-cmd) reads
+// first. reserve() refuses shorter payloads with -EINVAL.
+inline constexpr uint32_t kMinPayload = 8;
 // The largest payload every ring accepts (max_payload() of the smallest
 // page): reserve() skips its length check for constants up to this.
 inline constexpr uint32_t kMinMaxPayload =
@@ -62,13 +79,15 @@ struct Error {
   std::string message;
 };
 
-// Per-CPU counters, by cause. Every write attempt on a CPU ends in exactly
-// one of: entries (written), dropped, commit_overrun, nested_dropped,
-// disabled. Every written event ends read, overrun, or still in the buffer:
+// Per-CPU counters, by cause. Every write attempt on a CPU (bad lengths and
+// -EBUSY for want of a slot aside) ends in exactly one of: entries
+// (written), discarded, dropped, commit_overrun, nested_dropped, disabled.
+// Every written event ends read, overrun, or still in the buffer:
 //   entries == read + overrun + (events still buffered)
 struct CpuStats {
   uint64_t entries = 0;         // events written: counted when reserved,
                                 // taken back by a discard
+  uint64_t discarded = 0;       // reserved, then discarded by the writer
   uint64_t bytes = 0;           // their payload bytes
   uint64_t overrun = 0;         // committed, then overwritten (overwrite)
   uint64_t commit_overrun = 0;  // refused: the tail lapped the commit page
@@ -86,6 +105,7 @@ struct CpuStats {
 // Points where a test policy can run code in the middle of the real writer
 // (docs/DESIGN.md, "Test hooks"). With NoHooks they compile to nothing.
 enum class HookPoint : uint8_t {
+  kAfterW0,        // the CPU buffer loaded (W0), W1 not yet run
   kAfterW1,        // record_disabled checked, nothing entered yet
   kAfterW3,        // entered and back-pointer checked
   kInW5,           // page crossing: tail overflowed, head not yet handled
@@ -98,6 +118,20 @@ enum class HookPoint : uint8_t {
 struct NoHooks {
   static void at(HookPoint, RingBuffer&, uint32_t) {}
 };
+
+// Points where a test can run code in the middle of the reader (R2), of
+// the per-CPU disable calls and of a slot claim. These paths are not templates: a test
+// installs a function with set_test_hook; unset (the default) it costs one
+// relaxed load on the way.
+enum class TestHookPoint : uint8_t {
+  kR2BeforeSplice,    // R2: head found, reader page prepared, CAS not yet run
+  kDisableBeforeCas,  // record_disable_cpu & co.: slot's buffer loaded, its
+                      // word not yet changed
+  kClaimBinding,      // a claim owns the slot and has stored the binding's
+                      // cpu and buffer, not yet its rb_id and the count
+};
+using TestHook = void (*)(TestHookPoint, RingBuffer&, uint32_t cpu);
+void set_test_hook(TestHook h);  // null removes it
 
 // Optional page hook, off by default: the writer that moved a CPU's tail to
 // a new page calls fn(arg, cpu) once, at the end of W5 (still busy, after
@@ -125,6 +159,9 @@ inline constexpr uintptr_t kPageNormal = 0;
 inline constexpr uintptr_t kPageHead = 1;
 inline constexpr uintptr_t kPageUpdate = 2;
 inline constexpr uintptr_t kFlagMask = 3;
+// BufferPage::push_seq of a page no push has marked (a tail sequence number
+// is at most 2^32 - 1).
+inline constexpr uint64_t kNoPushSeq = ~0ULL;
 
 struct BufferPage;
 inline BufferPage* page_of(uintptr_t v) { return reinterpret_cast<BufferPage*>(v & ~kFlagMask); }
@@ -152,6 +189,18 @@ struct alignas(64) BufferPage {
   // no writer can reach it (see read_page).
   DataPage* page = nullptr;
   uint32_t index = 0;  // position in the pages array, for debugging
+  // Loss marks (docs/DESIGN.md section 5, "How R2 knows what was lost").
+  // Owner-written in W5; the reader loads them after its R2 CAS took the
+  // page (acquire), when no writer can write them any more.
+  //   refused_mark: CpuBuffer::refused_total() when the tail entered the
+  //     page (W5b), i.e. the refusals before the page's first event.
+  //   push_mark/push_seq: CpuBuffer::overrun just after a writer made this
+  //     page the head by pushing out the one before it, and the page's
+  //     tail sequence number (write >> 32) at that moment. The mark is
+  //     valid while push_seq still equals the page's sequence number.
+  Local64 refused_mark;
+  Local64 push_mark;
+  Local64 push_seq;
 
   uint64_t commit_acquire() const {
     // acquire: pairs with the release stores in CpuBuffer::set_commit_to_write;
@@ -189,8 +238,9 @@ struct CpuBuffer {
   // Back-pointer to the RingBuffer holding this CPU buffer (W3). Written by
   // swap_cpu on the owner thread (or with no owner), read by the writer.
   std::atomic<RingBuffer*> buffer{nullptr};
-  // record_disabled: bit 31 = OFF (idempotent), bits 0..30 = nestable
-  // disable count. Any thread changes it with fetch_add/fetch_or.
+  // record_disabled: bit 31 = OFF (idempotent), bit 30 = a swap is
+  // exchanging this buffer (kSwapping), bits 0..29 = nestable disable
+  // count. Changed by any thread (RingBuffer::change_cpu_disable, swap_cpu).
   std::atomic<uint32_t> record_disabled{0};
 
   // Writer-side counters (see CpuStats). Owner-written, loaded by anyone.
@@ -201,6 +251,7 @@ struct CpuBuffer {
   Local64 dropped;
   Local64 nested_dropped;
   Local64 disabled;
+  Local64 discarded;
 
   // ---- written by the owner, read by the reader --------------------------
   alignas(64) std::atomic<BufferPage*> commit_page{nullptr};
@@ -211,7 +262,10 @@ struct CpuBuffer {
   std::atomic<BufferPage*> head_page{nullptr};  // hint; writer and reader
   uint32_t reader_read = 0;     // offset of the next unread byte of the reader page
   uint64_t read_stamp = 0;      // time of the event before reader_read
-  uint64_t last_lost = 0;       // lost() total at the last page swap
+  // Loss bookkeeping of the pages handed out (R2): the overrun before, and
+  // the refused mark of, the last page the reader took.
+  uint64_t last_overrun = 0;
+  uint64_t last_refused = 0;
   uint64_t lost_events = 0;     // not yet reported to a reader
   std::atomic<uint64_t> read{0};  // relaxed: reader-written counter
 
@@ -233,9 +287,17 @@ struct CpuBuffer {
     return page_of(prev->next.load(std::memory_order_relaxed)) != p;
   }
 
-  uint64_t lost_total() const {
-    return overrun.load() + commit_overrun.load() + dropped.load() + nested_dropped.load();
+  // Events refused at the tail and lost to the reader (not `disabled`,
+  // which readers are not told about).
+  uint64_t refused_total() const {
+    return commit_overrun.load() + dropped.load() + nested_dropped.load();
   }
+  // record_disabled bits (bits 0..29 are the nestable disable count).
+  static constexpr uint32_t kRecordOff = 1u << 31;  // record_off_cpu
+  // Set by swap_cpu (S3) while it exchanges this buffer: W1 refuses, other
+  // swaps refuse, and record_disable_cpu & co. wait for it to clear, so a
+  // disable lands on the buffer that is in the slot after the swap.
+  static constexpr uint32_t kSwapping = 1u << 30;
 
   static constexpr uint64_t kEnter = (1ULL << 16) | 1;  // W2's add to `state`
   static constexpr uint32_t level_of(uint64_t st) { return static_cast<uint16_t>(st); }
@@ -263,6 +325,19 @@ struct ThreadState {
   int32_t tid;
   uint8_t count;
   bool key_set;
+  // Set when the thread's slots were released at exit (the pthread key's
+  // destructor): a signal handler or a later destructor that writes then
+  // is refused (-EBUSY, counted in no_cpu_dropped) rather than claiming a
+  // slot that nothing would give back.
+  bool exiting;
+  // The thread is changing its bindings (claim, bind, unbind, exit). A
+  // signal handler that would claim a slot meanwhile is refused (-EBUSY,
+  // counted in no_cpu_dropped): its binding would go into the entry the
+  // interrupted change is filling.
+  bool changing;
+  // Claims of this thread that found no free slot; every 64th (from the
+  // first) takes back the slots of exited threads (claim_cpu).
+  uint32_t claim_failures;
   ThreadBinding bindings[kMaxBindingsPerThread];
 };
 // constinit: the definition is constant-initialized, so the compiler emits
@@ -304,7 +379,8 @@ struct Reservation {
   int err = 0;               // 0, or -errno: -EINVAL bad length, -EPERM
                              // disabled, -EAGAIN swapped away (W3),
                              // -ELOOP too deep, -ENOSPC full / commit
-                             // overrun, -EBUSY no free CPU slot
+                             // overrun, -EBUSY no free CPU slot (or
+                             // the thread is exiting)
   // The writer's own bookkeeping (commit, discard), laid out to pack into
   // 64 bytes:
   detail::CpuBuffer* cpu = nullptr;
@@ -335,12 +411,13 @@ class RingBuffer {
   uint32_t page_size() const { return opts_.page_size; }
   const Clock& clock() const { return clock_; }
   uint32_t id() const { return id_; }
-  // Largest payload one event can carry.
+  // Largest payload one event can carry (the smallest is kMinPayload).
   uint32_t max_payload() const { return max_payload_; }
 
   // ---- CPU slots -----------------------------------------------------------
   // Binds the calling thread to `cpu`. 0, -EINVAL (no such CPU), -EBUSY
-  // (owned by another thread), -ENOSPC (thread bound to too many buffers).
+  // (owned by another thread, or the calling thread is exiting), -ENOSPC
+  // (thread bound to too many buffers).
   int bind_thread(uint32_t cpu);
   // Gives the calling thread's slot back (also done at thread exit).
   void unbind_thread();
@@ -370,9 +447,11 @@ class RingBuffer {
     if (cpu < opts_.ncpus) owners_[cpu].store(0, std::memory_order_release);
   }
   // In a forked child (called by rbtrace's pthread_atfork handler): slots
-  // of the forking thread move to its new tid, all others are freed.
+  // of the forking thread move to its new tid, all others are freed, and
+  // the CPU buffers are emptied (see "fork()" at the top of this file).
   void after_fork_in_child(int32_t old_tid, int32_t new_tid);
-  // Events refused because no CPU slot was free.
+  // Events refused because no CPU slot was free (or the writing thread was
+  // exiting, its slots already given back).
   uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
 
   // ---- writer --------------------------------------------------------------
@@ -398,6 +477,12 @@ class RingBuffer {
   }
 
   // ---- record enable/disable (any thread) -----------------------------------
+  // The per-CPU calls act on the CPU slot: a disable and its matching
+  // enable meet the same buffer whatever swaps run (a swap refuses a
+  // disabled CPU with -EAGAIN, and a disable waits for a swap that is
+  // exchanging the buffer). Once every disable is matched by an enable
+  // (and every off by an on), the CPU records and swaps again. An enable
+  // without a disable is ignored (0).
   void record_disable() { record_disabled_.fetch_add(1, std::memory_order_relaxed); }
   void record_enable() { record_disabled_.fetch_sub(1, std::memory_order_relaxed); }
   void record_off() { record_disabled_.fetch_or(kRecordOff, std::memory_order_relaxed); }
@@ -430,8 +515,10 @@ class RingBuffer {
 
   // Event-level reading of the reader page. peek leaves the event in place;
   // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL. `lost`
-  // (optional) receives the events lost before this one. The payload pointer
-  // stays valid until the next reader call on this CPU.
+  // (optional) receives the events lost before this one. ev->data points at
+  // a copy of the record in a buffer of the calling thread: it stays valid,
+  // whatever writers, swaps, resets or other readers do, until this thread
+  // calls peek or consume again (on any CPU of any RingBuffer) or exits.
   int peek(uint32_t cpu, PageEvent* ev, uint64_t* lost = nullptr);
   int consume(uint32_t cpu, PageEvent* ev, uint64_t* lost = nullptr);
 
@@ -480,11 +567,15 @@ class RingBuffer {
   // engine). Null for a bad CPU.
   detail::CpuBuffer* cpu_buffer(uint32_t cpu) const;
   // Empties CPU `cpu`: pages, counters. Only with no writer and no reader
-  // (e.g. a swapped-out buffer). 0 or -EINVAL.
+  // (e.g. a swapped-out buffer). 0 or -EINVAL. Record-disable state stays.
   int reset_cpu(uint32_t cpu);
 
  private:
   static constexpr uint32_t kRecordOff = 1u << 31;
+  // Adds `add` to the disable count of the CPU buffer in slot `cpu`, or sets
+  // (`off` > 0) / clears (`off` < 0) its OFF bit, waiting out a swap that
+  // is exchanging it (kSwapping); see record_disable_cpu.
+  int change_cpu_disable(uint32_t cpu, int add, int off);
   // Not a disable: set for good in record_disabled_ when the clock is not
   // the CPU counter, so that W1's one test also sends those writes to the
   // slow path (the fast path reads the counter without asking which clock).
@@ -492,12 +583,22 @@ class RingBuffer {
   RingBuffer() = default;
 
   int32_t claim_cpu();
+  // Frees the slots whose owner thread no longer exists (claim_cpu, when
+  // no slot is free: the first time and every 64th time per thread).
+  // Returns how many.
+  RBTRACE_COLD uint32_t reclaim_dead_slots();
+  // claim_cpu's search, with the thread marked as changing its bindings.
+  int32_t claim_free_cpu(int32_t tid);
   // W0's cold half: the calling thread's binding beyond the first, else a
   // claimed slot (claim_cpu); -1 when none is free.
   RBTRACE_COLD int32_t find_or_claim_cpu();
   // W3's refusals (swapped away, or nesting too deep): undoes W2, counts,
   // returns the failed Reservation.
   RBTRACE_COLD Reservation leave_refused(detail::CpuBuffer* cb);
+  // W1's refusal (record disabled): counts it in `disabled` of the buffer
+  // in the slot, which is not `cb` when a swap ran in a handler between W0
+  // and W1 (cb then belongs to the other RingBuffer), and returns -EPERM.
+  RBTRACE_COLD Reservation refuse_disabled(detail::CpuBuffer* cb);
   // A reservation the fast path made at B, handed to reserve_slow.
   struct ReserveState {
     detail::BufferPage* tp;
@@ -542,7 +643,12 @@ class RingBuffer {
   alignas(64) std::atomic<uint32_t> record_disabled_{0};
   std::unique_ptr<std::atomic<detail::CpuBuffer*>[]> buffers_;
   std::unique_ptr<std::atomic<int32_t>[]> owners_;
-  std::unique_ptr<detail::CpuBuffer[]> storage_;
+  // The CPU buffers are owned by the slot they are in, not by the
+  // RingBuffer that made them: swap_cpu exchanges them, and each
+  // RingBuffer frees the ones in its slots when it is destroyed (as the
+  // kernel's ring_buffer_free does). So a live buffer outlives the spare
+  // it swapped with.
+  uint32_t max_payload_span_ = 0;  // max_payload_ - kMinPayload
   alignas(64) std::atomic<uint64_t> no_cpu_{0};
   std::atomic<const PageHook*> page_hook_{nullptr};  // see set_page_hook
 };
@@ -554,10 +660,11 @@ class RingBuffer {
 template <class Hooks>
 Reservation RingBuffer::reserve(uint32_t length) {
   using namespace detail;
-  // One compare for both 0 and too long (0 - 1 wraps to UINT32_MAX); none
+  // One compare for both too short and too long (below kMinPayload the
+  // subtraction wraps past the span); none
   // for a constant length that fits the smallest page.
-  if (!(__builtin_constant_p(length) && length >= 1 && length <= kMinMaxPayload) &&
-      RBTRACE_UNLIKELY(length - 1 >= max_payload_)) {
+  if (!(__builtin_constant_p(length) && length >= kMinPayload && length <= kMinMaxPayload) &&
+      RBTRACE_UNLIKELY(length - kMinPayload > max_payload_span_)) {
     Reservation r;
     r.err = -EINVAL;
     return r;
@@ -585,6 +692,7 @@ template <class Hooks>
 Reservation RingBuffer::reserve_on(detail::CpuBuffer* cb, uint32_t length) {
   using namespace detail;
   Reservation r;
+  Hooks::at(HookPoint::kAfterW0, *this, cb->cpu);
   // W1: record_disabled, global then per CPU. relaxed: a disable that is not
   // seen yet is ordered by the swap's own check (S3) or is simply late, as
   // in the kernel. The global word also carries kSlowClock.
@@ -674,13 +782,9 @@ Reservation RingBuffer::reserve_entered(detail::CpuBuffer* cb, uint64_t entered,
 template <class Hooks>
 Reservation RingBuffer::reserve_w1_slow(detail::CpuBuffer* cb, uint32_t length) {
   using namespace detail;
-  Reservation r;
   if (((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) |
-       cb->record_disabled.load(std::memory_order_relaxed)) != 0) {
-    cb->disabled.inc();
-    r.err = -EPERM;
-    return r;
-  }
+       cb->record_disabled.load(std::memory_order_relaxed)) != 0)
+    return refuse_disabled(cb);
   // A clock other than the counter: every write takes the slow path. W2
   // and W3 as in reserve_on.
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
@@ -945,8 +1049,15 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
         }
         cb->overrun.add(next->entries.load());
         BufferPage* new_head = page_of(next->next.load(std::memory_order_relaxed));
-        // release: the new HEAD flag; pairs with the acquire loads in
-        // find_head. Nobody else writes this word while it is NORMAL.
+        // The overrun before new_head's events, for the reader that takes
+        // it (R2, DESIGN.md section 5): valid while new_head keeps this
+        // content (the tail sequence number it had when the tail entered
+        // it). Published by the release store of HEAD below.
+        new_head->push_mark.store(cb->overrun.load());
+        new_head->push_seq.store(new_head->write.load() >> 32);
+        // release: the new HEAD flag and the marks above; pairs with the
+        // acquire loads in find_head and the acquire of the reader's R2
+        // CAS. Nobody else writes this word while it is NORMAL.
         next->next.store(link(new_head, kPageHead), std::memory_order_release);
         cb->head_page.store(new_head, std::memory_order_relaxed);  // a hint
         // release: UPDATE -> NORMAL after the new head is marked; pairs with
@@ -964,6 +1075,14 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
     std::atomic_ref<uint64_t>(next->page->commit).store(0, std::memory_order_relaxed);
     signal_fence();  // the page is reset before handlers can reach it
     cb->tail_page.store(next, std::memory_order_relaxed);
+    signal_fence();
+    // The refusals before the page's first event (DESIGN.md section 5).
+    // After the tail store: a handler refused before it would have written
+    // on this page; one refused after it (still in W5, so it was crossing
+    // this new page) belongs to the next page, and is counted after the
+    // mark. The reader loads it after an acquire that follows the release
+    // of commit_page past this page (R2), or of the HEAD flag.
+    next->refused_mark.store(cb->refused_total());
     signal_fence();
     cb->in_w5.store(0);
     // acquire: pairs with the release store in set_page_hook.

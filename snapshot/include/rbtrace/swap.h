@@ -8,12 +8,13 @@
 // "interrupt" that cannot itself be interrupted). swap_cpu_marshalled gets
 // it there from any thread:
 //
-//   S1  the requester posts a request to the CPU's mailbox (a bounded
-//       Boost.Lockfree queue; nothing allocates after the mailbox is made)
-//       and rings the doorbell: a real-time signal queued to the owner
-//       thread (rt_tgsigqueueinfo, si_code SI_QUEUE, a cookie in si_value).
-//       The handler, installed with a full sa_mask, pops the request and
-//       runs S2..S4 on the owner. The requester is the owner: it blocks all
+//   S1  the requester posts a request to the CPU's mailbox (one request
+//       record whose state word says PENDING; nothing allocates after the
+//       mailbox is made) and rings the doorbell: a real-time signal queued
+//       to the owner thread (rt_tgsigqueueinfo, si_code SI_QUEUE, a cookie in
+//       si_value). The handler, installed with a full sa_mask, takes the
+//       request PENDING for each CPU its thread owns (a CAS) and runs S2..S4
+//       on the owner. The requester is the owner: it blocks all
 //       signals and runs S2..S4 in place. No owner: it claims the slot
 //       (RingBuffer::claim_cpu_for) for the duration and runs them itself.
 //   S5  the requester waits for the answer (futex) up to the timeout;
@@ -69,7 +70,10 @@ struct SwapTrace {
 // CPU's owner thread (or in place, see above). Any thread except a signal
 // handler; may block up to `timeout` (longer only by one bounded swap that
 // had already started when the timeout hit). Concurrent requests for the
-// same (live, cpu) are served one at a time.
+// same (live, cpu) are served one at a time. Fork-safe: in a child the
+// mailboxes start afresh (a pthread_atfork handler), so a request another
+// parent thread had in flight at fork() neither blocks the child's swaps
+// nor is answered there.
 // Returns 0 (swapped); -EINVAL (bad CPU, or the buffers differ in
 // geometry); -EAGAIN (either buffer record-disabled); -EBUSY (a writer or a
 // reader was busy on every try until the timeout); -ETIMEDOUT (the owner did
