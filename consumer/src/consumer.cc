@@ -580,15 +580,20 @@ struct Consumer::Impl {
 
   // Takes pages from every CPU, round robin, up to batch_pages each.
   // Returns the pages taken.
-  uint64_t pass(bool full, uint32_t per_cpu) {
+  uint64_t pass(bool full, uint32_t per_cpu, bool flushing = false) {
     uint64_t taken = 0;
     for (uint32_t k = 0; k < ncpus; k++) {
       const uint32_t cpu = (rr + k) % ncpus;
       for (uint32_t b = 0; b < per_cpu; b++) {
         if (free_slots.empty()) {
-          // Pool exhausted: every page is in flight. Push and harvest.
+          // Pool exhausted: every page is in flight. Push and harvest. A
+          // flush waits for a page to come back however slow the disk is
+          // (every page is in flight, so one will); a periodic pass gives
+          // up after one period and comes back later.
           io->submit();
-          if (reap(static_cast<int64_t>(opts.period_us) * 1000) == 0) break;
+          do {
+            if (reap(static_cast<int64_t>(opts.period_us) * 1000) == 0 && !flushing) break;
+          } while (flushing && free_slots.empty());
           if (free_slots.empty()) break;
         }
         if (fixed_active && rb.cpu_buffer(cpu) != registered_cbs[cpu]) {
@@ -648,8 +653,8 @@ struct Consumer::Impl {
         // pages_per_cpu + 1 pages, so this bound covers everything
         // committed when the flush began even if writers keep going.
         const uint32_t bound = rb.options().pages_per_cpu + 2;
-        pass(true, bound);
-        pass(false, bound);
+        pass(true, bound, /*flushing=*/true);
+        pass(false, bound, /*flushing=*/true);
         wait_all_io();
         close_current();
         hand_over_finished();
