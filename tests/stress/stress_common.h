@@ -73,6 +73,19 @@ inline double case_seconds(double dflt = 1.5) {
   return dflt;
 }
 
+// Installs `handler` for each of `sigs` with no signal blocked while it runs
+// (SA_RESTART): handlers of different signals interrupt each other, so
+// their writes nest. False if sigaction failed.
+inline bool install_nesting_handler(void (*handler)(int), std::initializer_list<int> sigs) {
+  struct sigaction sa {};
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : sigs)
+    if (sigaction(sig, &sa, nullptr) != 0) return false;
+  return true;
+}
+
 // Per-thread POSIX timers (SIGEV_THREAD_ID): each sends its signal to the
 // thread that started it, every interval (< 1 s), so that thread's handler
 // runs. stop() deletes them and blocks their signals: no handler runs on
