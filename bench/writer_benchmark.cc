@@ -1,4 +1,4 @@
-// writer_benchmark.cc - the cost of one event on the writer side (W1..W6),
+// writer_benchmark.cc - the cost of one event on the writer side (W0..W6),
 // each benchmark one question (see bench/README.md for the list):
 //
 //   BM_Writer_ReserveCommit/<bytes>         reserve + copy + commit, counter

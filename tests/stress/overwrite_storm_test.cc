@@ -14,7 +14,7 @@
 // Every attempt takes the context's next sequence number; a failed reserve
 // is logged, and every kDiscardEvery-th number (a fixed rule the checker
 // knows) is reserved and discarded. Writes are reserve + commit, so the
-// writer knows the CPU buffer each event went to (Reservation::cpu).
+// writer knows the CPU buffer each event went to (Reservation::cpu_buffer).
 //
 // Periods and streams. Period k of a CPU lies between its k-th and
 // (k+1)-th successful swap; the CPU buffer in the live slot during period k
@@ -243,7 +243,7 @@ int attempt(Writer& w, uint32_t stream) {
     c.tally.add(r.err);
     c.failed.add(seq);
   } else {
-    Leg* leg = c.leg_for(seq, period_of(w.storm->cpus[w.cpu], r.cpu, w));
+    Leg* leg = c.leg_for(seq, period_of(w.storm->cpus[w.cpu], r.cpu_buffer, w));
     if (is_discard(seq, discard_salt(w.cpu, stream))) {
       rb.discard(r);
       c.tally.discards++;  // not an attempt that ends in a counter (Tally)

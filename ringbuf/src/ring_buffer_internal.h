@@ -1,0 +1,75 @@
+// ring_buffer_internal.h - what the ring buffer's source files share, private
+// to rbtrace::ringbuf: the registry of live ring buffers and the thread-exit
+// key (slots.cc; create and the destructor use them), the table of live ids,
+// the binding-table helpers (slots.cc, the writer's refusals, swap_cpu, the
+// destructor), the page allocator and the test hook.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+
+#include "rbtrace/ring_buffer.h"
+
+// Hidden: internals of one library, addressed directly rather than through
+// the GOT, as when they were one file's anonymous namespace.
+#pragma GCC visibility push(hidden)
+
+namespace rbtrace::detail {
+
+// ---- slots.cc --------------------------------------------------------------
+// Registry of live ring buffers, for thread-exit cleanup and fork.
+std::mutex& registry_mutex();
+std::unordered_map<uint32_t, RingBuffer*>& registry();
+// The pthread key that gives a thread's slots back at its exit, and the
+// fork handlers: installed by the first create, with
+// pthread_once(&exit_key_once, make_exit_key).
+extern pthread_once_t exit_key_once;
+void make_exit_key();
+// Ids of live ring buffers (a thread whose binding table is full drops its
+// bindings to destroyed buffers): create and the destructor keep it.
+void mark_live(uint32_t id);
+void mark_dead(uint32_t id);
+
+// Points the calling thread's binding for (rb_id, cpu), if any, at `cb`.
+// Async-signal-safe (the swap's doorbell handler calls it).
+inline void refresh_binding(uint32_t rb_id, uint32_t cpu, CpuBuffer* cb) {
+  ThreadState& t = tls_state;
+  for (int i = 0; i < t.count; i++)
+    if (t.bindings[i].rb_id == rb_id && t.bindings[i].cpu == static_cast<int32_t>(cpu))
+      t.bindings[i].cb = cb;
+}
+
+// Every removal of a binding goes through here. The writer's fast path (W0)
+// looks only at bindings[0] and not at count: when the last binding goes,
+// its rb_id is cleared (no buffer has id 0). A handler that runs between
+// the count going down and the clearing still finds the old slot, which
+// this thread owns until its caller releases it afterwards.
+inline void remove_binding_at(ThreadState& t, int i) {
+  // W0 reads rb_id, then cb: never show a handler one entry's rb_id with
+  // another's cb. The entry is invalid while it is rewritten.
+  const ThreadBinding last = t.bindings[t.count - 1];
+  t.bindings[i].rb_id = 0;
+  signal_fence();
+  t.bindings[i].cpu = last.cpu;
+  t.bindings[i].cb = last.cb;
+  signal_fence();
+  t.bindings[i].rb_id = last.rb_id;
+  signal_fence();
+  t.count--;
+  signal_fence();
+  if (t.count == 0) t.bindings[0].rb_id = 0;
+}
+
+// ---- ring_buffer.cc --------------------------------------------------------
+// A zeroed (pre-faulted) data page of `size` bytes; null on ENOMEM.
+DataPage* alloc_page(uint32_t size);
+// The test hook (set_test_hook). Loaded relaxed: only tests set it.
+extern std::atomic<TestHook> test_hook;
+
+}  // namespace rbtrace::detail
+
+#pragma GCC visibility pop

@@ -1,0 +1,333 @@
+// slots.cc - CPU slots and thread bindings: a thread's claim of a free slot
+// on its first event (W0's cold half), bind/unbind, the thread-exit key that
+// gives the slots back, fork(), and the registry and ids of live ring
+// buffers. docs/DESIGN.md section 1 (CPU) and section 4 ("Threads: exit and
+// fork").
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+#include <unordered_map>
+
+#include "rbtrace/ring_buffer.h"
+#include "ring_buffer_internal.h"
+
+namespace rbtrace {
+
+using namespace detail;
+
+namespace detail {
+constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-exec"))) = {};
+}  // namespace detail
+
+namespace {
+
+pthread_key_t exit_key;
+
+// Marks the calling thread as changing its bindings for a scope (see
+// ThreadState::changing); nests.
+class ChangingBindings {
+ public:
+  ChangingBindings() : prev_(tls_state.changing) {
+    tls_state.changing = true;
+    signal_fence();
+  }
+  ~ChangingBindings() {
+    signal_fence();
+    tls_state.changing = prev_;
+  }
+  ChangingBindings(const ChangingBindings&) = delete;
+  ChangingBindings& operator=(const ChangingBindings&) = delete;
+
+ private:
+  bool prev_;
+};
+
+void release_thread_slots(void*) {
+  ThreadState& t = tls_state;
+  // From here on the thread cannot claim a slot again: a signal handler or
+  // another key's destructor that writes after this would claim one that
+  // nothing gives back (glibc runs this destructor once).
+  t.exiting = true;
+  signal_fence();
+  ChangingBindings changing;
+  std::lock_guard<std::mutex> g(registry_mutex());
+  // Backwards: unbind_thread moves the last binding into the freed entry,
+  // so a forward walk would skip it and leak that buffer's slot.
+  for (int i = t.count - 1; i >= 0; i--) {
+    auto it = registry().find(t.bindings[i].rb_id);
+    if (it != registry().end()) it->second->unbind_thread();
+  }
+  t.count = 0;
+  signal_fence();
+  t.bindings[0].rb_id = 0;  // see remove_binding_at
+}
+
+// fork(): only the forking thread exists in the child, under a new tid.
+// Its slots move to that tid; every other thread's slots are freed and the
+// CPU buffers emptied (after_fork_in_child). The registry lock is held
+// across fork so the child finds the map consistent.
+void fork_prepare() { registry_mutex().lock(); }
+void fork_parent() { registry_mutex().unlock(); }
+void fork_child() {
+  ThreadState& t = tls_state;
+  const int32_t old_tid = t.tid;
+  t.tid = static_cast<int32_t>(syscall(SYS_gettid));
+  for (auto& [id, rb] : registry()) rb->after_fork_in_child(old_tid, t.tid);
+  registry_mutex().unlock();
+}
+
+int32_t cached_tid() {
+  ThreadState& t = tls_state;
+  if (t.tid == 0) t.tid = static_cast<int32_t>(syscall(SYS_gettid));
+  return t.tid;
+}
+
+// True if no thread of this process has id `tid` any more. tgkill with
+// signal 0 only checks; errno is preserved (claim_cpu may run in a signal
+// handler).
+bool thread_gone(int32_t tid) {
+  const int saved = errno;
+  const bool gone = syscall(SYS_tgkill, getpid(), tid, 0) != 0 && errno == ESRCH;
+  errno = saved;
+  return gone;
+}
+
+// Ids of live ring buffers, readable from a signal handler (a plain scan):
+// a thread whose binding table is full drops its bindings to destroyed
+// buffers. Past kLiveSlots live buffers, ids are not recorded and every id
+// counts as possibly alive (nothing is pruned then).
+constexpr int kLiveSlots = 1024;
+std::atomic<uint32_t> live_ids[kLiveSlots];
+std::atomic<bool> live_overflow{false};
+bool maybe_alive(uint32_t id) {
+  if (live_overflow.load(std::memory_order_relaxed)) return true;
+  for (auto& slot : live_ids)
+    if (slot.load(std::memory_order_relaxed) == id) return true;
+  return false;
+}
+
+}  // namespace
+
+// ---- registry of live ring buffers, for thread-exit cleanup ---------------
+std::mutex& detail::registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::unordered_map<uint32_t, RingBuffer*>& detail::registry() {
+  static std::unordered_map<uint32_t, RingBuffer*> r;
+  return r;
+}
+pthread_once_t detail::exit_key_once = PTHREAD_ONCE_INIT;
+
+void detail::make_exit_key() {
+  pthread_key_create(&exit_key, release_thread_slots);
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+void detail::mark_live(uint32_t id) {
+  for (auto& slot : live_ids) {
+    uint32_t expected = 0;
+    // relaxed: the id is published to this thread's own later claims by
+    // program order; other threads only ever prune ids they bound to,
+    // which were live (and recorded) when they bound.
+    if (slot.compare_exchange_strong(expected, id, std::memory_order_relaxed)) return;
+  }
+  live_overflow.store(true, std::memory_order_relaxed);
+}
+void detail::mark_dead(uint32_t id) {
+  for (auto& slot : live_ids) {
+    uint32_t expected = id;
+    if (slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
+  }
+}
+
+// ===========================================================================
+// CPU slots
+// ===========================================================================
+
+void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
+  // relaxed throughout: the child has a single thread here.
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    const int32_t o = owners_[c].load(std::memory_order_relaxed);
+    const bool mine = o == old_tid && old_tid != 0;
+    if (o != 0) owners_[c].store(mine ? new_tid : 0, std::memory_order_relaxed);
+    CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
+    // A swap or a reader of another thread may have been half way through
+    // at the fork; that thread does not exist here.
+    cb->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_relaxed);
+    cb->reader_lock.store(0, std::memory_order_relaxed);
+    // The forking thread is inside a write of its own CPU (fork from a
+    // handler that interrupted it): that write completes on return, so the
+    // buffer stays as it is. Every other buffer starts empty: its events
+    // are the parent's, and a write another thread had in flight at the
+    // fork would otherwise keep the CPU busy for ever.
+    if (mine && cb->committing() != 0) continue;
+    init_cpu_buffer(cb);
+    cb->state.store(0);
+  }
+}
+
+int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
+  if (cpu >= opts_.ncpus) return 0;
+  return owners_[cpu].load(std::memory_order_relaxed);
+}
+
+namespace {
+int add_binding(RingBuffer& rb, int32_t cpu, CpuBuffer* cb) {
+  const uint32_t rb_id = rb.id();
+  ThreadState& t = tls_state;
+  if (t.count >= kMaxBindingsPerThread) {
+    // Drop bindings to buffers destroyed since (their slots died with them).
+    for (int i = t.count - 1; i >= 0; i--)
+      if (!maybe_alive(t.bindings[i].rb_id)) remove_binding_at(t, i);
+  }
+  if (t.count >= kMaxBindingsPerThread) return -ENOSPC;
+  if (!t.key_set) {
+    // A low pthread key stores into the thread descriptor: no allocation.
+    pthread_setspecific(exit_key, &t);
+    t.key_set = true;
+  }
+  // rb_id last: W0's fast path looks at bindings[0].rb_id alone, so the
+  // entry is complete before a handler can match it.
+  t.bindings[t.count].cpu = cpu;
+  t.bindings[t.count].cb = cb;
+  signal_fence();
+  // relaxed: only tests set it.
+  if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+    h(TestHookPoint::kClaimBinding, rb, static_cast<uint32_t>(cpu));
+  t.bindings[t.count].rb_id = rb_id;
+  signal_fence();  // the binding is complete before a handler can count it
+  t.count++;
+  return 0;
+}
+}  // namespace
+
+int32_t RingBuffer::find_or_claim_cpu() {
+  const int32_t cpu = thread_cpu(id_);
+  return cpu >= 0 ? cpu : claim_cpu();
+}
+
+// Slow path of the first event of an unbound thread. Async-signal-safe: a
+// CAS per slot, one gettid the first time.
+int32_t RingBuffer::claim_cpu() {
+  ThreadState& t = tls_state;
+  if (RBTRACE_UNLIKELY(t.exiting)) {
+    // Our slots were given back at thread exit; nothing would give back a
+    // slot claimed now (a signal handler, or a later key destructor).
+    no_cpu_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
+  if (t.changing) {
+    // A handler interrupted this thread's own claim, bind or unbind.
+    no_cpu_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
+  const int32_t tid = cached_tid();
+  ChangingBindings changing;
+  return claim_free_cpu(tid);
+}
+
+int32_t RingBuffer::claim_free_cpu(int32_t tid) {
+  ThreadState& t = tls_state;
+  for (bool reclaimed = false;; reclaimed = true) {
+    for (uint32_t c = 0; c < opts_.ncpus; c++) {
+      int32_t expected = 0;
+      // acq_rel: acquire pairs with the release store in unbind_thread, so
+      // the new owner sees the previous owner's writer-side state; release
+      // is not needed by anyone but keeps the pair symmetric for
+      // bind_thread.
+      if (owners_[c].load(std::memory_order_relaxed) == 0 &&
+          owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+        if (add_binding(*this, static_cast<int32_t>(c),
+                        buffers_[c].load(std::memory_order_relaxed)) != 0) {
+          owners_[c].store(0, std::memory_order_release);  // pairs as above
+          no_cpu_.fetch_add(1, std::memory_order_relaxed);
+          return -1;
+        }
+        return static_cast<int32_t>(c);
+      }
+    }
+    // No slot is free. The first time, and every 64th, take back the
+    // slots of threads that no longer exist (a thread whose first event
+    // came from a signal handler after its thread-specific data was
+    // destroyed claims a slot that its exit never gives back), then look
+    // again. Rationed: each look costs a tgkill per slot.
+    if (reclaimed || (t.claim_failures++ & 63) != 0 || reclaim_dead_slots() == 0) break;
+  }
+  no_cpu_.fetch_add(1, std::memory_order_relaxed);
+  return -1;
+}
+
+uint32_t RingBuffer::reclaim_dead_slots() {
+  uint32_t n = 0;
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    int32_t o = owners_[c].load(std::memory_order_relaxed);
+    if (o <= 0 || !thread_gone(o)) continue;
+    // The owner exited (its tid is free; a reused tid is a live thread and
+    // keeps the slot). Its writes finished before it exited: the kernel's
+    // exit and our tgkill's lookup of the tid order them before us. A
+    // buffer left busy (the thread died inside a write) is not taken.
+    if (buffers_[c].load(std::memory_order_relaxed)->committing() != 0) continue;
+    // acquire: as in claim_cpu; the slot becomes free, then claimable.
+    if (owners_[c].compare_exchange_strong(o, 0, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+      n++;
+  }
+  return n;
+}
+
+int RingBuffer::bind_thread(uint32_t cpu) {
+  if (cpu >= opts_.ncpus) return -EINVAL;
+  // As in claim_cpu: not after exit, not inside another change of ours.
+  if (tls_state.exiting || tls_state.changing) return -EBUSY;
+  const int32_t tid = cached_tid();
+  ChangingBindings changing;
+  int32_t cur = thread_cpu(id_);
+  if (cur == static_cast<int32_t>(cpu)) return 0;
+  int32_t expected = 0;
+  // acq_rel: acquire pairs with the release in unbind_thread (see claim_cpu).
+  if (!owners_[cpu].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                            std::memory_order_relaxed))
+    return -EBUSY;
+  if (cur >= 0) {
+    // Moving from another slot: give that one back first.
+    ThreadState& t = tls_state;
+    for (int i = 0; i < t.count; i++) {
+      if (t.bindings[i].rb_id == id_) {
+        // A handler sees the old binding or the new one: the buffer first
+        // (relaxed: the slot is ours now, see the CAS above).
+        t.bindings[i].cb = buffers_[cpu].load(std::memory_order_relaxed);
+        signal_fence();
+        t.bindings[i].cpu = static_cast<int32_t>(cpu);
+        // release: publishes this thread's writes to the old slot to its
+        // next owner; pairs with the acquire CAS in claim_cpu/bind_thread.
+        owners_[cur].store(0, std::memory_order_release);
+        return 0;
+      }
+    }
+  }
+  int rc = add_binding(*this, static_cast<int32_t>(cpu),
+                       buffers_[cpu].load(std::memory_order_relaxed));
+  if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
+  return rc;
+}
+
+void RingBuffer::unbind_thread() {
+  ThreadState& t = tls_state;
+  ChangingBindings changing;
+  for (int i = 0; i < t.count; i++) {
+    if (t.bindings[i].rb_id != id_) continue;
+    const int32_t cpu = t.bindings[i].cpu;
+    remove_binding_at(t, i);
+    // release: publishes this thread's writer-side state to the slot's next
+    // owner; pairs with the acquire CAS in claim_cpu/bind_thread.
+    owners_[cpu].store(0, std::memory_order_release);
+    return;
+  }
+}
+
+}  // namespace rbtrace

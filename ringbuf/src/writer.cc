@@ -1,0 +1,135 @@
+// writer.cc - the writer's out-of-line half: the refusals of W1 and W3, the
+// general W6 (end_commit, set_commit_to_write) and discard. The rest of the
+// writer (W0..W6: the fast path, the reserve paths, W5) is inline, in
+// rbtrace/detail/writer.h; docs/DESIGN.md section 4 has the protocol.
+#include "rbtrace/ring_buffer.h"
+#include "ring_buffer_internal.h"
+
+namespace rbtrace {
+
+using namespace detail;
+
+// ===========================================================================
+// Refusals (W1, W3)
+// ===========================================================================
+
+Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
+  Reservation r;
+  CpuBuffer* now = cb;
+  // relaxed: a swap that moved cb ran on this thread (in a handler between
+  // our W0 and W1), so program order shows it; see refuse_entered.
+  if (cb->buffer.load(std::memory_order_relaxed) != this) {
+    now = buffers_[cb->cpu].load(std::memory_order_relaxed);
+    refresh_binding(id_, cb->cpu, now);
+  }
+  now->disabled.inc();
+  r.err = -EPERM;
+  return r;
+}
+
+Reservation RingBuffer::refuse_entered(CpuBuffer* cb) {
+  Reservation r;
+  // Undo W2 (committing and commits): we reserved nothing, so a writer we
+  // interrupted may find the state as it left it.
+  if (cb->buffer.load(std::memory_order_relaxed) != this) {
+    // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
+    // Nobody can have reserved in cb since our W2: nested writers load
+    // buffers_[cpu] afresh. Leave without committing anything.
+    cb->state.sub(CpuBuffer::kEnter);
+    // Count the refusal in the buffer now in the slot: the one we touched
+    // belongs to the requester, who may be dumping or resetting it. The
+    // binding's cached buffer was stale (a swap run elsewhere while nobody
+    // owned the slot cannot happen to a bound thread; one that broke the
+    // rule is survived): refresh it for the next write.
+    CpuBuffer* now = buffers_[cb->cpu].load(std::memory_order_relaxed);
+    now->disabled.inc();
+    refresh_binding(id_, cb->cpu, now);
+    r.err = -EAGAIN;
+    return r;
+  }
+  // Nesting deeper than kMaxNesting.
+  cb->nested_dropped.inc();
+  signal_fence();
+  cb->state.sub(CpuBuffer::kEnter);
+  r.err = -ELOOP;
+  return r;
+}
+
+// ===========================================================================
+// W6, general
+// ===========================================================================
+
+// W6, general. Only the outermost writer (committing == 1) moves the
+// commit; writers it interrupted never run this concurrently with it: a
+// handler sees committing >= 2 while we are in flight and leaves the
+// commit to us. We leave (committing--) with a local cmpxchg that fails if
+// any writer entered since we loaded the state, i.e. since our
+// set_commit_to_write looked at the write position; then we look again.
+// Unlike the kernel's loop there is no window with committing == 0 before
+// a retry, so committing alone is the busy state (docs/DESIGN.md W6).
+void detail::CpuBuffer::end_commit() {
+  for (;;) {
+    const uint64_t c = state.load();
+    signal_fence();
+    if (CpuBuffer::level_of(c) == 1) set_commit_to_write();
+    signal_fence();
+    if (RBTRACE_LIKELY(state.cmpxchg(c, c - 1) == c)) return;
+  }
+}
+
+void detail::CpuBuffer::set_commit_to_write() {
+  BufferPage* cp = commit_page.load(std::memory_order_relaxed);
+  for (;;) {
+    BufferPage* tp = tail_page.load(std::memory_order_relaxed);
+    if (cp == tp) break;
+    // The commit leaves cp: its events end at real_end (padding excluded).
+    // release: publishes cp's events and header; pairs with the acquire in
+    // BufferPage::commit_acquire (read_page, peek, Iterator).
+    std::atomic_ref<uint64_t>(cp->page->commit).store(cp->real_end.load(),
+                                                      std::memory_order_release);
+    cp = page_of(cp->next.load(std::memory_order_relaxed));
+    // release: the reader, seeing commit_page move, may take the old page
+    // whole; pairs with the acquire loads of commit_page in
+    // RingBuffer::get_reader_page and read_page.
+    commit_page.store(cp, std::memory_order_release);
+  }
+  uint32_t idx = static_cast<uint32_t>(cp->write.load());
+  uint32_t end = cp->real_end.load();
+  if (idx > end) idx = end;
+  // release: publishes the events below idx; pairs with
+  // BufferPage::commit_acquire.
+  std::atomic_ref<uint64_t>(cp->page->commit).store(idx, std::memory_order_release);
+}
+
+// ===========================================================================
+// Discard
+// ===========================================================================
+
+void RingBuffer::discard(const Reservation& r) {
+  if (!r) return;
+  CpuBuffer* cb = r.cpu_buffer;
+  BufferPage* bp = r.page;
+  const uint32_t ev = r.event_offset;
+  // The reservation began at the time event, if it had one.
+  const uint32_t begin = ev - (r.total - data_event_size(r.length));
+  const uint64_t w = bp->write.load();
+  const uint64_t end = (w & ~0xffffffffULL) | (begin + r.total);
+  bp->entries.dec();
+  cb->entries.dec();
+  cb->bytes.sub(r.length);
+  cb->discarded.inc();
+  // If nothing was reserved after us, give the space back (local cmpxchg:
+  // a handler reserving meanwhile makes it fail).
+  if (cb->tail_page.load(std::memory_order_relaxed) != bp || bp->write.cmpxchg(end, end - r.total) != end) {
+    // Otherwise the data event becomes padding; a time event in front of it
+    // keeps its meaning.
+    unsigned char* p = bp->page->data + ev;
+    const uint32_t word = load_u32(p);
+    const uint32_t size = data_event_size(r.length);
+    store_u32(p, make_event_word(kTypePadding, event_time_delta(word)));
+    store_u32(p + 4, size - 4);
+  }
+  cb->end_commit();
+}
+
+}  // namespace rbtrace
