@@ -2,11 +2,12 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS rbtrace_ringbuf rbtrace_consumer rbtrace_snapshot EXPORT rbtraceTargets
+install(TARGETS rbtrace_ringbuf rbtrace_tracedat rbtrace_consumer rbtrace_snapshot EXPORT rbtraceTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/ringbuf/include/rbtrace DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/consumer/tracedat/include/rbtrace DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/consumer/include/rbtrace DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/snapshot/include/rbtrace DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT rbtraceTargets NAMESPACE rbtrace:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/rbtrace)

@@ -37,7 +37,7 @@
 #include <unordered_set>
 
 #include "io_backend.h"
-#include "publish.h"
+#include "rbtrace/atomic_file.h"
 #include "rbtrace/event.h"
 #include "rbtrace/tracedat.h"
 #include "spool.h"
@@ -201,7 +201,7 @@ struct Consumer::Impl {
   std::string spool;  // DIR/spool/<session>
   int lock_fd = -1;
   int cmdline_fd = -1;
-  PublishHow publish_how = PublishHow::kAuto;
+  AtomicHow publish_how = AtomicHow::kAuto;
   std::string clock_name;
   bool tsc2nsec = false;
 
@@ -734,22 +734,21 @@ struct Consumer::Impl {
       in.cpus[c].stats = s.stats[c];
     }
     std::string err;
-    PendingFile pf;
-    const std::string priv = session + "-" + segment_file(s.seq, ".dat");
-    int rc = begin_file(opts.dir, priv, publish_how, &pf, &err);
+    AtomicFile f;  // abandoned unless published
+    const std::string priv = opts.dir + "/tmp/" + session + "-" + segment_file(s.seq, ".dat");
+    int rc = f.open(opts.dir, priv, publish_how, &err);
     if (rc == 0) {
-      rc = write_trace_dat(pf.fd, in, &err);
+      rc = write_trace_dat(f.fd(), in, &err);
       if (rc == 0) {
         std::string name = s.public_name;
         for (int k = 1; k < 100; k++) {
-          rc = publish_file(&pf, opts.dir, name, opts.fsync, &err);
+          rc = f.publish(opts.dir + "/" + name, opts.fsync, &err);
           if (rc != -EEXIST) break;
           name = s.public_name + "." + std::to_string(k);
           err = "public name " + s.public_name + " exists";
         }
         if (rc == 0) s.public_name = name;
       }
-      if (rc != 0) abandon_file(&pf);
     }
     if (rc == 0) {
       // Published: the spool of this segment is no longer needed. A crash
@@ -927,9 +926,9 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
   m.st.events_lost.assign(m.ncpus, 0);
   m.st.pages_lost.assign(m.ncpus, 0);
   switch (op.publish) {
-    case PublishKind::kTmpFile: m.publish_how = PublishHow::kTmpFile; break;
-    case PublishKind::kPrivate: m.publish_how = PublishHow::kPrivate; break;
-    default: m.publish_how = publish_how_from_env(PublishHow::kAuto); break;
+    case PublishKind::kTmpFile: m.publish_how = AtomicHow::kTmpFile; break;
+    case PublishKind::kPrivate: m.publish_how = AtomicHow::kPrivate; break;
+    default: m.publish_how = atomic_how_from_env(AtomicHow::kAuto); break;
   }
 
   // Directories and the session's lock (held for the consumer's life).

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "publish.h"
+#include "rbtrace/atomic_file.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/tracedat.h"
 #include "spool.h"
@@ -213,22 +213,18 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
     remove_segment(sdir, m.segment, m.ncpus);
     return 0;
   }
-  PendingFile pf;
-  const std::string priv = m.session + "-" + segment_file(m.segment, ".dat");
-  rc = begin_file(dir, priv, publish_how_from_env(PublishHow::kAuto), &pf, err);
+  AtomicFile f;  // abandoned unless published
+  const std::string priv = dir + "/tmp/" + m.session + "-" + segment_file(m.segment, ".dat");
+  rc = f.open(dir, priv, atomic_how_from_env(AtomicHow::kAuto), err);
   if (rc) return rc;
-  rc = write_trace_dat(pf.fd, in, err);
-  if (rc == 0) rc = publish_file(&pf, dir, m.public_name, true, err);
+  rc = write_trace_dat(f.fd(), in, err);
+  if (rc == 0) rc = f.publish(dir + "/" + m.public_name, true, err);
   if (rc == -EEXIST) {
     // Someone else recovered it meanwhile.
-    abandon_file(&pf);
     remove_segment(sdir, m.segment, m.ncpus);
     return 0;
   }
-  if (rc) {
-    abandon_file(&pf);
-    return rc;
-  }
+  if (rc) return rc;
   res->published.push_back(dir + "/" + m.public_name);
   res->segments++;
   res->pages += pages;

@@ -11,6 +11,7 @@
 
 #include "rbtrace/format.h"
 #include "rbtrace/ring_buffer.h"
+#include "rbtrace/tracedat_page.h"
 
 namespace rbtrace::detail {
 
@@ -204,13 +205,10 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
 
 bool check_page(const unsigned char* page, uint32_t page_size, uint64_t* events,
                 std::vector<int32_t>* tids, uint32_t type_lo, uint32_t type_hi) {
-  const uint32_t cap = page_size - kPageHeaderSize;
-  const uint64_t commit = load_u64(page + 8);
-  if (commit & ~(kCommitMask | kMissedEvents | kMissedStored)) return false;
-  const uint64_t len = commit & kCommitMask;
-  if (len == 0 || len > cap) return false;  // a hole (never written) or garbage
-  if ((commit & kMissedStored) && (!(commit & kMissedEvents) || len + 8 > cap)) return false;
-  PageWalker w(page + kPageHeaderSize, static_cast<uint32_t>(len), load_u64(page));
+  TracePageHeader ph;
+  if (!read_page_header(page, page_size, &ph, nullptr)) return false;  // garbage
+  if (ph.length == 0) return false;  // a hole (never written)
+  PageWalker w(page + kPageHeaderSize, ph.length, ph.ts);
   PageEvent e;
   uint64_t n = 0;
   while (w.next(&e)) {

@@ -8,8 +8,9 @@
 //     <seg>.meta                  written (tmp + rename) before any page of
 //                                 the segment: everything recovery needs
 //     <seg>.cpu<N>                raw pages of CPU N at page-aligned offsets
-//   DIR/tmp/<session>-<seg>.dat   private trace being published (fallback
-//                                 when O_TMPFILE is refused)
+//   DIR/tmp/<session>-<seg>.dat.<pid>.<n>   private trace being published
+//                                 (rbtrace/atomic_file.h: where the file
+//                                 system has no O_TMPFILE)
 //   DIR/<public name>             published traces
 //
 // <seg> is the segment number, 6 digits. The public name of a segment is
@@ -49,8 +50,9 @@ bool decode_meta(const std::string& bytes, SpoolMeta* out, std::string* err);
 // "." or "..".
 bool safe_name(const std::string& s);
 
-// Checks one spool page: commit flags and length within the page, every
-// event well formed. Counts the data events into *events; appends to *tids
+// Checks one spool page: its header as the trace.dat reader checks it
+// (read_page_header: commit flags, length within the page) and not empty,
+// every event well formed. Counts the data events into *events; appends to *tids
 // the common_pid of records whose common_type is a registered event id in
 // [type_lo, type_hi) (raw events carry no common header), deduplicated
 // against the last one. False for holes (never written) and torn pages.

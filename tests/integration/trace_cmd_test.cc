@@ -7,7 +7,8 @@
 // "CPU:N [M EVENTS DROPPED]" markers, and all of it agreeing with what the
 // test wrote and with the ring buffer's counters. Also: `--json`,
 // `export --chrome` (parsed as JSON here), the corrupt corpus through the
-// CLI (exit 1, one message line), and usage errors (exit 2).
+// CLI (exit 1, one message line), usage errors (exit 2), every command's
+// --help, and export's refusal to replace a file.
 #include <gtest/gtest.h>
 
 #include <dirent.h>
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -611,6 +613,77 @@ TEST_F(TraceCmd, UsageAndFileErrors) {
                      "-o", dir.path + "/nodir/out.json"});
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("No such file"), std::string::npos) << r.err;
+}
+
+// Every command answers -h and --help (exit 0, usage on stdout), and
+// refuses an unknown option in one wording (exit 2, usage on stderr); the
+// commands are read from `rbtrace --help`, so a new one is covered too.
+TEST_F(TraceCmd, EveryCommandAnswersHelpAndRefusesUnknownOptions) {
+  const Proc help = run(dir.path, {RBTRACE_CLI, "--help"});
+  ASSERT_EQ(help.status, 0) << help.err;
+  std::vector<std::string> commands;  // "  NAME  summary" lines
+  std::istringstream lines(help.out);
+  for (std::string l; std::getline(lines, l);)
+    if (l.rfind("  ", 0) == 0 && l.size() > 2 && l[2] != ' ')
+      commands.push_back(l.substr(2, l.find(' ', 2) - 2));
+  EXPECT_EQ(commands, (std::vector<std::string>{"report", "export", "recover", "list", "stat",
+                                                "snapshot", "events"}));
+  for (const std::string& c : commands) {
+    SCOPED_TRACE(c);
+    for (const char* h : {"--help", "-h"}) {
+      const Proc r = run(dir.path, {RBTRACE_CLI, c, h});
+      EXPECT_EQ(r.status, 0) << r.err;
+      EXPECT_EQ(r.out.rfind("usage: rbtrace " + c, 0), 0u) << r.out;
+      EXPECT_EQ(r.err, "");
+    }
+    const Proc u = run(dir.path, {RBTRACE_CLI, c, "--no-such-option"});
+    EXPECT_EQ(u.status, 2);
+    EXPECT_EQ(u.out, "");
+    const std::string want = "rbtrace " + c + ": unknown option '--no-such-option'\nusage: rbtrace " + c;
+    EXPECT_EQ(u.err.rfind(want, 0), 0u) << u.err;
+  }
+  // --help after operands; numbers checked against their ranges.
+  EXPECT_EQ(run(dir.path, {RBTRACE_CLI, "stat", "123", "--help"}).status, 0);
+  Proc r = run(dir.path, {RBTRACE_CLI, "snapshot", "1", "--cpu", "x"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err.rfind("rbtrace snapshot: bad --cpu 'x'", 0), 0u) << r.err;
+  r = run(dir.path, {RBTRACE_CLI, "stat", "0"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err.rfind("rbtrace stat: bad PID '0'", 0), 0u) << r.err;
+  r = run(dir.path, {RBTRACE_CLI, "export", "--chrome", "x.dat", "-o", "o", "--pid", "-1"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(run(dir.path, {RBTRACE_CLI, "list", "extra"}).status, 2);
+  EXPECT_EQ(run(dir.path, {RBTRACE_CLI, "events", "1", "--enable", "--disable", "a:b"}).status, 2);
+}
+
+// export -o has the policy of every file rbtrace names (rbtrace/atomic_file.h):
+// an existing file is never replaced, and a file is named only once complete,
+// through O_TMPFILE or a private name (RBTRACE_PUBLISH=private).
+TEST_F(TraceCmd, ExportNeverReplacesAFile) {
+  const std::string valid = std::string(RBTRACE_CORPUS_DIR) + "/valid_two_cpus.dat";
+  const std::string out = dir.path + "/out.json";
+  for (const char* how : {"tmpfile", "private"}) {
+    SCOPED_TRACE(how);
+    ::unlink(out.c_str());
+    setenv("RBTRACE_PUBLISH", how, 1);
+    Proc r = run(dir.path, {RBTRACE_CLI, "export", "--chrome", valid, "-o", out});
+    EXPECT_EQ(r.status, 0) << r.err;
+    const std::string first = read_file(out);
+    EXPECT_NE(first, "");
+    r = run(dir.path, {RBTRACE_CLI, "export", "--chrome", valid, "-o", out, "--pid", "7"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err, "rbtrace export: " + out + ": exists (never replaced)\n");
+    EXPECT_EQ(read_file(out), first);
+    unsetenv("RBTRACE_PUBLISH");
+    // Nothing but the output (and run's captures) in the directory.
+    DIR* d = opendir(dir.path.c_str());
+    ASSERT_NE(d, nullptr);
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      EXPECT_TRUE(n == "." || n == ".." || n == "out.json" || n == "stdout" || n == "stderr") << n;
+    }
+    closedir(d);
+  }
 }
 
 }  // namespace

@@ -71,7 +71,7 @@ class Parts:
         self.cmdlines = struct.pack("<Q", len(cmd)) + cmd
         self.cpus = 2
         # TRACECLOCK repeats the clock text: trace-cmd 3.1.6 reads an empty one
-        # past its end (consumer/src/tracedat_writer.cc).
+        # past its end (consumer/tracedat/src/tracedat_writer.cc).
         self.options = [(2, b"CPU: 0\nentries: 0\n\0"), (2, b"CPU: 1\nentries: 0\n\0"),
                         (4, b"[mono]\0")]
         self.clock = b"[mono]"

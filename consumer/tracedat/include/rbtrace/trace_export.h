@@ -1,5 +1,5 @@
 // rbtrace/trace_export.h - text, JSON and Chrome trace-event renderings of a
-// trace.dat (rbtrace::consumer); the `rbtrace report` and `rbtrace export`
+// trace.dat (rbtrace::tracedat); the `rbtrace report` and `rbtrace export`
 // commands are thin wrappers around these.
 //
 // Each function reads every record of `r` from the start (it rewinds), writes

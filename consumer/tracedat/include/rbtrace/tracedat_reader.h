@@ -1,5 +1,5 @@
 // rbtrace/tracedat_reader.h - a validating reader of trace-cmd trace.dat
-// files, version 6 (rbtrace::consumer).
+// files, version 6 (rbtrace::tracedat).
 //
 // open() parses and checks every section before it returns: the magic and
 // version, the header_page/header_event texts, every event format (fields:

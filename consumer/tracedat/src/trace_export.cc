@@ -113,6 +113,47 @@ std::string record_error(const TraceRecord& rec, const std::string& e) {
          std::to_string(rec.file_offset) + ": " + e;
 }
 
+// render_records' result when *err is set: a record that does not fit its
+// format, or a write error.
+constexpr int kRenderFailed = -2;
+
+// Renders every record from where `r` stands with render(rec) (false with
+// *err: the record does not fit its format), flushing `w` as its batch
+// fills. 0 after the last record, -1 at the reader's error (r.error()), or
+// kRenderFailed.
+template <class Render>
+int render_records(TraceDatReader& r, Writer& w, std::string* err, Render render) {
+  TraceRecord rec;
+  int rc;
+  while ((rc = r.next(&rec)) > 0) {
+    if (!render(rec)) {
+      *err = record_error(rec, *err);
+      w.flush();
+      return kRenderFailed;
+    }
+    if (!w.maybe_flush()) {
+      *err = w.error();
+      return kRenderFailed;
+    }
+  }
+  return rc;
+}
+
+// The end of an export after render_records' `rc`: everything flushed (a
+// write error first), then the reader's verdict. 0, or -1 with *err.
+int finish(TraceDatReader& r, Writer& w, int rc, std::string* err) {
+  if (rc == kRenderFailed) return -1;
+  if (!w.flush()) {
+    *err = w.error();
+    return -1;
+  }
+  if (rc < 0) {
+    *err = r.error();
+    return -1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 void append_json_string(std::string* out, const std::string& s) {
@@ -149,10 +190,8 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
   Writer w(out);
   std::string& s = w.buf();
   appendf(&s, "cpus=%u\n", r.ncpus());
-  TraceRecord rec;
   std::string fields;
-  int rc;
-  while ((rc = r.next(&rec)) > 0) {
+  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
     if (rec.missed) lost_line(&s, rec);
     std::string comm = r.comm(rec.pid);
     appendf(&s, "%16s-%-5d [%03u] ", comm.c_str(), rec.pid, rec.cpu);
@@ -165,44 +204,27 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
     }
     if (!rec.event) {
       appendf(&s, "[unknown event type %u]\n", rec.type);
-    } else {
-      std::string name = rec.event->name + ":";
-      if (name.size() < 21) name.append(21 - name.size(), ' ');
-      s += name;
-      s += opts.raw ? "  " : " ";  // trace-cmd -R puts a space before each field
-      const bool ok = opts.raw ? TraceDatReader::raw_fields(rec, &fields, err)
-                               : TraceDatReader::format_fields(rec, &fields, err);
-      if (!ok) {
-        *err = record_error(rec, *err);
-        w.flush();
-        return -1;
-      }
-      s += fields;
-      s += '\n';
+      return true;
     }
-    if (!w.maybe_flush()) {
-      *err = w.error();
-      return -1;
-    }
-  }
-  if (!w.flush()) {
-    *err = w.error();
-    return -1;
-  }
-  if (rc < 0) {
-    *err = r.error();
-    return -1;
-  }
-  return 0;
+    std::string name = rec.event->name + ":";
+    if (name.size() < 21) name.append(21 - name.size(), ' ');
+    s += name;
+    s += opts.raw ? "  " : " ";  // trace-cmd -R puts a space before each field
+    const bool ok = opts.raw ? TraceDatReader::raw_fields(rec, &fields, err)
+                             : TraceDatReader::format_fields(rec, &fields, err);
+    if (!ok) return false;
+    s += fields;
+    s += '\n';
+    return true;
+  });
+  return finish(r, w, rc, err);
 }
 
 int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
   r.rewind();
   Writer w(out);
   std::string& s = w.buf();
-  TraceRecord rec;
-  int rc;
-  while ((rc = r.next(&rec)) > 0) {
+  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
     appendf(&s, "{\"cpu\":%u,\"ts_ns\":%" PRIu64 ",\"pid\":%d,\"comm\":", rec.cpu, rec.ts_ns, rec.pid);
     append_json_string(&s, r.comm(rec.pid));
     appendf(&s, ",\"type\":%u,\"system\":", rec.type);
@@ -220,26 +242,11 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
         s += ",\"lost_before\":null";
     }
     s += ",\"fields\":{";
-    if (!json_fields(&s, rec, err)) {
-      *err = record_error(rec, *err);
-      w.flush();
-      return -1;
-    }
+    if (!json_fields(&s, rec, err)) return false;
     s += "}}\n";
-    if (!w.maybe_flush()) {
-      *err = w.error();
-      return -1;
-    }
-  }
-  if (!w.flush()) {
-    *err = w.error();
-    return -1;
-  }
-  if (rc < 0) {
-    *err = r.error();
-    return -1;
-  }
-  return 0;
+    return true;
+  });
+  return finish(r, w, rc, err);
 }
 
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err) {
@@ -256,9 +263,7 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
     append_json_string(&s, comm);
     s += "}}";
   }
-  TraceRecord rec;
-  int rc;
-  while ((rc = r.next(&rec)) > 0) {
+  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
     const uint64_t us = rec.ts_ns / 1000, frac = rec.ts_ns % 1000;
     if (rec.missed) {
       appendf(&s,
@@ -282,28 +287,18 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
             ",\"pid\":%d,\"tid\":%d,\"args\":{\"cpu\":%u",
             us, frac, pid, rec.pid, rec.cpu);
     if (rec.event && rec.event->fields.size() > rec.event->first_field) s += ',';
-    if (!json_fields(&s, rec, err)) {
-      *err = record_error(rec, *err);
-      w.flush();
-      return -1;
-    }
+    if (!json_fields(&s, rec, err)) return false;
     s += "}}";
-    if (!w.maybe_flush()) {
-      *err = w.error();
-      return -1;
-    }
-  }
-  if (rc < 0) {
+    return true;
+  });
+  if (rc == kRenderFailed) return -1;
+  if (rc < 0) {  // the reader's error: what was written stays unterminated
     w.flush();
     *err = r.error();
     return -1;
   }
   s += "\n]}\n";
-  if (!w.flush()) {
-    *err = w.error();
-    return -1;
-  }
-  return 0;
+  return finish(r, w, rc, err);
 }
 
 }  // namespace rbtrace

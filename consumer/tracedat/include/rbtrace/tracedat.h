@@ -1,5 +1,5 @@
 // rbtrace/tracedat.h - trace-cmd trace.dat files: writer and validating
-// reader (rbtrace::consumer).
+// reader (rbtrace::tracedat).
 //
 // The writer assembles a version-6 trace.dat (header_page, header_event,
 // event formats, cmdlines, CPU count, options: clock, TSC2NSEC when the

@@ -1,5 +1,6 @@
 // tracedat_internal.h - constants of the trace-cmd trace.dat format shared by
-// the writer (tracedat_writer.cc) and the reader (tracedat_reader.cc).
+// the writer (tracedat_writer.cc) and the reader (tracedat_reader.cc,
+// tracedat_event_format.cc), internal to rbtrace::tracedat.
 //
 // Layout of a version-6 file (trace-cmd's Documentation/trace-cmd/
 // trace-cmd.dat.v6.5.txt; all numbers little endian here):

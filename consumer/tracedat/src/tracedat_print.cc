@@ -1,0 +1,253 @@
+// tracedat_print.cc - field values and their text: TraceDatReader's
+// field_value, raw_fields and format_fields (see rbtrace/tracedat_reader.h),
+// with the one printf conversion done here (the file's format text never
+// reaches printf).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "rbtrace/tracedat_reader.h"
+#include "tracedat_event_format.h"
+
+namespace rbtrace {
+
+namespace td = tracedat;
+
+namespace {
+
+uint64_t load_le(const unsigned char* p, uint32_t n) {
+  uint64_t v = 0;
+  std::memcpy(&v, p, n);  // n <= 8; little endian
+  return v;
+}
+
+void append_escaped(std::string* out, const unsigned char* p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char c = p[i];
+    if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      *out += b;
+    } else {
+      *out += static_cast<char>(c);
+    }
+  }
+}
+
+std::string value_text(const TraceValue& v) {
+  switch (v.kind) {
+    case TraceValue::Kind::kSigned: return std::to_string(v.i);
+    case TraceValue::Kind::kUnsigned: return std::to_string(v.u);
+    case TraceValue::Kind::kString: {
+      std::string s;
+      append_escaped(&s, reinterpret_cast<const unsigned char*>(v.s.data()), v.s.size());
+      return s;
+    }
+    case TraceValue::Kind::kBytes: {
+      std::string s;
+      char b[4];
+      for (unsigned char c : v.s) {
+        std::snprintf(b, sizeof b, "%02x", c);
+        s += b;
+      }
+      return s;
+    }
+  }
+  return {};
+}
+
+// Pads `body` to `width` (C printf rules: '-' left-justifies).
+void pad_into(std::string* out, const std::string& body, std::string_view flags, int width) {
+  const size_t w = width > 0 ? static_cast<size_t>(width) : 0;
+  const bool left = flags.find('-') != std::string_view::npos;
+  if (!left && body.size() < w) out->append(w - body.size(), ' ');
+  *out += body;
+  if (left && body.size() < w) out->append(w - body.size(), ' ');
+}
+
+// d i o u x X: the C argument type follows the length modifier; then sign,
+// precision, '#', '+', ' ' and '0' as C printf does. Without the padding.
+std::string integer_text(const td::Conversion& c, uint64_t raw) {
+  const std::string_view len = c.len, flags = c.flags;
+  const char conv = c.conv;
+  const bool l64 = len == "l" || len == "ll" || len == "z" || len == "j" || len == "t";
+  bool negative = false;
+  uint64_t mag;
+  if (conv == 'd' || conv == 'i') {
+    int64_t x;
+    if (l64) x = static_cast<int64_t>(raw);
+    else if (len == "h") x = static_cast<int16_t>(raw);
+    else if (len == "hh") x = static_cast<int8_t>(raw);
+    else x = static_cast<int32_t>(raw);
+    negative = x < 0;
+    mag = negative ? 0 - static_cast<uint64_t>(x) : static_cast<uint64_t>(x);
+  } else {
+    if (l64) mag = raw;
+    else if (len == "h") mag = static_cast<uint16_t>(raw);
+    else if (len == "hh") mag = static_cast<uint8_t>(raw);
+    else mag = static_cast<uint32_t>(raw);
+  }
+  const unsigned base = conv == 'o' ? 8 : (conv == 'x' || conv == 'X') ? 16 : 10;
+  const char* digits = conv == 'X' ? "0123456789ABCDEF" : "0123456789abcdef";
+  std::string num;
+  for (uint64_t m = mag; m != 0; m /= base) num.insert(num.begin(), digits[m % base]);
+  if (mag == 0 && c.prec != 0) num = "0";
+  if (c.prec > 0 && num.size() < static_cast<size_t>(c.prec)) num.insert(0, static_cast<size_t>(c.prec) - num.size(), '0');
+  const bool alt = flags.find('#') != std::string_view::npos;
+  if (alt && conv == 'o' && (num.empty() || num[0] != '0')) num.insert(0, "0");
+  std::string prefix;
+  if (negative) prefix = "-";
+  else if ((conv == 'd' || conv == 'i') && flags.find('+') != std::string_view::npos) prefix = "+";
+  else if ((conv == 'd' || conv == 'i') && flags.find(' ') != std::string_view::npos) prefix = " ";
+  if (alt && mag != 0 && conv == 'x') prefix += "0x";
+  if (alt && mag != 0 && conv == 'X') prefix += "0X";
+  const bool zero = flags.find('0') != std::string_view::npos && flags.find('-') == std::string_view::npos &&
+                    c.prec < 0;
+  if (zero && c.width > 0 && prefix.size() + num.size() < static_cast<size_t>(c.width))
+    num.insert(0, static_cast<size_t>(c.width) - prefix.size() - num.size(), '0');
+  return prefix + num;
+}
+
+// One printf conversion of `v`: flags "-+ #0", width and precision up to
+// 999, length modifiers hh h l ll z j t, conversions d i u o x X c s p.
+void format_one(std::string* out, const td::Conversion& c, const TraceValue& v) {
+  const bool is_num = v.kind == TraceValue::Kind::kSigned || v.kind == TraceValue::Kind::kUnsigned;
+  if (c.conv == 's' || !is_num) {
+    std::string s = value_text(v);
+    if (c.conv == 's' && c.prec >= 0 && s.size() > static_cast<size_t>(c.prec)) s.resize(static_cast<size_t>(c.prec));
+    pad_into(out, s, c.flags, c.width);
+    return;
+  }
+  const uint64_t raw = v.kind == TraceValue::Kind::kSigned ? static_cast<uint64_t>(v.i) : v.u;
+  if (c.conv == 'c') {
+    std::string s;
+    const unsigned char ch = static_cast<unsigned char>(raw);
+    append_escaped(&s, &ch, 1);
+    pad_into(out, s, c.flags, c.width);
+    return;
+  }
+  if (c.conv == 'p') {
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(raw));
+    pad_into(out, b, c.flags, c.width);
+    return;
+  }
+  pad_into(out, integer_text(c, raw), c.flags, c.width);
+}
+
+// A signed field of fewer than `below` bytes as its bytes zero-extended
+// (what libtraceevent, and so trace-cmd, prints; see the callers).
+void zero_extend_small(TraceValue* v, uint32_t size, uint32_t below) {
+  if (v->kind != TraceValue::Kind::kSigned || size >= below) return;
+  v->kind = TraceValue::Kind::kUnsigned;
+  v->u = static_cast<uint64_t>(v->i) & ((uint64_t{1} << (8 * size)) - 1);
+}
+
+}  // namespace
+
+bool TraceDatReader::field_value(const TraceRecord& rec, const TraceField& f, TraceValue* out,
+                                 std::string* err) {
+  if (f.offset > rec.size || f.size > rec.size - f.offset) {
+    *err = "field '" + f.name + "' (offset " + std::to_string(f.offset) + ", size " +
+           std::to_string(f.size) + ") is outside the " + std::to_string(rec.size) + "-byte record";
+    return false;
+  }
+  const unsigned char* p = rec.data + f.offset;
+  switch (f.kind) {
+    case TraceField::Kind::kInt: {
+      const uint64_t u = load_le(p, f.size);
+      if (f.is_signed) {
+        const unsigned sh = 64 - 8 * f.size;
+        out->kind = TraceValue::Kind::kSigned;
+        out->i = static_cast<int64_t>(u << sh) >> sh;
+      } else {
+        out->kind = TraceValue::Kind::kUnsigned;
+        out->u = u;
+      }
+      return true;
+    }
+    case TraceField::Kind::kDynString: {
+      const uint32_t loc = static_cast<uint32_t>(load_le(p, 4));
+      const uint32_t off = loc & 0xffff, len = loc >> 16;
+      if (off > rec.size || len > rec.size - off) {
+        *err = "__data_loc of '" + f.name + "' (offset " + std::to_string(off) + ", length " +
+               std::to_string(len) + ") is outside the " + std::to_string(rec.size) + "-byte record";
+        return false;
+      }
+      const char* s = reinterpret_cast<const char*>(rec.data + off);
+      out->kind = TraceValue::Kind::kString;
+      out->s.assign(s, strnlen(s, len));
+      return true;
+    }
+    case TraceField::Kind::kCharArray: {
+      const char* s = reinterpret_cast<const char*>(p);
+      out->kind = TraceValue::Kind::kString;
+      out->s.assign(s, strnlen(s, f.size));
+      return true;
+    }
+    case TraceField::Kind::kBytes:
+      out->kind = TraceValue::Kind::kBytes;
+      out->s.assign(reinterpret_cast<const char*>(p), f.size);
+      return true;
+  }
+  return false;
+}
+
+bool TraceDatReader::raw_fields(const TraceRecord& rec, std::string* out, std::string* err) {
+  out->clear();
+  if (!rec.event) {
+    *err = "record of unknown event type " + std::to_string(rec.type);
+    return false;
+  }
+  const TraceEventFormat& ev = *rec.event;
+  for (size_t i = ev.first_field; i < ev.fields.size(); i++) {
+    TraceValue v;
+    if (!field_value(rec, ev.fields[i], &v, err)) return false;
+    // As libtraceevent 1.7 prints them: 1- and 2-byte signed fields
+    // zero-extended (trace-cmd report -R shows an s8 -69 as 187).
+    zero_extend_small(&v, ev.fields[i].size, 4);
+    if (!out->empty()) *out += ' ';
+    *out += ev.fields[i].name;
+    *out += '=';
+    *out += value_text(v);
+  }
+  return true;
+}
+
+bool TraceDatReader::format_fields(const TraceRecord& rec, std::string* out, std::string* err) {
+  if (!rec.event) {
+    out->clear();
+    *err = "record of unknown event type " + std::to_string(rec.type);
+    return false;
+  }
+  const TraceEventFormat& ev = *rec.event;
+  if (!ev.print_ok) return raw_fields(rec, out, err);
+  out->clear();
+  const std::string& f = ev.print_format;
+  size_t arg = 0;
+  for (size_t k = 0; k < f.size(); k++) {
+    if (f[k] != '%') {
+      *out += f[k];
+      continue;
+    }
+    k++;
+    td::Conversion c;
+    td::parse_conversion(f, &k, &c);  // parse_print_fmt checked every conversion
+    if (c.conv == '%') {
+      *out += '%';
+      continue;
+    }
+    const TraceField& field = ev.fields[static_cast<size_t>(ev.print_args[arg++])];
+    TraceValue v;
+    if (!field_value(rec, field, &v, err)) return false;
+    // libtraceevent reads a print-fmt argument's bytes zero-extended and
+    // then casts to the conversion's type: an s8 -69 printed with %d
+    // shows 187 in trace-cmd. Do the same so the texts agree.
+    zero_extend_small(&v, field.size, 8);
+    format_one(out, c, v);
+  }
+  return true;
+}
+
+}  // namespace rbtrace

@@ -1,0 +1,79 @@
+// tracedat_text.h - small text helpers of the trace.dat reader, shared by
+// its event-format parser, its section parser and its value printing
+// (internal to rbtrace::tracedat).
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rbtrace::tracedat {
+
+inline std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+inline bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// c is one of the characters of `set` (never true for '\0', unlike strchr).
+inline bool one_of(char c, std::string_view set) {
+  return c != '\0' && set.find(c) != std::string_view::npos;
+}
+
+// Strict decimal: digits only, at most `max`.
+inline bool parse_u64(std::string_view s, uint64_t max, uint64_t* out) {
+  if (s.empty() || s.size() > 20) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  if (v > max) return false;
+  *out = v;
+  return true;
+}
+
+// Strict signed integer as strtoll(s, 0) reads it (decimal, 0x hex, octal).
+inline bool parse_i64_c(const std::string& s, int64_t* out) {
+  if (s.empty() || s.size() > 32) return false;
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 0);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+inline bool is_ident_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+inline bool is_ident(std::string_view s) {
+  if (s.empty() || s.size() > 256) return false;
+  for (char c : s) {
+    if (!is_ident_char(c)) return false;
+  }
+  return true;
+}
+
+// The lines of `s` (split at '\n'; a last line without '\n' counts).
+inline std::vector<std::string_view> split_lines(std::string_view s) {
+  std::vector<std::string_view> v;
+  size_t b = 0;
+  while (b <= s.size()) {
+    size_t e = s.find('\n', b);
+    if (e == std::string_view::npos) e = s.size();
+    v.push_back(s.substr(b, e - b));
+    b = e + 1;
+  }
+  return v;
+}
+
+}  // namespace rbtrace::tracedat

@@ -1,0 +1,54 @@
+// cmd_tracedat.cc - the `rbtrace` commands that read a trace.dat
+// (rbtrace/tracedat_reader.h, rbtrace/trace_export.h):
+//
+//   rbtrace report [--json] [-t] [-R] FILE     trace-cmd-like text, or JSON lines
+//   rbtrace export --chrome FILE -o OUT.json   Chrome trace-event JSON (Perfetto)
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli.h"
+#include "rbtrace/trace_export.h"
+#include "rbtrace/tracedat_reader.h"
+
+namespace rbtrace::cli {
+
+int cmd_report(const Args& a) {
+  rbtrace::ReportOptions opts;
+  opts.ns = a.has("-t");
+  opts.raw = a.has("-R");
+  const std::string file = a.text("FILE");
+  std::string err;
+  auto r = rbtrace::TraceDatReader::open(file, &err);
+  if (!r) return a.fail(err);
+  const int rc = a.has("--json") ? rbtrace::write_report_json(*r, stdout, &err)
+                                 : rbtrace::write_report_text(*r, stdout, opts, &err);
+  if (rc) return a.fail(file + ": " + err);
+  return 0;
+}
+
+int cmd_export(const Args& a) {
+  if (!a.has("--chrome")) return a.usage_error("choose a format (--chrome)");
+  if (!a.has("-o")) return a.usage_error("no output file (-o OUT.json)");
+  const std::string file = a.text("FILE");
+  const std::string out = a.text("-o");
+  std::string err;
+  auto r = rbtrace::TraceDatReader::open(file, &err);
+  if (!r) return a.fail(err);
+  return write_output(a, out, true, [&](int fd) {
+    std::FILE* f = ::fdopen(::dup(fd), "w");  // dup: the AtomicFile keeps its own
+    if (!f) return a.fail(out + ": " + std::strerror(errno));
+    const auto pid = static_cast<int32_t>(a.number("--pid", 1));
+    int rc = rbtrace::write_chrome_json(*r, f, pid, &err);
+    if (std::fclose(f) != 0 && rc == 0) {
+      err = std::string("write error: ") + std::strerror(errno);
+      rc = -1;
+    }
+    return rc ? a.fail(file + ": " + err) : 0;
+  });
+}
+
+}  // namespace rbtrace::cli
