@@ -110,10 +110,22 @@ TEST(Consumer, RotationBySize) {
   co.period_us = 500;
   auto c = rbtrace::Consumer::create(*fx.rb, co);
   ASSERT_TRUE(c);
-  // ~1.2 MiB of events in bursts the ring can hold.
+  // ~1.2 MiB of events in bursts the ring can hold: each burst waits until
+  // the consumer has drained its CPU's full pages (a loaded machine may
+  // delay the consumer well past any fixed pause; producer/consumer mode
+  // would then drop the burst's tail). Left unread: at most the partial
+  // tail page, so 15 of the 16 pages (15 x 204 events) are free.
+  const uint64_t per_page = (4096 - rbtrace::kPageHeaderSize) / (ctest::kPayload + 4);
   for (int i = 0; i < 20; i++) {
-    fx.write(i % 2, static_cast<uint64_t>(i / 2) * 3000, 3000);
-    std::this_thread::sleep_for(5ms);
+    const uint32_t cpu = static_cast<uint32_t>(i % 2);
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      const rbtrace::CpuStats st = fx.rb->stats(cpu);
+      if (st.entries - st.read < per_page) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the consumer did not drain cpu " << cpu;
+      std::this_thread::sleep_for(1ms);
+    }
+    fx.write(cpu, static_cast<uint64_t>(i / 2) * 3000, 3000);
   }
   ASSERT_EQ(c->stop(), 0);
   const auto files = c->published();
