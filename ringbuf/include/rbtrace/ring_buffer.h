@@ -17,7 +17,10 @@
 //     any signal handler; the calling thread owns a CPU slot (bound or
 //     claimed on first use). Never blocks, never allocates, never makes a
 //     system call (except the very first event of a thread, which claims a
-//     slot: one gettid).
+//     slot: one gettid, and, when no slot is free, the first and every 64th
+//     such claim of a thread, one tgkill(pid, tid, 0) per slot to find
+//     slots of exited threads; and the consumer's watermark wake-up, see
+//     consumer.h).
 //   reader API (read_page/peek/consume/Iterator): any thread, one reader per
 //     CPU at a time (readers serialize on a per-CPU reader lock; writers
 //     never wait for it). Not from a signal handler of the CPU's owner.
