@@ -204,6 +204,10 @@ int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
 
 int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool consume) {
   if (cpu >= opts_.ncpus || ev == nullptr) return -EINVAL;
+  // Before the lock: nothing may fail while it is held. A record is at
+  // most max_payload_ (< page_size) bytes.
+  unsigned char* const copy = reader_copy_buffer(opts_.page_size);
+  if (!copy) return -ENOMEM;
   CpuBuffer* cb = lock_reader(cpu);
   int ret = -EAGAIN;
   for (;;) {
@@ -224,15 +228,9 @@ int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool con
     }
     // Hand out a copy: the page may be overwritten, traded, swapped away or
     // reset as soon as we unlock (see peek/consume in ring_buffer.h).
-    thread_local std::unique_ptr<unsigned char[]> copy;
-    thread_local uint32_t copy_size = 0;
-    if (copy_size < cb->page_size) {
-      copy.reset(new unsigned char[cb->page_size]);
-      copy_size = cb->page_size;
-    }
-    std::memcpy(copy.get(), e.data, e.length);
+    std::memcpy(copy, e.data, e.length);
     *ev = e;
-    ev->data = copy.get();
+    ev->data = copy;
     ev->offset += read;
     if (lost) *lost = cb->lost_events;
     if (consume) {

@@ -21,6 +21,8 @@ namespace rbtrace {
 using namespace detail;
 
 std::atomic<TestHook> detail::test_hook{nullptr};  // set_test_hook
+std::atomic<uint32_t> detail::swaps_in_flight{0};
+std::atomic<bool> detail::forking{false};
 
 DataPage* detail::alloc_page(uint32_t size) {
   void* p = nullptr;
@@ -84,6 +86,9 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
     rb->record_disabled_.store(kSlowClock, std::memory_order_relaxed);
   rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[o.ncpus]);
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
+  rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
+  if (!rb->ctl_) return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
   if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < o.ncpus; c++) rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
   for (uint32_t c = 0; c < o.ncpus; c++) {
@@ -178,6 +183,7 @@ RingBuffer::~RingBuffer() {
   // The destroying thread's own binding goes now; other threads' bindings
   // are pruned when their tables fill up (add_binding).
   ThreadState& t = tls_state;
+  ChangingBindings changing;  // a handler's claim must not append meanwhile
   for (int i = t.count - 1; i >= 0; i--)
     if (t.bindings[i].rb_id == id_) remove_binding_at(t, i);
   // The CPU buffers in our slots are ours, whichever RingBuffer made them
@@ -220,10 +226,17 @@ CpuBuffer* RingBuffer::cpu_buffer(uint32_t cpu) const {
 // while the count is not 0 no swap can move it: its enable finds it there.
 int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
   if (cpu >= opts_.ncpus) return -EINVAL;
+  // Announce the change to swaps of this slot (seq_cst, a Dekker pair with
+  // the swap's kSwapping CAS and its load of ctl_): a swap whose load comes
+  // after this sees us and refuses (-EBUSY); one whose load came before has
+  // already set kSwapping, which we see below, or cleared it after its S4,
+  // which the re-check of the slot below sees. So once the CAS succeeds,
+  // the buffer it changed is the one in the slot.
+  ctl_[cpu].fetch_add(1, std::memory_order_seq_cst);
   for (uint32_t spins = 0;; spins++) {
-    CpuBuffer* cb = cpu_buffer(cpu);
-    uint32_t old = cb->record_disabled.load(std::memory_order_relaxed);
-    if (old & CpuBuffer::kSwapping) {
+    CpuBuffer* cb = buffers_[cpu].load(std::memory_order_seq_cst);
+    uint32_t old = cb->record_disabled.load(std::memory_order_seq_cst);
+    if ((old & CpuBuffer::kSwapping) || buffers_[cpu].load(std::memory_order_seq_cst) != cb) {
       if (spins > 64) sched_yield();
       continue;
     }
@@ -233,21 +246,16 @@ int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
     if (add < 0 && count > 0) nw = old - 1;  // an unmatched enable does nothing
     if (off > 0) nw |= CpuBuffer::kRecordOff;
     if (off < 0) nw &= ~CpuBuffer::kRecordOff;
-    if (nw == old) return 0;
+    if (nw == old) break;
     // relaxed: only tests set it.
     if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
       h(TestHookPoint::kDisableBeforeCas, *this, cpu);
-    // acq_rel: acquire pairs with swap_cpu's release clearing kSwapping (we
-    // then see its S4 store of the slot); release pairs with the swap's
-    // acquire CAS setting kSwapping, which then fails on our change.
-    if (!cb->record_disabled.compare_exchange_weak(old, nw, std::memory_order_acq_rel,
-                                                   std::memory_order_relaxed))
-      continue;
-    if (buffers_[cpu].load(std::memory_order_relaxed) == cb) return 0;
-    // A swap moved cb out of the slot before our CAS: undo it there (a
-    // plain restore of the bits we changed) and apply it to the new one.
-    cb->record_disabled.fetch_add(old - nw, std::memory_order_relaxed);
+    // seq_cst: see above; a swap that set kSwapping since our load makes it
+    // fail, and we look again.
+    if (cb->record_disabled.compare_exchange_strong(old, nw, std::memory_order_seq_cst)) break;
   }
+  ctl_[cpu].fetch_sub(1, std::memory_order_seq_cst);
+  return 0;
 }
 
 int RingBuffer::record_disable_cpu(uint32_t cpu) { return change_cpu_disable(cpu, 1, 0); }
@@ -280,16 +288,23 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   // it (-EAGAIN). While the bit is set W1 refuses and record_disable_cpu &
   // co. wait (change_cpu_disable). acquire: pairs with the release half of
   // change_cpu_disable's CAS, so a change that came first makes ours fail.
+  // seq_cst throughout S3 and the clearing: the Dekker pairs with
+  // change_cpu_disable (ctl_) and fork_prepare (forking).
+  swaps_in_flight.fetch_add(1, std::memory_order_seq_cst);
+  if (forking.load(std::memory_order_seq_cst)) {
+    swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
+    return -EBUSY;  // a fork is being prepared: retried after it
+  }
   uint32_t za = 0, zb = 0;
   if (!a->record_disabled.compare_exchange_strong(za, CpuBuffer::kSwapping,
-                                                  std::memory_order_acquire,
-                                                  std::memory_order_relaxed))
+                                                  std::memory_order_seq_cst)) {
+    swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return -EAGAIN;
+  }
   if (!b->record_disabled.compare_exchange_strong(zb, CpuBuffer::kSwapping,
-                                                  std::memory_order_acquire,
-                                                  std::memory_order_relaxed)) {
-    // release: as at the end below.
-    a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
+                                                  std::memory_order_seq_cst)) {
+    a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
+    swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return -EAGAIN;
   }
   signal_fence();
@@ -298,7 +313,13 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   // of W6's loop.
   int ret = 0;
   int la = 0, lb = 0;
-  if (a->committing() != 0 || b->committing() != 0) {
+  if (ctl_[cpu].load(std::memory_order_seq_cst) != 0 ||
+      other.ctl_[cpu].load(std::memory_order_seq_cst) != 0) {
+    ret = -EBUSY;  // a disable/enable of this slot is under way
+  } else if (buffers_[cpu].load(std::memory_order_seq_cst) != a ||
+             other.buffers_[cpu].load(std::memory_order_seq_cst) != b) {
+    ret = -EBUSY;  // another swap moved one of them since we loaded it (misuse)
+  } else if (a->committing() != 0 || b->committing() != 0) {
     ret = -EBUSY;
   } else if (!a->reader_lock.compare_exchange_strong(
                  la, 1, std::memory_order_acquire,  // pairs with unlock_reader
@@ -323,10 +344,11 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
     unlock_reader(a);
   }
   signal_fence();
-  // release: pairs with the acquire CAS in change_cpu_disable, which then
-  // sees the S4 stores above and re-checks the slot.
-  a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
-  b->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_release);
+  // seq_cst: change_cpu_disable, seeing the bit clear, then sees the S4
+  // stores above in its re-check of the slot.
+  a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
+  b->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
+  swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
   return ret;
 }
 

@@ -70,6 +70,39 @@ DataPage* alloc_page(uint32_t size);
 // The test hook (set_test_hook). Loaded relaxed: only tests set it.
 extern std::atomic<TestHook> test_hook;
 
+// Marks the calling thread as changing its bindings for a scope (see
+// ThreadState::changing); nests.
+class ChangingBindings {
+ public:
+  ChangingBindings() : prev_(tls_state.changing) {
+    tls_state.changing = true;
+    signal_fence();
+  }
+  ~ChangingBindings() {
+    signal_fence();
+    tls_state.changing = prev_;
+  }
+  ChangingBindings(const ChangingBindings&) = delete;
+  ChangingBindings& operator=(const ChangingBindings&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// fork() against swaps in other threads: a swap counts itself in flight
+// from S3 to the end of S4 and refuses (-EBUSY) while a fork is being
+// prepared; fork_prepare waits until none is in flight. seq_cst on both
+// sides (a Dekker pair), so either the swap sees `forking` or fork_prepare
+// sees the swap. Otherwise a fork between S4's two slot stores would leave
+// one CPU buffer in two slots in the child.
+extern std::atomic<uint32_t> swaps_in_flight;
+// The calling thread's buffer for peek/consume's copy, at least `size`
+// bytes; null when memory cannot be had. Plain data in tls_state (no C++
+// thread_local destructor: a reader may still run in a later destructor);
+// freed by the thread-exit key, which it sets if the thread has no slot.
+unsigned char* reader_copy_buffer(uint32_t size);
+extern std::atomic<bool> forking;
+
 }  // namespace rbtrace::detail
 
 #pragma GCC visibility pop

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 
@@ -25,25 +26,6 @@ constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-e
 namespace {
 
 pthread_key_t exit_key;
-
-// Marks the calling thread as changing its bindings for a scope (see
-// ThreadState::changing); nests.
-class ChangingBindings {
- public:
-  ChangingBindings() : prev_(tls_state.changing) {
-    tls_state.changing = true;
-    signal_fence();
-  }
-  ~ChangingBindings() {
-    signal_fence();
-    tls_state.changing = prev_;
-  }
-  ChangingBindings(const ChangingBindings&) = delete;
-  ChangingBindings& operator=(const ChangingBindings&) = delete;
-
- private:
-  bool prev_;
-};
 
 void release_thread_slots(void*) {
   ThreadState& t = tls_state;
@@ -63,15 +45,26 @@ void release_thread_slots(void*) {
   t.count = 0;
   signal_fence();
   t.bindings[0].rb_id = 0;  // see remove_binding_at
+  std::free(t.copy);
+  t.copy = nullptr;
+  t.copy_size = 0;
 }
 
 // fork(): only the forking thread exists in the child, under a new tid.
 // Its slots move to that tid; every other thread's slots are freed and the
 // CPU buffers emptied (after_fork_in_child). The registry lock is held
 // across fork so the child finds the map consistent.
-void fork_prepare() { registry_mutex().lock(); }
-void fork_parent() { registry_mutex().unlock(); }
+void fork_prepare() {
+  forking.store(true, std::memory_order_seq_cst);  // pairs with swap_cpu
+  while (swaps_in_flight.load(std::memory_order_seq_cst) != 0) sched_yield();
+  registry_mutex().lock();
+}
+void fork_parent() {
+  registry_mutex().unlock();
+  forking.store(false, std::memory_order_seq_cst);
+}
 void fork_child() {
+  forking.store(false, std::memory_order_relaxed);  // one thread here
   ThreadState& t = tls_state;
   const int32_t old_tid = t.tid;
   t.tid = static_cast<int32_t>(syscall(SYS_gettid));
@@ -121,6 +114,22 @@ std::unordered_map<uint32_t, RingBuffer*>& detail::registry() {
   return r;
 }
 pthread_once_t detail::exit_key_once = PTHREAD_ONCE_INIT;
+
+unsigned char* detail::reader_copy_buffer(uint32_t size) {
+  ThreadState& t = tls_state;
+  if (t.copy_size >= size) return t.copy;
+  auto* p = static_cast<unsigned char*>(std::malloc(size));
+  if (!p) return nullptr;
+  std::free(t.copy);
+  t.copy = p;
+  t.copy_size = size;
+  if (!t.key_set && !t.exiting) {
+    pthread_once(&exit_key_once, make_exit_key);
+    pthread_setspecific(exit_key, &t);  // frees it at thread exit
+    t.key_set = true;
+  }
+  return p;
+}
 
 void detail::make_exit_key() {
   pthread_key_create(&exit_key, release_thread_slots);
@@ -232,6 +241,9 @@ int32_t RingBuffer::claim_cpu() {
 
 int32_t RingBuffer::claim_free_cpu(int32_t tid) {
   ThreadState& t = tls_state;
+  // A handler that ran between our caller's look at the bindings and the
+  // `changing` mark may have claimed a slot for this thread meanwhile.
+  if (const int32_t mine = thread_cpu(id_); mine >= 0) return mine;
   for (bool reclaimed = false;; reclaimed = true) {
     for (uint32_t c = 0; c < opts_.ncpus; c++) {
       int32_t expected = 0;
@@ -298,11 +310,16 @@ int RingBuffer::bind_thread(uint32_t cpu) {
     ThreadState& t = tls_state;
     for (int i = 0; i < t.count; i++) {
       if (t.bindings[i].rb_id == id_) {
-        // A handler sees the old binding or the new one: the buffer first
-        // (relaxed: the slot is ours now, see the CAS above).
-        t.bindings[i].cb = buffers_[cpu].load(std::memory_order_relaxed);
+        // A handler sees no binding for this buffer while the entry is
+        // rewritten (W0 matches on rb_id), and the doorbell answers "not
+        // owner" while we are `changing` (swap.cc), so no swap refreshes
+        // the entry under us. relaxed: the slot is ours, see the CAS above.
+        t.bindings[i].rb_id = 0;
         signal_fence();
+        t.bindings[i].cb = buffers_[cpu].load(std::memory_order_relaxed);
         t.bindings[i].cpu = static_cast<int32_t>(cpu);
+        signal_fence();
+        t.bindings[i].rb_id = id_;
         // release: publishes this thread's writes to the old slot to its
         // next owner; pairs with the acquire CAS in claim_cpu/bind_thread.
         owners_[cur].store(0, std::memory_order_release);

@@ -139,7 +139,11 @@ void serve(Request& r) {
                                        std::memory_order_relaxed))
     return;
   int rc;
-  if (r.live->current_cpu() != static_cast<int>(r.cpu))
+  // A thread in the middle of changing its bindings (bind_thread moving it
+  // from one slot to another, unbind, exit) is not a stable owner: a swap
+  // run now would refresh an entry the interrupted change is rewriting.
+  // The requester looks again.
+  if (detail::tls_state.changing || r.live->current_cpu() != static_cast<int>(r.cpu))
     rc = kNotOwner;  // not (or no longer) the owner: the requester re-routes
   else
     rc = r.live->swap_cpu(*r.spare, r.cpu);  // S2..S4

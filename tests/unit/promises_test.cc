@@ -9,8 +9,10 @@
 //     a write: the child can write, read every CPU and swap.
 //  6. A CPU buffer swapped into a live RingBuffer stays valid when the
 //     RingBuffer it came from (a Snapshot's spare) is destroyed.
-//  7. A balanced disable/enable pair with a swap between the disable's load
-//     of the slot and its change leaves the CPU enabled and swappable.
+//  7. A balanced disable/enable pair with a swap attempted between the
+//     disable's load of the slot and its change: the swap is refused while
+//     the change is under way, the disable lands on the slot's buffer, and
+//     the CPU is enabled and swappable again after the enable.
 //  8. What consume() returned stays intact while the CPU buffer it came from
 //     is swapped away, drained, reset, swapped back and rewritten.
 //  9. A W1 refusal of a writer whose cached CPU buffer went stale (a swap in
@@ -223,7 +225,10 @@ void balanced_pair_beside_a_swap(bool off) {
     DisableSwap::armed = 1;  // a swap between the disable's load and its change
     ASSERT_EQ(off ? live->record_off_cpu(0) : live->record_disable_cpu(0), 0);
   }
-  ASSERT_EQ(DisableSwap::swap_rc, 0) << "the forced swap did not run";
+  // A swap inside a disable of its slot would move the buffer the disable
+  // loaded: it is refused (the slot's ctl_ count), and retried by
+  // swap_cpu_marshalled.
+  ASSERT_EQ(DisableSwap::swap_rc, -EBUSY) << "a swap ran inside a disable of its slot";
   // The CPU in the slot is disabled now, and cannot be swapped away.
   std::thread([&] {
     const uint64_t v = 1;

@@ -33,10 +33,8 @@
 // forking thread's, which it keeps. The child can write, read, swap
 // (swap_cpu, swap_cpu_marshalled) and exit; a Consumer, control Server or
 // Snapshot object made by the parent must not be used in the child.
-// Record-disable counts stay as they were. Exception: fork() called
-// from a signal handler that interrupted a write of the forking thread
-// leaves that CPU buffer as it is (the interrupted write completes when the
-// handler returns).
+// Record-disable counts stay as they were. fork() from a signal handler
+// is not supported.
 #pragma once
 
 #include <atomic>
@@ -302,7 +300,8 @@ class RingBuffer {
   int read_page(DataPage** page, uint32_t cpu, bool full);
 
   // Event-level reading of the reader page. peek leaves the event in place;
-  // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL. `lost`
+  // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL / -ENOMEM
+  // (no memory for the calling thread's copy buffer). `lost`
   // (optional) receives the events lost before this one. ev->data points at
   // a copy of the record in a buffer of the calling thread: it stays valid,
   // whatever writers, swaps, resets or other readers do, until this thread
@@ -442,6 +441,9 @@ class RingBuffer {
   alignas(64) std::atomic<uint32_t> record_disabled_{0};
   std::unique_ptr<std::atomic<detail::CpuBuffer*>[]> buffers_;
   std::unique_ptr<std::atomic<int32_t>[]> owners_;
+  // Per slot: record_disable_cpu & co. under way (change_cpu_disable); a
+  // swap of the slot refuses while it is not 0.
+  std::unique_ptr<std::atomic<uint32_t>[]> ctl_;
   // The CPU buffers are owned by the slot they are in, not by the
   // RingBuffer that made them: swap_cpu exchanges them, and each
   // RingBuffer frees the ones in its slots when it is destroyed (as the

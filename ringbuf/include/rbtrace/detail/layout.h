@@ -215,6 +215,10 @@ struct ThreadState {
   // first) takes back the slots of exited threads (claim_cpu).
   uint32_t claim_failures;
   ThreadBinding bindings[kMaxBindingsPerThread];
+  // The thread's copy of the last record peek/consume handed out
+  // (reader_copy_buffer); freed at thread exit with the slots.
+  unsigned char* copy;
+  uint32_t copy_size;
 };
 // constinit: the definition is constant-initialized, so the compiler emits
 // no TLS wrapper call (or check for one) on the writer's path.

@@ -448,6 +448,11 @@ int RingBuffer::move_tail(detail::CpuBuffer* cb, detail::BufferPage* tp, uint32_
     next->write.store(seq << 32);
     next->entries.store(0);
     next->real_end.store(cb->capacity);
+    // New content: a push mark from before is no longer this page's (a
+    // page that becomes the head by the reader's splice keeps no mark; the
+    // 32-bit sequence number in `write` could otherwise match an old one
+    // after 2^32 crossings).
+    next->push_seq.store(kNoPushSeq);
     next->page->time_stamp = 0;
     std::atomic_ref<uint64_t>(next->page->commit).store(0, std::memory_order_relaxed);
     signal_fence();  // the page is reset before handlers can reach it
