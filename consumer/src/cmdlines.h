@@ -1,0 +1,41 @@
+// cmdlines.h - the drain thread's tid -> comm map: the names of the
+// writers seen in pages, appended to DIR/spool/<session>/cmdlines and put
+// in every segment's trace.dat. Private to rbtrace::consumer. See
+// docs/DESIGN.md, "Consumer", Cmdlines.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace rbtrace::detail {
+
+class Cmdlines {
+ public:
+  // Adds the tids not seen before (name from /proc, else from the last
+  // scan, else "<...>"), appends them to the spool's cmdlines file; clears
+  // `tids`.
+  void note(std::vector<int32_t>* tids);
+  // Refreshes the name cache from /proc/self/task, at most every 100 ms.
+  void scan_if_due();
+  std::vector<std::pair<int32_t, std::string>> seen() const {
+    return {comms_.begin(), comms_.end()};
+  }
+
+  int fd = -1;  // the spool's cmdlines file (appended), or -1
+
+ private:
+  void scan_threads();
+
+  std::unordered_map<int32_t, std::string> comms_;
+  // Names of the process's threads, refreshed now and then from
+  // /proc/self/task (so that a writer that exits before the consumer sees
+  // its pages still has a name), and looked up for each new tid.
+  std::unordered_map<int32_t, std::string> names_;
+  std::chrono::steady_clock::time_point last_scan_{};
+};
+
+}  // namespace rbtrace::detail

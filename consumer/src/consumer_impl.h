@@ -1,0 +1,211 @@
+// consumer_impl.h - the consumer's parts, one type per thread role and per
+// piece of shared state (private to rbtrace::consumer; see consumer.h and
+// docs/DESIGN.md, "Consumer"):
+//
+//   ConsumerContext  set up by create, read-only afterwards (every thread).
+//   ConsumerShared   under mu: the hand-over queue, flush/stop state, stats.
+//   Drainer          the drain thread (drainer.cc): the pool (slots), the
+//                    I/O backend, the open segment, the closing segments
+//                    (waiting for their writes), the tid -> comm map.
+//   Publisher        the publish thread (publisher.cc): segments handed
+//                    over (ConsumerShared::queue), one at a time.
+//   Consumer::Impl   the callers (consumer.cc): flush/stop post a request
+//                    (under mu) and wake the drain thread; create.
+// mu is never held across I/O or across read_page.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backoff.h"
+#include "cmdlines.h"
+#include "io_backend.h"
+#include "rbtrace/atomic_file.h"
+#include "rbtrace/consumer.h"
+#include "rbtrace/tracedat.h"
+#include "segment.h"
+#include "waker.h"
+
+namespace rbtrace::detail {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// CPU time of the calling thread (user + system), ns; 0 if unknown.
+uint64_t thread_cpu_ns();
+
+// The one way create and its steps report an error: sets *err (when
+// given) to `code` and `msg`; returns `code`.
+int set_error(Error* err, int code, std::string msg);
+
+// What create decided; read-only once the threads run.
+struct ConsumerContext {
+  ConsumerContext(RingBuffer& r, const ConsumerOptions& o) : rb(r), opts(o) {}
+
+  RingBuffer& rb;
+  ConsumerOptions opts;
+  uint32_t ncpus = 0;
+  uint32_t page_size = 0;
+  std::string session;
+  std::string spool;  // DIR/spool/<session>
+  AtomicHow publish_how = AtomicHow::kAuto;
+  std::string clock_name;
+  bool tsc2nsec = false;
+
+  void message(const std::string& m) const;
+  std::string seg_path(uint64_t seq, const char* suffix) const;
+};
+
+// Between the threads and the callers; everything under mu.
+struct ConsumerShared {
+  mutable std::mutex mu;
+  std::condition_variable cv;  // publish thread work; flush completion
+  std::deque<std::unique_ptr<Segment>> queue;
+  uint64_t flush_req = 0;     // generation asked for
+  uint64_t flush_taken = 0;   // generation the drain thread handed over
+  uint64_t flush_done = 0;    // generation the publish thread completed
+  int flush_err = 0;          // first error since the last flush marker
+  int flush_result = 0;       // error of the flush that completed last
+  bool drain_stop = false;
+  bool pub_stop = false;
+  bool episode_reported = false;  // disk-full message given for this episode
+  ConsumerStats st;
+  std::vector<std::string> published;
+
+  // Set by the publish thread when a trace did not fit (ENOSPC, EFBIG,
+  // EDQUOT): the drain thread takes no pages before this time (steady
+  // clock, ns since its epoch), so a full disk is not filled with spool
+  // that cannot be published. relaxed: a hint between two threads, no data
+  // rides on it.
+  std::atomic<int64_t> pub_blocked_until{0};
+};
+
+// The drain thread: read_page -> io_uring/pwritev -> spool files.
+class Drainer {
+ public:
+  Drainer(ConsumerContext& c, ConsumerShared& s) : ctx(c), sh(s) {}
+
+  // ---- create's steps (before the thread starts) ----
+  void init_backend();
+  int init_pool(Error* err);
+  void register_fixed();
+  void init_waker();
+  // ---- stop (after the thread ended) ----
+  void release();
+
+  void run();
+  void wake();
+
+  std::unique_ptr<IoBackend> io;
+  Cmdlines cmdlines;
+  Waker* waker = nullptr;
+  // Registered event ids are [kFirstEventId, type_hi): records of those
+  // carry a common header with the writer's tid.
+  static constexpr uint32_t kFirstEventId = 1000;
+  uint32_t type_hi = kFirstEventId;
+
+ private:
+  struct Slot {
+    DataPage* page = nullptr;
+    Segment* seg = nullptr;
+    uint32_t cpu = 0;
+    uint64_t off = 0;
+    uint64_t events = 0;
+  };
+
+  int open_segment();
+  int cpu_fd(Segment* s, uint32_t cpu);
+  int write_failed(Segment* s, uint32_t cpu, int e, const std::string& what);
+  void close_current();
+  void hand_over_finished();
+  void finish(std::unique_ptr<Segment> s, uint64_t gen);
+  void take_page(uint32_t i, uint32_t cpu);
+  void page_lost(uint32_t cpu, uint64_t events);
+  int64_t finish_short_write(const Slot& sl, int fd, int64_t res);
+  void complete(const IoCompletion& c);
+  size_t reap(int64_t wait_ns);
+  uint64_t pass(bool full, uint32_t per_cpu, bool flushing = false);
+  void check_swap(uint32_t cpu);
+  void wait_all_io();
+  void do_flush(uint64_t gen);
+  void sleep();
+
+  ConsumerContext& ctx;
+  ConsumerShared& sh;
+
+  std::vector<Slot> slots;
+  std::vector<uint32_t> free_slots;
+  std::unique_ptr<Segment> cur;
+  std::vector<std::unique_ptr<Segment>> closing;
+  uint64_t next_seq = 1;
+  std::vector<int32_t> page_tids;
+  std::vector<IoCompletion> comps;
+  SteadyClock::time_point blocked_until{};
+  Backoff backoff;
+  uint32_t rr = 0;  // round-robin start CPU
+
+  // The CPU buffers whose pages were registered as fixed buffers. A
+  // snapshot swap puts another CPU buffer in a slot; from then on pages
+  // leave our circle (a dumper may free one, and a later allocation at the
+  // same address would not be the registered physical page), so fixed
+  // writes stop for good at the first swap seen (docs/DESIGN.md).
+  std::vector<detail::CpuBuffer*> registered_cbs;
+  bool fixed_active = false;
+
+  std::atomic<uint32_t> own_sleep{0};  // relaxed: a flag; see Waker::sleeping
+  std::atomic<uint32_t>* sleep_word = &own_sleep;
+};
+
+// The publish thread: segment -> trace.dat -> atomic publish.
+class Publisher {
+ public:
+  Publisher(ConsumerContext& c, ConsumerShared& s) : ctx(c), sh(s) {}
+
+  void run();
+  // Assembles and publishes one segment. 0 or -errno (message given).
+  int publish(Segment& s);
+
+ private:
+  void remove_segment_files(const Segment& s);
+  TraceDatInput trace_input(const Segment& s) const;
+  int write_and_link(Segment& s, std::string* err);
+  void failed(const Segment& s, uint64_t pages, int rc, const std::string& err);
+
+  ConsumerContext& ctx;
+  ConsumerShared& sh;
+  Backoff backoff;
+};
+
+}  // namespace rbtrace::detail
+
+namespace rbtrace {
+
+struct Consumer::Impl {
+  Impl(RingBuffer& r, const ConsumerOptions& o) : ctx(r, o), drain(ctx, sh), pub(ctx, sh) {}
+
+  // ---- create's steps ----
+  void configure();
+  int open_session(Error* err);
+  void start();
+  // ---- control ----
+  int flush();
+  int stop();
+
+  detail::ConsumerContext ctx;
+  detail::ConsumerShared sh;
+  detail::Drainer drain;
+  detail::Publisher pub;
+  int lock_fd = -1;
+  std::thread drain_thread;
+  std::thread pub_thread;
+  bool stopped = false;
+};
+
+}  // namespace rbtrace

@@ -1,0 +1,497 @@
+// drainer.cc - the drain thread: read_page -> io_uring/pwritev -> spool
+// files (consumer_impl.h, Drainer). See docs/DESIGN.md, "Consumer", Drain
+// thread, Segments, Disk full.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "consumer_impl.h"
+#include "rbtrace/event.h"
+#include "rbtrace/tracedat.h"
+#include "spool.h"
+
+namespace rbtrace::detail {
+
+namespace {
+
+std::string errstr(int e) {
+  std::string s = std::strerror(e);
+  switch (e) {
+    case ENOSPC: s += " (ENOSPC)"; break;
+    case EFBIG: s += " (EFBIG)"; break;
+    case EDQUOT: s += " (EDQUOT)"; break;
+    default: break;
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---- create's steps ------------------------------------------------------------
+
+// The I/O backend: the option, else RBTRACE_IO_BACKEND, else io_uring,
+// falling back to pwritev when io_uring cannot be set up.
+void Drainer::init_backend() {
+  const ConsumerOptions& op = ctx.opts;
+  IoKind want = IoKind::kIoUring;
+  if (op.backend == IoBackendKind::kPwritev) want = IoKind::kPwritev;
+  if (op.backend == IoBackendKind::kAuto) {
+    if (const char* e = std::getenv("RBTRACE_IO_BACKEND")) {
+      if (std::strcmp(e, "pwritev") == 0) want = IoKind::kPwritev;
+      else if (std::strcmp(e, "io_uring") != 0)
+        sh.st.backend_note = std::string("RBTRACE_IO_BACKEND=") + e + " is not io_uring or pwritev";
+    }
+  }
+  std::string why;
+  io = make_io_backend(want, op.pool_pages, op.io_uring_vectored, &why);
+  if (want == IoKind::kIoUring && io->kind() != IoKind::kIoUring) {
+    sh.st.backend_note = why;
+    ctx.message("rbtrace consumer: " + why);
+  }
+  sh.st.backend = io->name();
+}
+
+// The pool, allocated once. 0 or an errno (err set).
+int Drainer::init_pool(Error* err) {
+  const uint32_t n = ctx.opts.pool_pages;
+  slots.resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    slots[i].page = ctx.rb.alloc_read_page();
+    if (!slots[i].page) {
+      for (auto& s : slots) RingBuffer::free_read_page(s.page);
+      return set_error(err, ENOMEM, "consumer: cannot allocate the page pool");
+    }
+    free_slots.push_back(n - 1 - i);
+  }
+  return 0;
+}
+
+// The pool is registered with io_uring together with every page of the
+// ring: trading moves pages between the two, so the set of addresses
+// read_page hands back is this union (a page from elsewhere, e.g. after a
+// snapshot swap, goes out as a non-fixed write).
+void Drainer::register_fixed() {
+  if (io->kind() != IoKind::kIoUring || ctx.opts.io_uring_vectored) return;
+  std::vector<void*> bufs;
+  for (auto& s : slots) bufs.push_back(s.page);
+  std::vector<void*> ring;
+  for (uint32_t c = 0; c < ctx.ncpus; c++) {
+    detail::CpuBuffer* cb = ctx.rb.cpu_buffer(c);
+    registered_cbs.push_back(cb);
+    for (uint32_t p = 0; cb && p <= cb->npages; p++) ring.push_back(cb->pages[p].page);
+  }
+  constexpr size_t kMaxRegistered = 16384;  // IORING_MAX_REG_BUFFERS
+  if (bufs.size() + ring.size() <= kMaxRegistered) bufs.insert(bufs.end(), ring.begin(), ring.end());
+  std::string rwhy;
+  ConsumerStats& st = sh.st;
+  st.registered_buffers = io->register_buffers(bufs, ctx.page_size, &rwhy);
+  fixed_active = st.registered_buffers > 0;
+  if (st.registered_buffers == 0 && !rwhy.empty()) {
+    if (!st.backend_note.empty()) st.backend_note += "; ";
+    st.backend_note += rwhy;
+  }
+}
+
+// The watermark wake-up, if asked for: the ring's page hook.
+void Drainer::init_waker() {
+  if (ctx.opts.watermark_pages == 0) return;
+  waker = get_waker();
+  waker->watermark.store(ctx.opts.watermark_pages, std::memory_order_relaxed);
+  waker->sleeping.store(0, std::memory_order_relaxed);
+  sleep_word = &waker->sleeping;
+  ctx.rb.set_page_hook(&waker->hook);
+}
+
+// After the thread ended (the page hook already removed).
+void Drainer::release() {
+  io.reset();
+  for (Slot& s : slots) RingBuffer::free_read_page(s.page);
+  slots.clear();
+  if (waker) {
+    put_waker(waker);
+    waker = nullptr;
+    sleep_word = &own_sleep;
+  }
+  if (cmdlines.fd >= 0) close(cmdlines.fd);
+  cmdlines.fd = -1;
+}
+
+void Drainer::wake() {
+  sleep_word->store(0, std::memory_order_relaxed);
+  futex_wake(sleep_word);
+}
+
+// ---- segments ------------------------------------------------------------------
+
+// Opens a new segment: writes its sidecar before any page. 0 or -errno.
+int Drainer::open_segment() {
+  auto s = std::make_unique<Segment>(next_seq++, ctx.ncpus, ctx.page_size);
+  char num[32];
+  std::snprintf(num, sizeof num, "%06" PRIu64, s->seq);
+  s->public_name = ctx.opts.prefix + "-" + ctx.session + "-" + num + ".dat";
+  SpoolMeta m;
+  m.session = ctx.session;
+  m.segment = s->seq;
+  m.public_name = s->public_name;
+  m.page_size = ctx.page_size;
+  m.ncpus = ctx.ncpus;
+  m.clock = ctx.clock_name;
+  m.tsc2nsec = ctx.tsc2nsec;
+  if (ctx.tsc2nsec) m.calibration = counter_calibration();
+  m.events = registered_event_formats();
+  const std::string text = encode_meta(m);
+  const std::string tmp = ctx.seg_path(s->seq, ".meta.tmp");
+  int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return write_failed(nullptr, 0, errno, "create " + tmp);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t r = write(fd, text.data() + done, text.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      int e = r < 0 ? errno : EIO;
+      close(fd);
+      unlink(tmp.c_str());
+      return write_failed(nullptr, 0, e, "write " + tmp);
+    }
+    done += static_cast<size_t>(r);
+  }
+  close(fd);
+  if (rename(tmp.c_str(), ctx.seg_path(s->seq, ".meta").c_str()) != 0) {
+    int e = errno;
+    unlink(tmp.c_str());
+    return write_failed(nullptr, 0, e, "rename " + tmp);
+  }
+  type_hi = kFirstEventId + static_cast<uint32_t>(m.events.size());
+  s->events = std::move(m.events);
+  cur = std::move(s);
+  return 0;
+}
+
+int Drainer::cpu_fd(Segment* s, uint32_t cpu) {
+  CpuRun& r = s->cpus[cpu];
+  if (r.fd >= 0) return r.fd;
+  const std::string p = ctx.seg_path(s->seq, (".cpu" + std::to_string(cpu)).c_str());
+  r.fd = open(p.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+  if (r.fd < 0) return -errno;
+  return r.fd;
+}
+
+// Called for a write (or segment set-up) that failed: counts it, starts
+// a back-off (no pages are taken meanwhile: the ring counts what it
+// drops), and reports once per episode. Returns -e.
+int Drainer::write_failed(Segment* s, uint32_t cpu, int e, const std::string& what) {
+  if (s) {
+    s->fail(cpu, e);
+    if (s == cur.get()) close_current();
+  }
+  blocked_until = SteadyClock::now() + backoff.next();
+  bool report = false;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.st.write_errors++;
+    sh.st.last_error = e;
+    if (!sh.flush_err) sh.flush_err = -e;
+    if (!sh.episode_reported) report = sh.episode_reported = true;
+  }
+  if (report)
+    ctx.message("rbtrace consumer: cannot write to " + ctx.opts.dir + " (" + what +
+                "): " + errstr(e) + "; pages are dropped and counted until writing works again");
+  return -e;
+}
+
+void Drainer::close_current() {
+  if (!cur) return;
+  cur->closed = true;
+  closing.push_back(std::move(cur));
+}
+
+// Hands finished segments (closed, nothing in flight) to the publish thread.
+void Drainer::hand_over_finished() {
+  for (size_t i = 0; i < closing.size();) {
+    if (closing[i]->in_flight != 0) {
+      i++;
+      continue;
+    }
+    std::unique_ptr<Segment> s = std::move(closing[i]);
+    closing.erase(closing.begin() + static_cast<long>(i));
+    finish(std::move(s), 0);
+  }
+}
+
+void Drainer::finish(std::unique_ptr<Segment> s, uint64_t gen) {
+  if (s) {
+    // Losses of this segment's failed writes: everything after the first
+    // failure of a CPU (good_end) is not in the file.
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (uint32_t c = 0; c < ctx.ncpus; c++) {
+      const CpuRun& r = s->cpus[c];
+      sh.st.events_lost[c] += r.lost_events();
+      sh.st.pages_lost[c] += r.lost_pages(ctx.page_size);
+    }
+  }
+  if (s) {
+    s->stats.resize(ctx.ncpus);
+    for (uint32_t c = 0; c < ctx.ncpus; c++)
+      s->stats[c] = cpu_stats_text(ctx.rb.stats(c)) + s->stats_text(c);
+    s->cmdlines = cmdlines.seen();
+  }
+  if (!s) s = std::make_unique<Segment>();  // a bare flush marker (seq 0)
+  s->flush_gen = gen;
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.queue.push_back(std::move(s));
+  sh.cv.notify_all();
+}
+
+// ---- pages ---------------------------------------------------------------------
+
+// A page taken but not written (no segment, no spool file): counted lost.
+void Drainer::page_lost(uint32_t cpu, uint64_t events) {
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.st.pages_failed++;
+  sh.st.events_lost[cpu] += events;
+  sh.st.pages_lost[cpu]++;
+}
+
+// A page taken from the ring (slot `i`, `len` bytes of events): counts
+// it and queues its write.
+void Drainer::take_page(uint32_t i, uint32_t cpu) {
+  Slot& sl = slots[i];
+  uint64_t events = 0;
+  page_tids.clear();
+  // The page came from read_page: well formed by construction; the walk
+  // counts events and finds writer tids for the cmdlines.
+  (void)check_page(reinterpret_cast<const unsigned char*>(sl.page), ctx.page_size, &events,
+                   &page_tids, kFirstEventId, type_hi);
+  if (!page_tids.empty()) cmdlines.note(&page_tids);
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.st.pages_read++;
+    sh.st.events_read[cpu] += events;
+  }
+  if (!cur && open_segment() != 0) {
+    page_lost(cpu, events);
+    free_slots.push_back(i);
+    return;
+  }
+  Segment* s = cur.get();
+  const int fd = cpu_fd(s, cpu);
+  if (fd < 0) {
+    page_lost(cpu, events);
+    free_slots.push_back(i);
+    write_failed(s, cpu, -fd, "create a spool file");
+    return;
+  }
+  sl.seg = s;
+  sl.cpu = cpu;
+  sl.events = events;
+  sl.off = s->submit(cpu, events);
+  io->prep_write(fd, sl.page, ctx.page_size, sl.off, i);
+  if (ctx.opts.segment_bytes && s->bytes >= ctx.opts.segment_bytes) close_current();
+}
+
+// A short write (a full disk, a file size limit): writes the rest to learn
+// whether it fails and why. Returns the page size or -errno.
+int64_t Drainer::finish_short_write(const Slot& sl, int fd, int64_t res) {
+  const uint32_t page_size = ctx.page_size;
+  uint64_t done = static_cast<uint64_t>(res);
+  while (done < page_size) {
+    ssize_t w = pwrite(fd, reinterpret_cast<const char*>(sl.page) + done, page_size - done,
+                       static_cast<off_t>(sl.off + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      res = w < 0 ? -errno : -EIO;
+      break;
+    }
+    done += static_cast<uint64_t>(w);
+  }
+  if (done == page_size) res = page_size;
+  return res;
+}
+
+void Drainer::complete(const IoCompletion& c) {
+  const uint32_t i = static_cast<uint32_t>(c.tag);
+  const uint32_t page_size = ctx.page_size;
+  Slot& sl = slots[i];
+  Segment* s = sl.seg;
+  int64_t res = c.res;
+  if (res >= 0 && res < page_size) res = finish_short_write(sl, s->cpus[sl.cpu].fd, res);
+  const bool ok = res == page_size;
+  s->completed(sl.cpu, sl.off, sl.events, ok);
+  sl.seg = nullptr;
+  free_slots.push_back(i);
+  if (ok) {
+    {
+      std::lock_guard<std::mutex> g(sh.mu);
+      sh.st.pages_written++;
+      sh.st.bytes_written += page_size;
+    }
+    backoff.reset();
+  } else {
+    {
+      std::lock_guard<std::mutex> g(sh.mu);
+      sh.st.pages_failed++;
+    }
+    write_failed(s, sl.cpu, static_cast<int>(-res),
+                 "write spool " + ctx.seg_path(s->seq, (".cpu" + std::to_string(sl.cpu)).c_str()));
+  }
+}
+
+size_t Drainer::reap(int64_t wait_ns) {
+  comps.clear();
+  size_t n = io->reap(&comps, wait_ns);
+  for (const IoCompletion& c : comps) complete(c);
+  if (n) {
+    hand_over_finished();
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.st.fixed_writes = io->fixed_writes();
+  }
+  return n;
+}
+
+// At the first snapshot swap seen, fixed buffers stop for good (see
+// registered_cbs).
+void Drainer::check_swap(uint32_t cpu) {
+  if (!fixed_active || ctx.rb.cpu_buffer(cpu) == registered_cbs[cpu]) return;
+  io->disable_fixed();
+  fixed_active = false;
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.st.backend_note += std::string(sh.st.backend_note.empty() ? "" : "; ") +
+                        "CPU buffers were swapped (snapshot): fixed buffers no longer used";
+}
+
+// Takes pages from every CPU, round robin, up to batch_pages each.
+// Returns the pages taken.
+uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
+  const uint32_t ncpus = ctx.ncpus;
+  uint64_t taken = 0;
+  for (uint32_t k = 0; k < ncpus; k++) {
+    const uint32_t cpu = (rr + k) % ncpus;
+    for (uint32_t b = 0; b < per_cpu; b++) {
+      if (free_slots.empty()) {
+        // Pool exhausted: every page is in flight. Push and harvest. A
+        // flush waits for a page to come back however slow the disk is
+        // (every page is in flight, so one will); a periodic pass gives
+        // up after one period and comes back later.
+        io->submit();
+        do {
+          if (reap(static_cast<int64_t>(ctx.opts.period_us) * 1000) == 0 && !flushing) break;
+        } while (flushing && free_slots.empty());
+        if (free_slots.empty()) break;
+      }
+      check_swap(cpu);
+      const uint32_t i = free_slots.back();
+      int rc = ctx.rb.read_page(&slots[i].page, cpu, full);
+      if (rc <= 0) break;
+      free_slots.pop_back();
+      take_page(i, cpu);
+      taken++;
+      if (ctx.opts.slow_us_per_page) {
+        io->submit();
+        usleep(ctx.opts.slow_us_per_page);
+      }
+    }
+  }
+  rr = (rr + 1) % ncpus;
+  io->submit();
+  if (taken) {
+    const uint64_t cpu_ns = thread_cpu_ns();
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.st.drain_cpu_ns = cpu_ns;
+  }
+  return taken;
+}
+
+void Drainer::wait_all_io() {
+  while (io->in_flight() > 0) {
+    io->submit();
+    reap(100 * 1000 * 1000);
+  }
+  hand_over_finished();
+  const uint64_t cpu_ns = thread_cpu_ns();
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.st.drain_cpu_ns = cpu_ns;
+}
+
+// ---- the loop ------------------------------------------------------------------
+
+// Flush generation `gen`: everything committed, partial pages included:
+// full pages first, then what the writers are still on. A CPU holds at
+// most pages_per_cpu + 1 pages, so this bound covers everything committed
+// when the flush began even if writers keep going.
+void Drainer::do_flush(uint64_t gen) {
+  const uint32_t bound = ctx.rb.options().pages_per_cpu + 2;
+  pass(true, bound, /*flushing=*/true);
+  pass(false, bound, /*flushing=*/true);
+  wait_all_io();
+  close_current();
+  hand_over_finished();
+  finish(nullptr, gen);
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.flush_taken = gen;
+}
+
+// Nothing to take: sleep until the timer (or the watermark, or a
+// flush/stop) wakes us.
+void Drainer::sleep() {
+  cmdlines.scan_if_due();
+  if (waker) {
+    for (uint32_t c = 0; c < ctx.ncpus; c++) waker->filled[c].store(0, std::memory_order_relaxed);
+  }
+  sleep_word->store(1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.flush_req > sh.flush_taken || sh.drain_stop) {
+      sleep_word->store(0, std::memory_order_relaxed);
+      return;
+    }
+  }
+  futex_wait(sleep_word, 1, static_cast<int64_t>(ctx.opts.period_us) * 1000);
+  sleep_word->store(0, std::memory_order_relaxed);
+}
+
+void Drainer::run() {
+  for (;;) {
+    reap(0);
+    uint64_t want_flush;
+    bool stop;
+    {
+      std::lock_guard<std::mutex> g(sh.mu);
+      want_flush = sh.flush_req > sh.flush_taken ? sh.flush_req : 0;
+      stop = sh.drain_stop;
+    }
+    const auto now = SteadyClock::now();
+    if (want_flush) {
+      do_flush(want_flush);
+      continue;
+    }
+    if (stop) break;
+    if (cur && ctx.opts.segment_seconds &&
+        now - cur->started >= std::chrono::seconds(ctx.opts.segment_seconds)) {
+      close_current();
+      hand_over_finished();
+    }
+    uint64_t taken = 0;
+    const SteadyClock::time_point pub_block{
+        SteadyClock::duration(sh.pub_blocked_until.load(std::memory_order_relaxed))};
+    if (now >= blocked_until && now >= pub_block) taken = pass(true, ctx.opts.batch_pages);
+    if (taken > 0) continue;
+    // Nothing to take: sleep until the timer (or the watermark, or a
+    // flush/stop) wakes us. Writes in flight are harvested on the way.
+    if (io->in_flight() > 0) {
+      reap(static_cast<int64_t>(ctx.opts.period_us) * 1000);
+      continue;
+    }
+    sleep();
+  }
+  wait_all_io();
+  close_current();
+  hand_over_finished();
+}
+
+}  // namespace rbtrace::detail

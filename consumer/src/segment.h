@@ -1,0 +1,122 @@
+// segment.h - one segment of the spool: per CPU, the pages submitted, the
+// longest prefix written completely (completions arrive out of order) and
+// what a failure lost. Pure bookkeeping, no I/O: the drain thread feeds it
+// submissions and completions, the publish thread reads good_end. Private
+// to rbtrace::consumer. See docs/DESIGN.md, "Consumer", Segments.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rbtrace/tracedat.h"
+
+namespace rbtrace::detail {
+
+// One CPU's spool file within a segment.
+struct CpuRun {
+  int fd = -1;
+  uint64_t next_off = 0;     // where the next page goes
+  uint64_t good_end = 0;     // [0, good_end) written completely
+  uint64_t good_events = 0;  // events in [0, good_end)
+  uint64_t events = 0;       // events in every page submitted
+  uint64_t pages = 0;        // pages submitted
+  bool broken = false;       // a write failed: nothing after good_end counts
+  std::map<uint64_t, uint64_t> done;  // completed beyond good_end: off -> events
+
+  // A page of `events` events submitted: returns its offset in the file.
+  uint64_t submit(uint64_t page_events, uint32_t page_size) {
+    const uint64_t off = next_off;
+    next_off += page_size;
+    events += page_events;
+    pages++;
+    return off;
+  }
+
+  // The page at `off` was written completely. Extends [0, good_end) over
+  // it and over the pages that completed earlier beyond it; after a
+  // failure nothing counts, so a file never has a hole.
+  void written(uint64_t off, uint64_t page_events, uint32_t page_size) {
+    if (broken) return;
+    if (off == good_end) {
+      good_end += page_size;
+      good_events += page_events;
+      for (auto it = done.begin(); it != done.end() && it->first == good_end; it = done.erase(it)) {
+        good_end += page_size;
+        good_events += it->second;
+      }
+    } else {
+      done.emplace(off, page_events);
+    }
+  }
+
+  // A write failed: good_end stays where it is for good.
+  void fail() {
+    done.clear();
+    broken = true;
+  }
+
+  // What did not make it into [0, good_end).
+  uint64_t lost_events() const { return events - good_events; }
+  uint64_t lost_pages(uint32_t page_size) const { return pages - good_end / page_size; }
+};
+
+struct Segment {
+  using Clock = std::chrono::steady_clock;
+
+  Segment() = default;  // seq 0: a bare flush marker
+  Segment(uint64_t sequence, uint32_t ncpus, uint32_t psize)
+      : seq(sequence), page_size(psize), started(Clock::now()), cpus(ncpus) {}
+
+  uint64_t seq = 0;
+  uint32_t page_size = 0;
+  std::string public_name;
+  Clock::time_point started;
+  uint64_t bytes = 0;
+  uint32_t in_flight = 0;
+  bool closed = false;
+  int error = 0;  // first write error
+  std::vector<CpuRun> cpus;
+  // Filled when handed to the publish thread.
+  uint64_t flush_gen = 0;  // > 0: a flush marker (may have no data)
+  std::vector<std::string> stats;
+  std::vector<std::pair<int32_t, std::string>> cmdlines;
+  std::vector<EventFormat> events;
+
+  // A page of CPU `cpu` submitted: returns its offset in the CPU's file.
+  uint64_t submit(uint32_t cpu, uint64_t page_events) {
+    bytes += page_size;
+    in_flight++;
+    return cpus[cpu].submit(page_events, page_size);
+  }
+  // A submitted page's write completed: fully (`ok`), or not (then call
+  // fail()).
+  void completed(uint32_t cpu, uint64_t off, uint64_t page_events, bool ok) {
+    in_flight--;
+    if (ok) cpus[cpu].written(off, page_events, page_size);
+  }
+  // A write (or the creation of a spool file) of CPU `cpu` failed with
+  // errno `e`: the first error is kept, nothing after good_end counts.
+  void fail(uint32_t cpu, int e) {
+    if (!error) error = e;
+    cpus[cpu].fail();
+  }
+
+  // Pages in the published prefixes, all CPUs.
+  uint64_t good_pages() const {
+    uint64_t n = 0;
+    for (const CpuRun& r : cpus) n += r.good_end / page_size;
+    return n;
+  }
+  // The per-CPU lines this segment adds to the ring's stats in trace.dat.
+  std::string stats_text(uint32_t cpu) const {
+    const CpuRun& r = cpus[cpu];
+    return "segment events: " + std::to_string(r.good_events) + "\n" +
+           "segment lost events: " + std::to_string(r.lost_events()) + "\n";
+  }
+};
+
+}  // namespace rbtrace::detail
