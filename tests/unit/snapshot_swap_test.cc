@@ -351,8 +351,9 @@ TEST_F(Marshalled, BlockedDoorbellTimesOutAndTheLateHandlerDoesNothing) {
   });
   EXPECT_TRUE(pending);
   EXPECT_EQ(live_->cpu_buffer(1), original) << "a withdrawn request was acted on";
-  // Several timed-out requests leave stale tokens; a full mailbox is
-  // cleaned by the next requester.
+  // Many timed-out (withdrawn) requests in a row: the doorbells that reach
+  // the handler late find WITHDRAWN (or a newer request) in the state word
+  // and act on none of them; the next request is served.
   owner.run([&] { block_doorbell(true); });
   for (int i = 0; i < 20; i++) EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2ms), -ETIMEDOUT);
   owner.run([&] { block_doorbell(false); });
