@@ -234,6 +234,11 @@ int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
   // the buffer it changed is the one in the slot.
   ctl_[cpu].fetch_add(1, std::memory_order_seq_cst);
   for (uint32_t spins = 0;; spins++) {
+    // seq_cst (the three loads): they follow our ctl_ add in the single
+    // total order, so they see at least a swap's kSwapping CAS that came
+    // before our add; the word's load pairs with swap_cpu's seq_cst
+    // fetch_and clearing kSwapping (after its S4 slot stores), so the
+    // re-load of the slot then sees where the swap put the buffer.
     CpuBuffer* cb = buffers_[cpu].load(std::memory_order_seq_cst);
     uint32_t old = cb->record_disabled.load(std::memory_order_seq_cst);
     if ((old & CpuBuffer::kSwapping) || buffers_[cpu].load(std::memory_order_seq_cst) != cb) {
@@ -254,6 +259,8 @@ int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
     // fail, and we look again.
     if (cb->record_disabled.compare_exchange_strong(old, nw, std::memory_order_seq_cst)) break;
   }
+  // seq_cst: pairs with swap_cpu's load of ctl_ (a swap after this may
+  // run; our change is done).
   ctl_[cpu].fetch_sub(1, std::memory_order_seq_cst);
   return 0;
 }

@@ -61,6 +61,8 @@ void fork_prepare() {
 }
 void fork_parent() {
   registry_mutex().unlock();
+  // seq_cst: ends the Dekker pair with swap_cpu's load of `forking`; swaps
+  // refused meanwhile are retried.
   forking.store(false, std::memory_order_seq_cst);
 }
 void fork_child() {

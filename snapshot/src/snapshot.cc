@@ -39,17 +39,6 @@ Snapshot::~Snapshot() {
 
 namespace {
 
-void add_stats(CpuStats* to, const CpuStats& s) {
-  to->entries += s.entries;
-  to->bytes += s.bytes;
-  to->overrun += s.overrun;
-  to->commit_overrun += s.commit_overrun;
-  to->dropped += s.dropped;
-  to->nested_dropped += s.nested_dropped;
-  to->disabled += s.disabled;
-  to->read += s.read;
-}
-
 std::string thread_comm(int32_t tid) {
   std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/comm");
   std::string comm;
@@ -77,7 +66,7 @@ int write_all_at(int fd, const void* p, size_t n, off_t off) {
 CpuStats Snapshot::total_stats(uint32_t cpu) const {
   std::lock_guard<std::mutex> g(mu_);
   CpuStats s = live_->stats(cpu);
-  if (cpu < retired_.size()) add_stats(&s, retired_[cpu]);
+  if (cpu < retired_.size()) s += retired_[cpu];
   return s;
 }
 
@@ -164,7 +153,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     in.cpus[c].size = off - in.cpus[c].offset;
     sc.stats = spare_->stats(c);
     in.cpus[c].stats = cpu_stats_text(sc.stats);  // the consumer's text: one meaning of each key
-    add_stats(&retired_[c], sc.stats);
+    retired_[c] += sc.stats;
     spare_->reset_cpu(c);  // serves as the spare again
     r.cpus.push_back(sc);
   }

@@ -937,7 +937,7 @@ TEST_P(OverwriteStorm, EveryLossIsReported) {
       if (ss.tot.unknown == 0) {
         EXPECT_LE(ss.tot.stored, g.lost()) << info;
       }
-      add_stats(&sum, g);
+      sum += g;
       pages += ss.pages;
       events += ss.events;
       flagged += ss.tot.flags;

@@ -675,20 +675,6 @@ inline void drain(rbtrace::RingBuffer& rb, uint32_t cpu, ReadStyle style,
   v.fail("drain did not end");
 }
 
-// Adds every counter of `s` to `*to` (e.g. the generations of a CPU that
-// swaps moved through).
-inline void add_stats(rbtrace::CpuStats* to, const rbtrace::CpuStats& s) {
-  to->entries += s.entries;
-  to->discarded += s.discarded;
-  to->bytes += s.bytes;
-  to->overrun += s.overrun;
-  to->commit_overrun += s.commit_overrun;
-  to->dropped += s.dropped;
-  to->nested_dropped += s.nested_dropped;
-  to->disabled += s.disabled;
-  to->read += s.read;
-}
-
 inline std::string stats_str(const rbtrace::CpuStats& s) {
   char b[320];
   std::snprintf(b, sizeof b,

@@ -375,6 +375,35 @@ TEST(Promises, DiscardIsCounted) {
   rb->unbind_thread();
 }
 
+// Summing generations (Snapshot::total_stats) keeps every counter, the
+// discards too (a hand-written sum in snapshot.cc used to drop them).
+TEST(Promises, CpuStatsSumKeepsEveryCounter) {
+  CpuStats a, b;
+  uint64_t v = 1;
+  for (CpuStats* s : {&a, &b}) {
+    s->entries = v++;
+    s->discarded = v++;
+    s->bytes = v++;
+    s->overrun = v++;
+    s->commit_overrun = v++;
+    s->dropped = v++;
+    s->nested_dropped = v++;
+    s->disabled = v++;
+    s->read = v++;
+  }
+  a += b;
+  EXPECT_EQ(a.entries, 1u + 10);
+  EXPECT_EQ(a.discarded, 2u + 11);
+  EXPECT_EQ(a.bytes, 3u + 12);
+  EXPECT_EQ(a.overrun, 4u + 13);
+  EXPECT_EQ(a.commit_overrun, 5u + 14);
+  EXPECT_EQ(a.dropped, 6u + 15);
+  EXPECT_EQ(a.nested_dropped, 7u + 16);
+  EXPECT_EQ(a.disabled, 8u + 17);
+  EXPECT_EQ(a.read, 9u + 18);
+  static_assert(sizeof(CpuStats) == 9 * sizeof(uint64_t), "a new counter: add it to operator+=");
+}
+
 // ---------------------------------------------------------------------------
 // 5. fork() with a reader lock held and a write in flight in other threads
 // ---------------------------------------------------------------------------

@@ -106,6 +106,20 @@ struct CpuStats {
   uint64_t read = 0;            // events handed to readers
   // Losses that readers are told about in page flags.
   uint64_t lost() const { return overrun + commit_overrun + dropped + nested_dropped; }
+  // Adds every counter of `s` (e.g. the generations of a CPU that swaps
+  // moved through).
+  CpuStats& operator+=(const CpuStats& s) {
+    entries += s.entries;
+    discarded += s.discarded;
+    bytes += s.bytes;
+    overrun += s.overrun;
+    commit_overrun += s.commit_overrun;
+    dropped += s.dropped;
+    nested_dropped += s.nested_dropped;
+    disabled += s.disabled;
+    read += s.read;
+    return *this;
+  }
 };
 
 // Points where a test policy can run code in the middle of the real writer
