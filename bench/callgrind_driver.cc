@@ -1,4 +1,4 @@
-// callgrind_driver.cc - N events on the writer fast path, for bench/callgrind
+// callgrind_driver.cc - N events on the writer fast path, for bench/callgrind.py
 // (instructions per event under valgrind --tool=callgrind: run it with N and
 // 2N and divide the difference by N, so start-up and calibration cancel).
 //

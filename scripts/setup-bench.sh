@@ -2,7 +2,7 @@
 # scripts/setup-bench.sh - installs what bench/ needs beyond the build's own
 # packages (g++, cmake, libboost-dev, libgtest-dev), from Debian's archive.
 #
-#   scripts/setup-bench.sh            rbtrace-bench, bench/compare, bench/callgrind,
+#   scripts/setup-bench.sh            rbtrace-bench, bench/compare.py, bench/callgrind.py,
 #                                     and the LTTng-UST peer
 #   scripts/setup-bench.sh --arm64    also the arm64 cross toolchain, qemu-user
 #                                     and the arm64 libraries (bench/arm64-smoke)
@@ -24,8 +24,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 
 # Google Benchmark; valgrind (callgrind, callgrind_annotate) and binutils
-# (addr2line) for bench/callgrind; pkg-config to find LTTng-UST; python3 runs
-# bench/compare and bench/callgrind (standard library only).
+# (addr2line) for bench/callgrind.py; pkg-config to find LTTng-UST; python3 runs
+# bench/compare.py and bench/callgrind.py (standard library only).
 pkgs=(libbenchmark-dev valgrind binutils pkg-config python3
       # the peer: tracepoint provider headers and library, lttng + lttng-sessiond
       liblttng-ust-dev lttng-tools)

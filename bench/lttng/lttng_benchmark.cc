@@ -6,7 +6,7 @@
 // CLOCK_MONOTONIC, LTTng-UST's default clock).
 #include <benchmark/benchmark.h>
 
-#include "../bench_common.h"
+#include "bench_common.h"
 #include "lttng_session.h"
 #include "rbtrace_bench_tp.h"
 

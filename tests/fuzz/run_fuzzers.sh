@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/fuzz/run_fuzzers.sh - build the libFuzzer targets with clang in
-# build-fuzz (AddressSanitizer + UBSan + coverage) and run each one for a
+# tests/fuzz/run_fuzzers.sh - build the libFuzzer targets with clang (the
+# fuzz preset: build-fuzz, AddressSanitizer + UBSan + coverage) and run each one for a
 # bounded time, seeded from tests/corpus/tracedat. CI runs this; the whole
 # script stays under ~3 minutes on 2 cores.
 #
@@ -27,12 +27,10 @@ if [ -z "$cxx" ] || ! "$cxx" --version 2>/dev/null | grep -q clang; then
   exit 1
 fi
 
-build=build-fuzz
-echo "== configure + build: $build ($cxx)"
-cmake -S . -B "$build" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DRBTRACE_BUILD_FUZZERS=ON -DRBTRACE_SANITIZE=address,undefined \
-  -DRBTRACE_BUILD_TESTS=OFF -DRBTRACE_BUILD_EXAMPLES=OFF -DRBTRACE_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" -j "$jobs" --target tracedat_fuzz control_fuzz
+build=build-fuzz  # the fuzz preset's binaryDir
+echo "== configure + build: preset fuzz ($cxx)"
+cmake --preset fuzz -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
+cmake --build --preset fuzz -j "$jobs"
 
 mkdir -p "$build/findings"
 status=0

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <thread>
 
-#include "../consumer_common.h"
+#include "rbtrace_test/consumer_common.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/rbtrace.h"
 

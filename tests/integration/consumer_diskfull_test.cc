@@ -16,7 +16,7 @@
 #include <map>
 #include <thread>
 
-#include "../consumer_common.h"
+#include "rbtrace_test/consumer_common.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/rbtrace.h"
 

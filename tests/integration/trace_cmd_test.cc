@@ -26,7 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include "../test_files.h"
+#include "rbtrace_test/test_files.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/tracedat.h"
 #include "rbtrace/tracedat_reader.h"

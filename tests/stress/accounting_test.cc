@@ -24,7 +24,7 @@
 
 #include <thread>
 
-#include "stress_common.h"
+#include "rbtrace_test/stress_common.h"
 
 using namespace rbtrace;
 using namespace stress;

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "../consumer_common.h"
+#include "rbtrace_test/consumer_common.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/rbtrace.h"
 

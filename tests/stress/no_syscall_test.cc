@@ -59,7 +59,7 @@
 
 #include "rbtrace/consumer.h"
 
-#include "stress_common.h"
+#include "rbtrace_test/stress_common.h"
 
 #if defined(STRESS_TSAN) || defined(STRESS_ASAN)
 #define STRESS_SANITIZED 1

@@ -54,7 +54,7 @@
 #include <thread>
 
 #include "rbtrace/swap.h"
-#include "stress_common.h"
+#include "rbtrace_test/stress_common.h"
 
 using namespace rbtrace;
 using namespace stress;

@@ -50,7 +50,7 @@
 #include <thread>
 #include <vector>
 
-#include "stress_common.h"
+#include "rbtrace_test/stress_common.h"
 
 using namespace rbtrace;
 

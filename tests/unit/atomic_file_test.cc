@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "../test_files.h"
+#include "rbtrace_test/test_files.h"
 #include "rbtrace/atomic_file.h"
 
 using rbtrace::AtomicFile;

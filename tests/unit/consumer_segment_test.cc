@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../consumer/src/segment.h"
+#include "segment.h"
 
 using rbtrace::detail::CpuRun;
 using rbtrace::detail::Segment;

@@ -31,7 +31,7 @@
 
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/snapshot.h"
-#include "../test_files.h"
+#include "rbtrace_test/test_files.h"
 
 using namespace rbtrace;
 

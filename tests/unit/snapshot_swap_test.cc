@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "rbtrace/rbtrace.h"
-#include "../drain_tags.h"
+#include "rbtrace_test/drain_tags.h"
 #include "rbtrace/swap.h"
 
 using namespace rbtrace;

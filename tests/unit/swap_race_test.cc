@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "rbtrace/rbtrace.h"
-#include "../drain_tags.h"
+#include "rbtrace_test/drain_tags.h"
 
 using namespace rbtrace;
 

@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "../test_files.h"
+#include "rbtrace_test/test_files.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat.h"

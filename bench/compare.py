@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/compare - runs rbtrace-bench, writes its JSON, prints one table of
+"""bench/compare.py - runs rbtrace-bench, writes its JSON, prints one table of
 ratios against the baselines and the peer, and marks each target of the
 bench issue as met or missed. The same table has the consumer's drain rate
 (BM_Consumer_Drain: io_uring and io_uring+vec beside pwritev, their
@@ -12,10 +12,10 @@ interleaved). Per-item times are 1e9 / items_per_second: CPU time for
 single-threaded benchmarks (robust against preemption on a shared machine),
 wall time for the thread-scaling ones, the handler's own clock for the
 signal-handler one. The ratios come from one run, so load from elsewhere
-moves numerator and denominator alike; the instruction count (bench/callgrind)
+moves numerator and denominator alike; the instruction count (bench/callgrind.py)
 does not move at all.
 
-Usage: bench/compare [--build DIR] [--out FILE] [--quick] [--min-time S]
+Usage: bench/compare.py [--build DIR] [--out FILE] [--quick] [--min-time S]
                      [--repetitions N] [--filter REGEX] [--no-callgrind]
                      [--from-json FILE] [--markdown] [--strict]
 Needs: python3 (stdlib only); valgrind for the instruction count.
@@ -147,7 +147,7 @@ def main():
     ap.add_argument("--repetitions", type=int, default=None)
     ap.add_argument("--filter", default=None)
     ap.add_argument("--no-callgrind", action="store_true",
-                    help="skip the instruction count (bench/callgrind)")
+                    help="skip the instruction count (bench/callgrind.py)")
     ap.add_argument("--from-json", help="render the table from an existing JSON file, run nothing")
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -170,7 +170,7 @@ def main():
             subprocess.run(["cmake", "--build", a.build, "-j1", "--target", "rbtrace-bench"],
                            check=True, stdout=subprocess.DEVNULL)
         if not os.path.exists(binary):
-            sys.exit("bench/compare: %s not found; build it first:\n"
+            sys.exit("bench/compare.py: %s not found; build it first:\n"
                      "  cmake -S . -B %s && cmake --build %s --target rbtrace-bench"
                      % (binary, a.build, a.build))
         cmd = [binary, "--benchmark_format=json"]
@@ -180,22 +180,22 @@ def main():
             cmd.append("--benchmark_repetitions=%d" % a.repetitions)
         if a.filter:
             cmd.append("--benchmark_filter=" + a.filter)
-        print("bench/compare: running %s" % " ".join(cmd), file=sys.stderr)
+        print("bench/compare.py: running %s" % " ".join(cmd), file=sys.stderr)
         res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
         if res.returncode != 0:
-            sys.exit("bench/compare: rbtrace-bench exited with %d" % res.returncode)
+            sys.exit("bench/compare.py: rbtrace-bench exited with %d" % res.returncode)
         data = json.loads(res.stdout)
         if not a.no_callgrind:
             if shutil.which("valgrind"):
                 cg_json = out + ".callgrind.json"
-                r = subprocess.run([os.path.join(ROOT, "bench", "callgrind"), "--build", a.build,
+                r = subprocess.run([os.path.join(ROOT, "bench", "callgrind.py"), "--build", a.build,
                                     "-n", "100000", "--quiet", "--json", cg_json],
                                    stdout=subprocess.PIPE, text=True)
                 if r.returncode == 0:
                     cg = json.load(open(cg_json))
                     print(r.stdout.strip(), file=sys.stderr)
             else:
-                print("bench/compare: valgrind not found, no instruction count "
+                print("bench/compare.py: valgrind not found, no instruction count "
                       "(apt-get install valgrind)", file=sys.stderr)
         data["rbtrace_callgrind"] = cg
 

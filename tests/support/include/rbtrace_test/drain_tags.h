@@ -1,4 +1,4 @@
-// tests/drain_tags.h - consume every event of a CPU, returning the u32 tag
+// rbtrace_test/drain_tags.h - consume every event of a CPU, returning the u32 tag
 // at the start of each payload (the tests write a tag per event).
 #pragma once
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/callgrind - instructions per event on the writer fast path.
+"""bench/callgrind.py - instructions per event on the writer fast path.
 
 Runs build/bin/rbtrace-callgrind-driver under valgrind --tool=callgrind with
 N and 2N events and divides the difference by N: start-up, calibration and
@@ -16,7 +16,7 @@ Prints:
     and the W labels in its comments; the general W6 by its functions in
     ringbuf/src/writer.cc.
 
-Usage: bench/callgrind [--build DIR] [-n N] [--mode reserve|emit|disabled]
+Usage: bench/callgrind.py [--build DIR] [-n N] [--mode reserve|emit|disabled]
                        [--clock counter|mono] [--json FILE] [--keep DIR]
 Needs: valgrind (callgrind_annotate), binutils (addr2line), python3.
 """
@@ -103,7 +103,7 @@ def header_regions(header):
         for i in range(start, len(lines)):
             if re.search(pat, lines[i]):
                 return i + 1  # 1-based
-        raise SystemExit("bench/callgrind: cannot find /%s/ in %s" % (pat, header))
+        raise SystemExit("bench/callgrind.py: cannot find /%s/ in %s" % (pat, header))
 
     def func_end(start):
         for i in range(start, len(lines)):
@@ -194,13 +194,13 @@ def main():
 
     for tool in ("valgrind", "callgrind_annotate", "addr2line"):
         if not shutil.which(tool):
-            sys.exit("bench/callgrind: %s not found (apt-get install valgrind binutils)" % tool)
+            sys.exit("bench/callgrind.py: %s not found (apt-get install valgrind binutils)" % tool)
     driver = os.path.join(a.build, "bin", "rbtrace-callgrind-driver")
     if os.path.exists(os.path.join(a.build, "CMakeCache.txt")):
         run(["cmake", "--build", a.build, "-j1", "--target", "rbtrace-callgrind-driver"],
             stdout=subprocess.DEVNULL)
     if not os.path.exists(driver):
-        sys.exit("bench/callgrind: %s not found; configure and build first:\n"
+        sys.exit("bench/callgrind.py: %s not found; configure and build first:\n"
                  "  cmake -S . -B %s && cmake --build %s --target rbtrace-callgrind-driver"
                  % (driver, a.build, a.build))
 
