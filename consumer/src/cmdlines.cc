@@ -25,8 +25,21 @@ std::string thread_comm(int32_t tid) {
 }  // namespace
 
 void Cmdlines::scan_if_due() {
+  read_claimed();
   if (std::chrono::steady_clock::now() - last_scan_ > std::chrono::milliseconds(100))
     scan_threads();
+}
+
+void Cmdlines::read_claimed() {
+  if (!rb) return;
+  std::vector<RingBuffer::ThreadName> v;
+  (void)rb->read_thread_names(&name_cursor_, &v);  // a lost one falls back to /proc
+  for (const RingBuffer::ThreadName& t : v) {
+    std::string c(t.comm);
+    for (char& ch : c)
+      if (ch == '\n' || ch == ' ') ch = '_';
+    if (!c.empty()) claimed_[t.tid] = std::move(c);
+  }
 }
 
 void Cmdlines::scan_threads() {
@@ -50,12 +63,21 @@ void Cmdlines::scan_threads() {
 }
 
 void Cmdlines::note(std::vector<int32_t>* tids) {
+  bool read = false;
   for (int32_t t : *tids) {
     if (comms_.count(t)) continue;
+    if (!read) {
+      read_claimed();  // names of claims since the last look
+      read = true;
+    }
     std::string c = thread_comm(t);
     if (c.empty()) {
-      auto it = names_.find(t);
-      c = it != names_.end() ? it->second : "<...>";
+      if (auto it = claimed_.find(t); it != claimed_.end()) {
+        c = it->second;
+      } else {
+        auto n = names_.find(t);
+        c = n != names_.end() ? n->second : "<...>";
+      }
     }
     comms_.emplace(t, c);
     if (fd >= 0) {

@@ -11,12 +11,15 @@
 #include <utility>
 #include <vector>
 
+#include "rbtrace/ring_buffer.h"
+
 namespace rbtrace::detail {
 
 class Cmdlines {
  public:
-  // Adds the tids not seen before (name from /proc, else from the last
-  // scan, else "<...>"), appends them to the spool's cmdlines file; clears
+  // Adds the tids not seen before (name from /proc if the thread lives,
+  // else the name it had when it claimed its slot, else from the last scan,
+  // else "<...>"), appends them to the spool's cmdlines file; clears
   // `tids`.
   void note(std::vector<int32_t>* tids);
   // Refreshes the name cache from /proc/self/task, at most every 100 ms.
@@ -26,9 +29,11 @@ class Cmdlines {
   }
 
   int fd = -1;  // the spool's cmdlines file (appended), or -1
+  const RingBuffer* rb = nullptr;  // its names at claim (read_thread_names)
 
  private:
   void scan_threads();
+  void read_claimed();
 
   std::unordered_map<int32_t, std::string> comms_;
   // Names of the process's threads, refreshed now and then from
@@ -36,6 +41,9 @@ class Cmdlines {
   // its pages still has a name), and looked up for each new tid.
   std::unordered_map<int32_t, std::string> names_;
   std::chrono::steady_clock::time_point last_scan_{};
+  // Names recorded by the writers when they claimed a slot.
+  std::unordered_map<int32_t, std::string> claimed_;
+  uint64_t name_cursor_ = 0;
 };
 
 }  // namespace rbtrace::detail

@@ -21,6 +21,7 @@
 
 #include "consumer_impl.h"
 #include "rbtrace/event.h"
+#include "rbtrace/library_thread.h"
 #include "spool.h"
 
 namespace rbtrace {
@@ -127,14 +128,17 @@ int Consumer::Impl::open_session(Error* err) {
     rmdir(ctx.spool.c_str());
     return fail_errno(err, e, "lock " + ctx.spool + "/lock");
   }
+  drain.cmdlines.rb = &ctx.rb;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
   return 0;
 }
 
 void Consumer::Impl::start() {
-  pub_thread = std::thread([this] { pub.run(); });
-  drain_thread = std::thread([this] { drain.run(); });
+  // Threads of rbtrace's own: every signal blocked, no CPU slot (an
+  // on_message callback that traces is refused and counted).
+  pub_thread = start_library_thread("rbtrace-publish", [this] { pub.run(); });
+  drain_thread = start_library_thread("rbtrace-drain", [this] { drain.run(); });
 }
 
 // ===========================================================================

@@ -239,6 +239,7 @@ void Drainer::finish(std::unique_ptr<Segment> s, uint64_t gen) {
     s->stats.resize(ctx.ncpus);
     for (uint32_t c = 0; c < ctx.ncpus; c++)
       s->stats[c] = cpu_stats_text(ctx.rb.stats(c)) + s->stats_text(c);
+    s->stats[0] += ring_stats_text(ctx.rb.no_cpu_dropped());  // no CPU's (tracedat.h)
     s->cmdlines = cmdlines.seen();
   }
   if (!s) s = std::make_unique<Segment>();  // a bare flush marker (seq 0)

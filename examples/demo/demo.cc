@@ -57,6 +57,7 @@ struct Args {
   double seconds = 3;
   unsigned threads = 3;
   unsigned signal_hz = 10000;
+  unsigned blocking = 0;  // --blocking-workers N: the first N block every signal
   bool control = false;
   std::string out;  // --out DIR: record to disk through the consumer
   uint32_t page_size = 4096;
@@ -69,7 +70,8 @@ struct Args {
   std::fprintf(stderr,
                "rbtrace-demo: %s\nusage: rbtrace-demo [--seconds N] [--threads N] "
                "[--signal-hz N] [--page-size B] [--pages N] [--mode overwrite|pc] "
-               "[--clock counter|mono|mono_raw|boot|realtime] [--control] [--out DIR]\n",
+               "[--clock counter|mono|mono_raw|boot|realtime] [--control] [--out DIR] "
+               "[--blocking-workers N]\n",
                msg);
   std::exit(2);
 }
@@ -95,6 +97,7 @@ Args parse(int argc, char** argv) {
     if (k == "--seconds") a.seconds = num();
     else if (k == "--threads") a.threads = static_cast<unsigned>(num());
     else if (k == "--signal-hz") a.signal_hz = static_cast<unsigned>(num());
+    else if (k == "--blocking-workers") a.blocking = static_cast<unsigned>(num());
     else if (k == "--page-size") a.page_size = static_cast<uint32_t>(num());
     else if (k == "--pages") a.pages = static_cast<uint32_t>(num());
     else if (k == "--out") a.out = v;
@@ -109,6 +112,7 @@ Args parse(int argc, char** argv) {
     }
   }
   if (a.threads == 0 || a.threads > 64) usage("--threads must be 1..64");
+  if (a.blocking > a.threads) usage("--blocking-workers must be at most --threads");
   return a;
 }
 
@@ -119,13 +123,23 @@ struct WorkerResult {
 
 void worker(unsigned id, const Args& a, WorkerResult* res) {
   t_worker = id;
+  const std::string name = "demo-worker-" + std::to_string(id);
+  pthread_setname_np(pthread_self(), name.c_str());
+  const bool blocking = id < a.blocking;
+  if (blocking) {
+    // As a server's worker that takes its signals with sigwait elsewhere:
+    // every signal blocked, the snapshot's doorbell included.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  }
   if (g_rb->bind_thread(id) != 0) {
     std::fprintf(stderr, "rbtrace-demo: cannot bind CPU %u\n", id);
     return;
   }
   timer_t timer{};
   bool have_timer = false;
-  if (a.signal_hz > 0) {
+  if (a.signal_hz > 0 && !blocking) {
     sigevent sev{};
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = SIGRTMIN + 1;
@@ -291,6 +305,8 @@ int main(int argc, char** argv) {
   std::printf("\nworker events: %llu attempted, %llu written; signal-handler events: %llu\n",
               (unsigned long long)attempts, (unsigned long long)ok,
               (unsigned long long)g_ticks.load());
+  std::printf("refused for want of a CPU slot (all CPUs, in no CPU's counters): %llu\n",
+              (unsigned long long)g_rb->no_cpu_dropped());
   std::printf("accounting (written == read + overrun, read == decoded, per CPU): %s\n",
               exact ? "exact" : "MISMATCH");
   std::printf("\nsample of decoded events:\n");

@@ -88,6 +88,8 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
   rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
   if (!rb->ctl_) return fail(ENOMEM, "out of memory");
+  rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
+  if (!rb->names_) return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
   if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < o.ncpus; c++) rb->buffers_[c].store(nullptr, std::memory_order_relaxed);

@@ -21,6 +21,16 @@
 namespace rbtrace::detail {
 
 // ---- slots.cc --------------------------------------------------------------
+// One record of a RingBuffer's thread-name table, a seqlock: `seq` is 2n+1
+// while record n is written and 2n+2 once it is complete. The name and tid
+// are atomics so that a reader racing a writer reads old or new words,
+// never undefined ones, and throws the mix away when seq moved.
+struct NameRecord {
+  std::atomic<uint64_t> seq{0};
+  std::atomic<int32_t> tid{0};
+  std::atomic<uint64_t> comm[2]{};
+};
+
 // Registry of live ring buffers, for thread-exit cleanup and fork.
 std::mutex& registry_mutex();
 std::unordered_map<uint32_t, RingBuffer*>& registry();

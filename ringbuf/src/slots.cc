@@ -4,14 +4,19 @@
 // buffers. docs/DESIGN.md section 1 (CPU) and section 4 ("Threads: exit and
 // fork").
 #include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
+#include "rbtrace/library_thread.h"
 #include "rbtrace/ring_buffer.h"
 #include "ring_buffer_internal.h"
 
@@ -231,8 +236,9 @@ int32_t RingBuffer::claim_cpu() {
     no_cpu_.fetch_add(1, std::memory_order_relaxed);
     return -1;
   }
-  if (t.changing) {
-    // A handler interrupted this thread's own claim, bind or unbind.
+  if (t.changing || t.library) {
+    // A handler interrupted this thread's own claim, bind or unbind; or
+    // rbtrace's own thread (start_library_thread), which takes no slot.
     no_cpu_.fetch_add(1, std::memory_order_relaxed);
     return -1;
   }
@@ -262,6 +268,7 @@ int32_t RingBuffer::claim_free_cpu(int32_t tid) {
           no_cpu_.fetch_add(1, std::memory_order_relaxed);
           return -1;
         }
+        record_thread_name(tid);
         return static_cast<int32_t>(c);
       }
     }
@@ -296,8 +303,9 @@ uint32_t RingBuffer::reclaim_dead_slots() {
 
 int RingBuffer::bind_thread(uint32_t cpu) {
   if (cpu >= opts_.ncpus) return -EINVAL;
-  // As in claim_cpu: not after exit, not inside another change of ours.
-  if (tls_state.exiting || tls_state.changing) return -EBUSY;
+  // As in claim_cpu: not after exit, not inside another change of ours,
+  // not on a thread of rbtrace's own.
+  if (tls_state.exiting || tls_state.changing || tls_state.library) return -EBUSY;
   const int32_t tid = cached_tid();
   ChangingBindings changing;
   int32_t cur = thread_cpu(id_);
@@ -307,6 +315,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
   if (!owners_[cpu].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
                                             std::memory_order_relaxed))
     return -EBUSY;
+  record_thread_name(tid);  // moving or not, the name may have changed
   if (cur >= 0) {
     // Moving from another slot: give that one back first.
     ThreadState& t = tls_state;
@@ -348,5 +357,108 @@ void RingBuffer::unbind_thread() {
     return;
   }
 }
+
+// ===========================================================================
+// Thread names at claim
+// ===========================================================================
+//
+// A table of kThreadNames records, each a seqlock (NameRecord): record n
+// lives in entry n % kThreadNames, its `seq` is 2n+1 while it is written
+// and 2n+2 once complete. Writers are claims (any thread, a signal handler
+// included: a system call and atomic stores, no lock, no allocation);
+// readers are the consumer and the snapshot, each with its own cursor.
+
+void RingBuffer::record_thread_name(int32_t tid) {
+  char name[16] = {};
+  if (prctl(PR_GET_NAME, name) != 0) name[0] = '\0';  // async-signal-safe
+  name[15] = '\0';
+  // relaxed: the number only picks the record; its seq orders the rest.
+  const uint64_t n = names_head_.fetch_add(1, std::memory_order_relaxed);
+  NameRecord& r = names_[n % kThreadNames];
+  r.seq.store(2 * n + 1, std::memory_order_relaxed);
+  // release (each word): orders the odd seq before it; pairs with the
+  // reader's acquire load of the word, so a reader that read a new word
+  // sees seq moved on in its second load. (Release stores rather than a
+  // release fence: ThreadSanitizer does not model fences.)
+  r.tid.store(tid, std::memory_order_release);
+  uint64_t w[2];
+  std::memcpy(w, name, sizeof w);
+  r.comm[0].store(w[0], std::memory_order_release);
+  r.comm[1].store(w[1], std::memory_order_release);
+  // release: the words are complete; pairs with the acquire load of seq
+  // in read_thread_names.
+  r.seq.store(2 * n + 2, std::memory_order_release);
+}
+
+uint64_t RingBuffer::read_thread_names(uint64_t* cursor, std::vector<ThreadName>* out) const {
+  if (!names_) return 0;
+  // relaxed: only a bound; each record's seq says whether it is there.
+  const uint64_t head = names_head_.load(std::memory_order_relaxed);
+  uint64_t n = *cursor, lost = 0;
+  if (head > kThreadNames && n < head - kThreadNames) {
+    lost += head - kThreadNames - n;  // overwritten before this reader came
+    n = head - kThreadNames;
+  }
+  for (; n < head; n++) {
+    const NameRecord& r = names_[n % kThreadNames];
+    const uint64_t want = 2 * n + 2;
+    // acquire: pairs with the release store of seq in record_thread_name.
+    const uint64_t s1 = r.seq.load(std::memory_order_acquire);
+    // acquire (each word): pairs with the release store of that word in
+    // record_thread_name; keeps the second load of seq after the words.
+    ThreadName t;
+    t.tid = r.tid.load(std::memory_order_acquire);
+    const uint64_t w[2] = {r.comm[0].load(std::memory_order_acquire),
+                           r.comm[1].load(std::memory_order_acquire)};
+    const uint64_t s2 = r.seq.load(std::memory_order_relaxed);
+    if (s1 == want && s2 == want) {
+      std::memcpy(t.comm, w, sizeof t.comm);
+      t.comm[15] = '\0';
+      out->push_back(t);
+      continue;
+    }
+    if (s1 > want || s2 > want) {  // a later record took the entry
+      lost++;
+      continue;
+    }
+    // Still being written. Wait for it (the next call), unless its writer
+    // has had half a table's worth of time (it died in the middle).
+    if (head - n > kThreadNames / 2) {
+      lost++;
+      continue;
+    }
+    break;
+  }
+  *cursor = n;
+  return lost;
+}
+
+// ===========================================================================
+// Threads of rbtrace's own
+// ===========================================================================
+
+std::thread start_library_thread(const char* name, std::function<void()> fn) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  struct Restore {
+    sigset_t* old;
+    ~Restore() { pthread_sigmask(SIG_SETMASK, old, nullptr); }
+  } restore{&old};
+  std::string n(name ? name : "rbtrace");
+  if (n.size() > 15) n.resize(15);  // the kernel's TASK_COMM_LEN - 1
+  std::thread t([n, fn = std::move(fn)] {
+    // Before anything of `fn` runs: no handler can run here (every signal
+    // is blocked), so no claim can come before this store.
+    tls_state.library = true;
+    pthread_setname_np(pthread_self(), n.c_str());  // named before fn runs
+    fn();
+  });
+  // And by the creator too, so the name is there when this returns.
+  pthread_setname_np(t.native_handle(), n.c_str());
+  return t;
+}
+
+bool is_library_thread() { return tls_state.library; }
 
 }  // namespace rbtrace

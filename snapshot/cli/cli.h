@@ -11,7 +11,9 @@
 //   cmd_control.cc    list, stat, snapshot, events   (the control socket)
 //
 // Exit status: 0 success (and --help), 1 the command failed (bad or corrupt
-// file, I/O error, the process refused), 2 usage error. Every failure
+// file, I/O error, the process refused), 2 usage error, 3 partial: `rbtrace
+// snapshot` wrote its file but could not capture every CPU it was asked for
+// (each one named on stderr with its thread and the reason). Every failure
 // prints one line "rbtrace <command>: <what>" on stderr; a usage error adds
 // the usage line.
 #pragma once
@@ -26,6 +28,7 @@ namespace rbtrace::cli {
 
 inline constexpr int kExitFail = 1;
 inline constexpr int kExitUsage = 2;
+inline constexpr int kExitPartial = 3;
 inline constexpr long kMaxPid = 0x7fffffff;
 
 // An option ("--cpu", "-o") or an operand ("PID", "FILE") of a command.

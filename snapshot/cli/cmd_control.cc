@@ -33,6 +33,30 @@ std::string comm_of(pid_t pid) {
   return c;
 }
 
+// The name of thread `tid` of process `pid`, or "?".
+std::string thread_comm(pid_t pid, int32_t tid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/comm");
+  std::string c;
+  if (!std::getline(f, c)) c = "?";
+  return c;
+}
+
+// Why swap_cpu_marshalled failed (rbtrace/swap.h), for a person.
+std::string swap_failure_reason(int32_t rc) {
+  switch (-rc) {
+    case ETIMEDOUT:
+      return "the thread did not answer the swap request in time (it blocks or ignores the "
+             "doorbell signal, or was not scheduled; --timeout MS waits longer)";
+    case EBUSY:
+      return "the CPU stayed busy (a write, a read or another swap) on every try until the "
+             "timeout";
+    case EAGAIN:
+      return "recording is disabled on the CPU";
+    default:
+      return std::strerror(-rc);
+  }
+}
+
 // Connects and runs one request. 0 with *reply (whose status is 0), or
 // kExitFail after printing why.
 int request(const Args& a, pid_t pid, const control::Request& req, int pass_fd,
@@ -122,6 +146,9 @@ int cmd_stat(const Args& a) {
                 static_cast<unsigned long long>(s.disabled),
                 static_cast<unsigned long long>(s.read));
   }
+  // Not any CPU's: a thread that found no free slot wrote nothing anywhere.
+  std::printf("refused for want of a CPU slot (all CPUs): %llu events\n",
+              static_cast<unsigned long long>(st.no_slot_dropped));
   return 0;
 }
 
@@ -137,11 +164,15 @@ int cmd_snapshot(const Args& a) {
   if (int rc = write_output(a, out, false, [&](int fd) { return request(a, pid, req, fd, &rep); }))
     return rc;
   uint64_t pages = 0, bytes = 0;
-  int dumped = 0;
+  int dumped = 0, missed = 0;
   for (const control::SnapshotReplyCpu& c : rep.snapshot.cpus) {
     if (c.swap_result != 0) {
-      std::fprintf(stderr, "rbtrace snapshot: CPU %u not captured: %s\n", c.cpu,
-                   std::strerror(-c.swap_result));
+      missed++;
+      std::string who = "no owner thread";
+      if (c.owner > 0)
+        who = "thread " + std::to_string(c.owner) + " (" + thread_comm(pid, c.owner) + ")";
+      std::fprintf(stderr, "rbtrace snapshot: CPU %u not captured: %s: %s\n", c.cpu, who.c_str(),
+                   swap_failure_reason(c.swap_result).c_str());
       continue;
     }
     dumped++;
@@ -152,6 +183,11 @@ int cmd_snapshot(const Args& a) {
               out.c_str(), dumped, dumped == 1 ? "" : "s", static_cast<unsigned long long>(pages),
               static_cast<unsigned long long>(bytes),
               static_cast<double>(rep.snapshot.total_ns) / 1e6);
+  if (missed > 0) {
+    std::fprintf(stderr, "rbtrace snapshot: partial: %d of %zu CPUs not captured (exit %d)\n",
+                 missed, rep.snapshot.cpus.size(), kExitPartial);
+    return kExitPartial;
+  }
   return 0;
 }
 

@@ -106,6 +106,7 @@ void put_stat_reply(std::vector<uint8_t>* p, const StatReply& st) {
   put<uint32_t>(p, st.mode);
   put<uint32_t>(p, static_cast<uint32_t>(st.cpus.size()));
   put<uint64_t>(p, st.snapshots);
+  put<uint64_t>(p, st.no_slot_dropped);
   for (const StatCpu& c : st.cpus) {
     put<int32_t>(p, c.owner);
     put<uint32_t>(p, 0);
@@ -117,7 +118,7 @@ void put_stat_reply(std::vector<uint8_t>* p, const StatReply& st) {
 int get_stat_reply(Cursor* c, StatReply* st, std::string* why) {
   uint32_t ncpus = 0;
   if (!c->get(&st->page_size) || !c->get(&st->pages_per_cpu) || !c->get(&st->mode) ||
-      !c->get(&ncpus) || !c->get(&st->snapshots))
+      !c->get(&ncpus) || !c->get(&st->snapshots) || !c->get(&st->no_slot_dropped))
     return fail(-EBADMSG, why, "short stat reply");
   if (ncpus > kMaxCpus || c->left != static_cast<size_t>(ncpus) * kStatCpuSize)
     return fail(-EBADMSG, why, "bad stat CPU count");
@@ -138,7 +139,7 @@ void put_snapshot_reply(std::vector<uint8_t>* p, const SnapshotReply& sr) {
     put<uint32_t>(p, c.cpu);
     put<int32_t>(p, c.swap_result);
     put<uint32_t>(p, c.pages);
-    put<uint32_t>(p, 0);
+    put<int32_t>(p, c.owner);
     put<uint64_t>(p, c.bytes);
     put<uint64_t>(p, c.swap_ns);
   }
@@ -152,7 +153,7 @@ int get_snapshot_reply(Cursor* c, SnapshotReply* sr, std::string* why) {
     return fail(-EBADMSG, why, "bad snapshot CPU count");
   sr->cpus.resize(ncpus);
   for (SnapshotReplyCpu& sc : sr->cpus) {
-    if (!c->get(&sc.cpu) || !c->get(&sc.swap_result) || !c->get(&sc.pages) || !c->get(&pad) ||
+    if (!c->get(&sc.cpu) || !c->get(&sc.swap_result) || !c->get(&sc.pages) || !c->get(&sc.owner) ||
         !c->get(&sc.bytes) || !c->get(&sc.swap_ns))
       return fail(-EBADMSG, why, "short snapshot CPU");
   }

@@ -17,6 +17,7 @@
 #include "control_internal.h"
 #include "rbtrace/control.h"
 #include "rbtrace/event.h"
+#include "rbtrace/library_thread.h"
 #include "rbtrace/snapshot.h"
 
 namespace rbtrace::control {
@@ -128,6 +129,7 @@ struct Server::Impl {
     r->stat.pages_per_cpu = rb.options().pages_per_cpu;
     r->stat.mode = static_cast<uint32_t>(rb.options().mode);
     r->stat.snapshots = snap->snapshots_taken();
+    r->stat.no_slot_dropped = rb.no_cpu_dropped();
     r->stat.cpus.resize(rb.ncpus());
     for (uint32_t c = 0; c < rb.ncpus(); c++) {
       r->stat.cpus[c].owner = rb.cpu_owner(c);
@@ -165,6 +167,7 @@ struct Server::Impl {
       o.cpu = sc.cpu;
       o.swap_result = sc.swap_result;
       o.pages = sc.pages;
+      o.owner = snap->live().cpu_owner(sc.cpu);
       o.bytes = sc.bytes;
       o.swap_ns = static_cast<uint64_t>(sc.swap_time.count());
       r->snapshot.cpus.push_back(o);
@@ -233,12 +236,8 @@ std::unique_ptr<Server> Server::start(Snapshot& snap, const ServerOptions& opts,
   if (impl->stop_fd < 0) return fail_with(errno, std::string("eventfd: ") + std::strerror(errno));
   Impl* raw = impl.get();
   // The server thread must not take the application's signals (its tick
-  // timers, the doorbell): block them all there.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  raw->thread = std::thread([raw] { raw->run(); });
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  // timers, the doorbell) nor a CPU slot: a thread of rbtrace's own.
+  raw->thread = start_library_thread("rbtrace-control", [raw] { raw->run(); });
   std::unique_ptr<Server> s(new Server(std::move(impl)));
   s->path_ = path;
   return s;

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include "rbtrace/tracedat.h"
 
@@ -112,6 +113,26 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     const int32_t owner = live_->cpu_owner(c);
     if (owner > 0 && owner != getpid()) in.cmdlines.emplace_back(owner, thread_comm(owner));
   }
+  {
+    // Every thread that claimed a slot, as named then (the newest record of
+    // a tid wins); a live owner keeps its name from /proc above.
+    std::vector<RingBuffer::ThreadName> names;
+    uint64_t cursor = 0;
+    (void)live_->read_thread_names(&cursor, &names);
+    std::map<int32_t, std::string> at_claim;
+    for (const RingBuffer::ThreadName& t : names)
+      if (t.comm[0] != '\0') {
+        std::string c(t.comm);
+        for (char& ch : c)
+          if (ch == '\n') ch = '_';  // a thread may name itself anything
+        at_claim[t.tid] = std::move(c);
+      }
+    for (const auto& [tid, comm] : at_claim) {
+      bool known = false;
+      for (const auto& c : in.cmdlines) known = known || c.first == tid;
+      if (!known) in.cmdlines.emplace_back(tid, comm);
+    }
+  }
 
   DataPage* page = live_->alloc_read_page();
   if (!page) {
@@ -160,6 +181,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   RingBuffer::free_read_page(page);
   if (rc == 0 && !any) rc = first_swap_error;
   if (rc == 0) {
+    in.cpus[0].stats += ring_stats_text(live_->no_cpu_dropped());  // no CPU's (tracedat.h)
     std::string werr;
     rc = write_trace_dat(out_fd, in, &werr);
     if (rc != 0 && err) *err = werr;

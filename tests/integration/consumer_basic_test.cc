@@ -7,14 +7,21 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "rbtrace_test/consumer_common.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/rbtrace.h"
+#include "rbtrace/trace_export.h"
+#include "rbtrace/tracedat.h"
+#include "rbtrace/tracedat_reader.h"
 
 RBTRACE_EVENT(ctest, hello, ((uint64_t, seq))((rbtrace::str, text)))
 
@@ -316,3 +323,82 @@ TEST(Recover, LeavesLiveSessionsAloneAndRejectsCorruptSidecars) {
 }
 
 }  // namespace
+
+// Events refused because their thread found no free CPU slot are in no
+// CPU's counters; the file carries their ring-wide count in CPU 0's CPUSTAT
+// (tracedat.h, ring_stats_text) and `rbtrace report` prints it last.
+TEST(Consumer, RefusalsForWantOfASlotReachTheFile) {
+  Fixture fx("noslot", 1);
+  auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());
+  ASSERT_TRUE(c);
+  std::atomic<bool> bound{false}, done{false};
+  std::thread owner([&] {
+    ASSERT_EQ(fx.rb->bind_thread(0), 0);
+    unsigned char p[ctest::kPayload];
+    ctest::make_payload(p, 0, 0);
+    ASSERT_EQ(fx.rb->write(p, ctest::kPayload), 0);
+    // release/acquire: a plain hand-shake with the test thread.
+    bound.store(true, std::memory_order_release);
+    while (!done.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
+    fx.rb->unbind_thread();
+  });
+  while (!bound.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
+  std::thread other([&] {  // the one slot is taken: every event is refused
+    unsigned char p[ctest::kPayload] = {};
+    for (int i = 0; i < 7; i++) EXPECT_EQ(fx.rb->write(p, ctest::kPayload), -EBUSY);
+  });
+  other.join();
+  EXPECT_EQ(fx.rb->no_cpu_dropped(), 7u);
+  done.store(true, std::memory_order_release);
+  owner.join();
+  ASSERT_EQ(c->stop(), 0);
+  ASSERT_EQ(c->published().size(), 1u);
+  ctest::Trace tr;
+  ASSERT_EQ(ctest::walk_trace(c->published()[0], &tr), "");
+  EXPECT_EQ(tr.cpus[0].nevents, 1u);
+  EXPECT_EQ(ctest::stat_value(tr.cpus[0].stats, "no slot dropped (all CPUs)"), 7) << tr.cpus[0].stats;
+  EXPECT_EQ(ctest::stat_value(tr.cpus[0].stats, "entries"), 1);
+
+  std::string err;
+  auto r = rbtrace::TraceDatReader::open(c->published()[0], &err);
+  ASSERT_TRUE(r) << err;
+  EXPECT_EQ(rbtrace::no_slot_dropped_in(r->cpus()[0].stats), 7u);
+  char* text = nullptr;
+  size_t len = 0;
+  FILE* m = open_memstream(&text, &len);
+  ASSERT_EQ(rbtrace::write_report_text(*r, m, {}, &err), 0) << err;
+  std::fclose(m);
+  const std::string report(text, len);
+  std::free(text);
+  EXPECT_NE(report.find("\n[7 EVENTS REFUSED: NO FREE CPU SLOT (all CPUs)]\n"), std::string::npos)
+      << report;
+}
+
+// Threads that write and exit before the consumer ever looks are still
+// named in the file: their names were recorded when they claimed a slot
+// (issue 11, part 3), not read from /proc later (where they are gone).
+TEST(Consumer, ShortLivedThreadsAreNamed) {
+  Fixture fx("names", 2);
+  std::vector<int32_t> tids(12);
+  for (size_t i = 0; i < tids.size(); i++) {
+    std::thread t([&, i] {
+      const std::string n = "short-" + std::to_string(i);
+      ASSERT_EQ(pthread_setname_np(pthread_self(), n.c_str()), 0);
+      tids[i] = static_cast<int32_t>(gettid());
+      // Typed events: their common header carries the writer's tid.
+      for (uint64_t k = 0; k < 3; k++) ASSERT_EQ(rbtrace_events::ctest_hello::emit(*fx.rb, k, "x"), 0);
+    });
+    t.join();
+  }
+  auto c = rbtrace::Consumer::create(*fx.rb, fx.opts());  // after they all exited
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->stop(), 0);
+  ASSERT_EQ(c->published().size(), 1u);
+  ctest::Trace tr;
+  ASSERT_EQ(ctest::walk_trace(c->published()[0], &tr), "");
+  for (size_t i = 0; i < tids.size(); i++) {
+    const std::string line = std::to_string(tids[i]) + " short-" + std::to_string(i) + "\n";
+    EXPECT_NE(("\n" + tr.cmdlines).find("\n" + line), std::string::npos)
+        << line << "in:\n" << tr.cmdlines;
+  }
+}

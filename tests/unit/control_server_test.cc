@@ -27,6 +27,7 @@
 #include "rbtrace/control.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/snapshot.h"
+#include "rbtrace/tracedat.h"
 #include "rbtrace/tracedat_reader.h"
 
 RBTRACE_EVENT(ctltest, ping, ((uint64_t, seq)))
@@ -349,3 +350,85 @@ TEST_F(ControlServer, SnapshotIsWrittenToThePassedDescriptor) {
 }
 
 }  // namespace
+
+// Events refused for want of a CPU slot: in the stat reply and in the
+// snapshot file (CPU 0's CPUSTAT, tracedat.h); a snapshot reply names the
+// owner thread of each CPU.
+TEST_F(ControlServer, RefusalsForWantOfASlotInStatAndSnapshot) {
+  std::atomic<int> bound{0};
+  std::atomic<bool> done{false};
+  std::atomic<int32_t> tids[2] = {0, 0};
+  std::vector<std::thread> owners;
+  for (uint32_t c = 0; c < 2; c++) {
+    owners.emplace_back([&, c] {
+      ASSERT_EQ(snap_->live().bind_thread(c), 0);
+      tids[c].store(static_cast<int32_t>(gettid()));
+      rbtrace_events::ctltest_ping::emit(snap_->live(), 1);
+      bound.fetch_add(1);
+      while (!done.load()) std::this_thread::sleep_for(1ms);
+      snap_->live().unbind_thread();
+    });
+  }
+  while (bound.load() < 2) std::this_thread::sleep_for(1ms);
+  std::thread third([&] {  // both slots are owned: refused, counted once each
+    for (int i = 0; i < 5; i++) EXPECT_EQ(rbtrace_events::ctltest_ping::emit(snap_->live(), 2), -EBUSY);
+  });
+  third.join();
+
+  std::string err;
+  int s = connect_to(getpid(), dir_, &err);
+  ASSERT_GE(s, 0) << err;
+  Request st;
+  Reply rep;
+  ASSERT_EQ(call(s, st, -1, &rep, &err), 0) << err;
+  close(s);
+  EXPECT_EQ(rep.stat.no_slot_dropped, 5u);
+
+  const std::string out = base_ + "/noslot.dat";
+  const int fd = open(out.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  s = connect_to(getpid(), dir_, &err);
+  ASSERT_GE(s, 0) << err;
+  Request req;
+  req.type = MsgType::kSnapshot;
+  ASSERT_EQ(call(s, req, fd, &rep, &err), 0) << err;
+  close(s);
+  ASSERT_EQ(rep.status, 0) << rep.message;
+  ASSERT_EQ(rep.snapshot.cpus.size(), 2u);
+  for (uint32_t c = 0; c < 2; c++) EXPECT_EQ(rep.snapshot.cpus[c].owner, tids[c].load()) << c;
+  done.store(true);
+  for (auto& t : owners) t.join();
+  auto reader = TraceDatReader::open_fd(fd, &err);
+  close(fd);
+  ASSERT_TRUE(reader) << err;
+  EXPECT_EQ(no_slot_dropped_in(reader->cpus()[0].stats), 5u) << reader->cpus()[0].stats;
+  EXPECT_EQ(no_slot_dropped_in(reader->cpus()[1].stats), 0u);  // once per file
+}
+
+// A thread that wrote and exited before the snapshot is named in it: its
+// name was recorded when it claimed its slot (issue 11, part 3).
+TEST_F(ControlServer, SnapshotNamesThreadsThatAreGone) {
+  int32_t tid = 0;
+  std::thread t([&] {
+    ASSERT_EQ(pthread_setname_np(pthread_self(), "ctl-gone"), 0);
+    tid = static_cast<int32_t>(gettid());
+    for (uint64_t i = 0; i < 10; i++) ASSERT_EQ(rbtrace_events::ctltest_ping::emit(snap_->live(), i), 0);
+  });
+  t.join();
+  const std::string out = base_ + "/gone.dat";
+  const int fd = open(out.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::string err;
+  const int s = connect_to(getpid(), dir_, &err);
+  ASSERT_GE(s, 0) << err;
+  Request req;
+  req.type = MsgType::kSnapshot;
+  Reply rep;
+  ASSERT_EQ(call(s, req, fd, &rep, &err), 0) << err;
+  close(s);
+  ASSERT_EQ(rep.status, 0) << rep.message;
+  auto reader = TraceDatReader::open_fd(fd, &err);
+  close(fd);
+  ASSERT_TRUE(reader) << err;
+  EXPECT_EQ(reader->comm(tid), "ctl-gone");
+}

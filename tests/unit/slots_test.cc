@@ -593,3 +593,65 @@ TEST(Slots, SignalHandlerWritingDuringTheFirstClaim) {
          "thread owned more than one slot";
 }
 }  // namespace
+
+// Names at claim (issue 11, part 3): a thread's first write and bind_thread
+// record (tid, comm); a reader gets them in order with its own cursor, even
+// after the threads are gone; a reader that falls more than kThreadNames
+// behind is told how many it missed.
+TEST(Slots, ThreadNamesAreRecordedAtClaimAndBind) {
+  auto rb = make(1);
+  ASSERT_TRUE(rb);
+  std::vector<int32_t> tids;
+  for (const char* n : {"nm-first", "nm-second-name"}) {
+    std::thread t([&] {
+      ASSERT_EQ(pthread_setname_np(pthread_self(), n), 0);
+      tids.push_back(my_tid());
+      uint64_t v = 1;
+      ASSERT_EQ(rb->write(&v, sizeof v), 0);  // claims CPU 0
+    });
+    t.join();  // exits: the slot is free for the next one
+  }
+  std::thread b([&] {
+    ASSERT_EQ(pthread_setname_np(pthread_self(), "nm-binder"), 0);
+    tids.push_back(my_tid());
+    ASSERT_EQ(rb->bind_thread(0), 0);
+    rb->unbind_thread();
+  });
+  b.join();
+
+  uint64_t cursor = 0;
+  std::vector<RingBuffer::ThreadName> got;
+  EXPECT_EQ(rb->read_thread_names(&cursor, &got), 0u);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(cursor, 3u);
+  const char* want[] = {"nm-first", "nm-second-name", "nm-binder"};
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_EQ(got[i].tid, tids[i]) << i;
+    EXPECT_STREQ(got[i].comm, want[i]) << i;
+  }
+  // Nothing new: nothing read, the cursor stays.
+  got.clear();
+  EXPECT_EQ(rb->read_thread_names(&cursor, &got), 0u);
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(cursor, 3u);
+
+  // kThreadNames + 100 more binds on this thread: a reader from the start
+  // gets the newest kThreadNames and the count of the ones overwritten.
+  ASSERT_EQ(pthread_setname_np(pthread_self(), "nm-rebinder"), 0);
+  const uint32_t more = RingBuffer::kThreadNames + 100;
+  for (uint32_t i = 0; i < more; i++) {
+    ASSERT_EQ(rb->bind_thread(0), 0);
+    rb->unbind_thread();
+  }
+  uint64_t fresh = 0;
+  got.clear();
+  EXPECT_EQ(rb->read_thread_names(&fresh, &got), 3u + more - RingBuffer::kThreadNames);
+  ASSERT_EQ(got.size(), RingBuffer::kThreadNames);
+  EXPECT_EQ(fresh, 3u + more);
+  EXPECT_EQ(got.back().tid, my_tid());
+  EXPECT_STREQ(got.back().comm, "nm-rebinder");
+  // The first reader, 3 records in, missed 3 fewer.
+  got.clear();
+  EXPECT_EQ(rb->read_thread_names(&cursor, &got), more - RingBuffer::kThreadNames);
+  EXPECT_EQ(got.size(), RingBuffer::kThreadNames);
+}

@@ -8,6 +8,8 @@
 #include <cstdarg>
 #include <cstring>
 
+#include "rbtrace/tracedat.h"
+
 namespace rbtrace {
 
 namespace {
@@ -217,6 +219,12 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
     s += '\n';
     return true;
   });
+  // After the records: the events that never reached any CPU (tracedat.h,
+  // ring_stats_text), which trace-cmd report shows only with --stat.
+  if (rc >= 0 && !r.cpus().empty()) {
+    if (const uint64_t n = no_slot_dropped_in(r.cpus()[0].stats))
+      appendf(&s, "[%" PRIu64 " EVENTS REFUSED: NO FREE CPU SLOT (all CPUs)]\n", n);
+  }
   return finish(r, w, rc, err);
 }
 

@@ -370,4 +370,29 @@ std::string cpu_stats_text(const CpuStats& s) {
   return t;
 }
 
+namespace {
+constexpr char kNoSlotKey[] = "no slot dropped (all CPUs): ";
+}
+
+std::string ring_stats_text(uint64_t no_slot_dropped) {
+  return kNoSlotKey + std::to_string(no_slot_dropped) + "\n";
+}
+
+uint64_t no_slot_dropped_in(const std::string& cpustat) {
+  for (size_t at = 0; at < cpustat.size();) {
+    const size_t end = std::min(cpustat.find('\n', at), cpustat.size());
+    const std::string_view line(cpustat.data() + at, end - at);
+    if (line.substr(0, sizeof kNoSlotKey - 1) == kNoSlotKey) {
+      uint64_t v = 0;
+      for (char ch : line.substr(sizeof kNoSlotKey - 1)) {
+        if (ch < '0' || ch > '9' || v > (UINT64_MAX - 9) / 10) return 0;  // not a count
+        v = v * 10 + static_cast<uint64_t>(ch - '0');
+      }
+      return v;
+    }
+    at = end + 1;
+  }
+  return 0;
+}
+
 }  // namespace rbtrace

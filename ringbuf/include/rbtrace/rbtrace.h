@@ -4,4 +4,5 @@
 #include "rbtrace/clock.h"
 #include "rbtrace/event.h"
 #include "rbtrace/format.h"
+#include "rbtrace/library_thread.h"
 #include "rbtrace/ring_buffer.h"

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "rbtrace/clock.h"
 #include "rbtrace/detail/hints.h"
@@ -167,6 +168,7 @@ struct PageHook {
 namespace detail {
 struct BufferPage;  // rbtrace/detail/layout.h
 struct CpuBuffer;
+struct NameRecord;  // ring_buffer_internal.h
 }  // namespace detail
 
 // A successful reservation: `data` has room for `length` payload bytes.
@@ -253,6 +255,24 @@ class RingBuffer {
   // Events refused because no CPU slot was free (or the writing thread was
   // exiting, its slots already given back).
   uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
+
+  // ---- thread names --------------------------------------------------------
+  // A thread's name (its comm, as prctl(PR_GET_NAME) reads it) is recorded
+  // when it claims or binds a slot, on that cold path, so that a reader
+  // names even a thread that lived for a millisecond. The newest
+  // kThreadNames records are kept; a thread renamed after its claim is
+  // seen by readers that also look at /proc (the consumer does).
+  struct ThreadName {
+    int32_t tid = 0;
+    char comm[16] = {};  // NUL-terminated
+  };
+  static constexpr uint32_t kThreadNames = 1024;
+  // Appends to *out the records from *cursor on (0: the oldest kept),
+  // oldest first, and moves *cursor past them. A record still being written
+  // ends the call (a later call gets it). Returns how many records were
+  // overwritten before this reader got them. Any thread; one cursor per
+  // reader.
+  uint64_t read_thread_names(uint64_t* cursor, std::vector<ThreadName>* out) const;
 
   // ---- writer --------------------------------------------------------------
   // W0..W5. On failure the Reservation is empty and err says why; the
@@ -466,6 +486,11 @@ class RingBuffer {
   uint32_t max_payload_span_ = 0;  // max_payload_ - kMinPayload
   alignas(64) std::atomic<uint64_t> no_cpu_{0};
   std::atomic<const PageHook*> page_hook_{nullptr};  // see set_page_hook
+  // Thread names at claim (slots.cc): kThreadNames seqlocked records and
+  // the count of records ever started.
+  void record_thread_name(int32_t tid);
+  std::unique_ptr<detail::NameRecord[]> names_;
+  alignas(64) std::atomic<uint64_t> names_head_{0};
 };
 
 }  // namespace rbtrace

@@ -8,7 +8,8 @@
 // any group/other permission bit. Peers are checked with SO_PEERCRED: same
 // effective uid, or root.
 //
-// Protocol (version 1, host byte order: both ends are on one machine):
+// Protocol (version 2, host byte order: both ends are on one machine;
+// version 2 added StatReply::no_slot_dropped and SnapshotReplyCpu::owner):
 //   header  u32 magic 'RBTC' | u16 version | u16 type | u32 length | u32 flags (0)
 //   payload `length` bytes, at most kMaxRequestPayload for a request and
 //           kMaxReplyPayload for a reply; every field is length-checked.
@@ -42,7 +43,7 @@ class Snapshot;
 namespace control {
 
 inline constexpr uint32_t kMagic = 0x43544252;  // "RBTC" in little-endian bytes
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr uint32_t kHeaderSize = 16;
 inline constexpr uint32_t kMaxRequestPayload = 512;
 inline constexpr uint32_t kMaxReplyPayload = 1u << 20;
@@ -74,6 +75,7 @@ struct StatReply {
   uint32_t pages_per_cpu = 0;
   uint32_t mode = 0;  // rbtrace::Mode
   uint64_t snapshots = 0;
+  uint64_t no_slot_dropped = 0;  // events refused for want of a CPU slot (whole ring)
   std::vector<StatCpu> cpus;
 };
 
@@ -81,6 +83,7 @@ struct SnapshotReplyCpu {
   uint32_t cpu = 0;
   int32_t swap_result = 0;
   uint32_t pages = 0;
+  int32_t owner = 0;  // the CPU's owner tid when the snapshot ended (0 none)
   uint64_t bytes = 0;
   uint64_t swap_ns = 0;
 };

@@ -27,6 +27,8 @@ struct ReportOptions {
 //   CPU:N [M EVENTS DROPPED]             (before the first record of a page
 //   CPU:N [EVENTS DROPPED]                that reports lost events)
 //   <comm:16>-<pid:-5> [cpu:03] <s:5>.<us:06>: <name:>-21 <fields>
+//   [N EVENTS REFUSED: NO FREE CPU SLOT (all CPUs)]   (last, when the file's
+//                                         ring-wide count is not 0; tracedat.h)
 // A record whose type has no format prints "[unknown event type N]".
 int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& opts,
                       std::string* err);

@@ -76,4 +76,17 @@ std::vector<EventFormat> registered_event_formats();
 // not the events still buffered as the kernel's does. Any thread.
 std::string cpu_stats_text(const CpuStats& s);
 
+// The ring-wide counters, which trace.dat has no section for: the consumer
+// and the snapshot append this text to CPU 0's CPUSTAT, so `trace-cmd
+// report --stat`, `rbtrace report` and any reader of the file see it.
+//   "no slot dropped (all CPUs): N"  RingBuffer::no_cpu_dropped(): events
+//       refused because their thread found no free CPU slot (or was one of
+//       rbtrace's own); they are in no CPU's counters.
+// Any thread.
+std::string ring_stats_text(uint64_t no_slot_dropped);
+
+// The "no slot dropped (all CPUs)" count of a CPUSTAT text, or 0 if the
+// text has none.
+uint64_t no_slot_dropped_in(const std::string& cpustat);
+
 }  // namespace rbtrace

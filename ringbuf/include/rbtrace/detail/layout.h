@@ -211,6 +211,9 @@ struct ThreadState {
   // counted in no_cpu_dropped): its binding would go into the entry the
   // interrupted change is filling.
   bool changing;
+  // A thread of rbtrace's own (start_library_thread): it never claims a
+  // slot (refused -EBUSY, counted in no_cpu_dropped).
+  bool library;
   // Claims of this thread that found no free slot; every 64th (from the
   // first) takes back the slots of exited threads (claim_cpu).
   uint32_t claim_failures;
