@@ -7,6 +7,9 @@
 // timed). The owner is idle (blocked in a 50 ms sleep) for BM_Snapshot_Swap
 // and writes 24-byte events flat out for BM_Snapshot_SwapBusy (-EBUSY
 // answers are retried inside the call, so they are part of the latency).
+// BM_Snapshot_SwapRemote, BM_Snapshot_SwapRemoteBusy: the same with an owner
+// that blocks every signal, so the swap goes without a signal
+// (swap_cpu_remote: mark, membarrier, check, on the requester's thread).
 // Counters: p50_us, p90_us, p99_us, max_us over the swaps of the run (the
 // tables take the median over repetitions), busy_retries (-EBUSY answers per
 // swap), failed (swaps that returned an error; not in the percentiles),
@@ -23,6 +26,8 @@
 // Counters: total_ms, ms_per_cpu, file_MiB, MiB/s (file size / total),
 // pages, slowest_swap_us.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,7 +62,7 @@ double percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(sorted.size() - 1, i)];
 }
 
-void swap_latency(benchmark::State& state, bool busy) {
+void swap_latency(benchmark::State& state, bool busy, bool blocking = false) {
   Options o;
   o.ncpus = 1;
   o.page_size = 4096;
@@ -71,6 +76,11 @@ void swap_latency(benchmark::State& state, bool busy) {
   }
   std::atomic<bool> stop{false}, ready{false};
   std::thread owner([&] {
+    if (blocking) {  // as a server's worker that sigwaits: no doorbell
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    }
     live->bind_thread(0);
     ready.store(true);
     uint64_t seq = 0;
@@ -88,7 +98,7 @@ void swap_latency(benchmark::State& state, bool busy) {
   std::vector<double> us;
   us.reserve(static_cast<size_t>(std::min<benchmark::IterationCount>(state.max_iterations,
                                                                       1 << 22)));
-  uint64_t failed = 0, busy_retries = 0;
+  uint64_t failed = 0, busy_retries = 0, remote = 0;
   int first_error = 0;
   for (auto _ : state) {
     SwapTrace t;
@@ -98,6 +108,7 @@ void swap_latency(benchmark::State& state, bool busy) {
     const double d = std::chrono::duration<double>(t1 - t0).count();
     state.SetIterationTime(d);
     busy_retries += t.busy;
+    remote += t.remote;
     if (rc != 0) {
       failed++;
       if (!first_error) first_error = rc;
@@ -122,12 +133,15 @@ void swap_latency(benchmark::State& state, bool busy) {
   state.counters["p99_us"] = percentile(us, 0.99);
   state.counters["max_us"] = us.back();
   state.counters["busy_retries"] = static_cast<double>(busy_retries) / n;
+  state.counters["remote"] = static_cast<double>(remote) / n;  // runs without a signal per swap
   state.counters["failed"] = static_cast<double>(failed);
   state.counters["swaps"] = n;
 }
 
 void BM_Snapshot_Swap(benchmark::State& state) { swap_latency(state, false); }
 void BM_Snapshot_SwapBusy(benchmark::State& state) { swap_latency(state, true); }
+void BM_Snapshot_SwapRemote(benchmark::State& state) { swap_latency(state, false, true); }
+void BM_Snapshot_SwapRemoteBusy(benchmark::State& state) { swap_latency(state, true, true); }
 
 // Owners of every CPU of `snap`: each fills its CPU buffer (and wraps it a
 // little), then stays alive and idle until destroyed, so take() goes through
@@ -234,6 +248,12 @@ void BM_Snapshot_TakeDump(benchmark::State& state) {
   common(benchmark::RegisterBenchmark("BM_Snapshot_Swap", BM_Snapshot_Swap)->UseManualTime());
   common(benchmark::RegisterBenchmark("BM_Snapshot_SwapBusy", BM_Snapshot_SwapBusy)
              ->UseManualTime());
+  if (RingBuffer::membarrier_status() == 0) {
+    common(benchmark::RegisterBenchmark("BM_Snapshot_SwapRemote", BM_Snapshot_SwapRemote)
+               ->UseManualTime());
+    common(benchmark::RegisterBenchmark("BM_Snapshot_SwapRemoteBusy", BM_Snapshot_SwapRemoteBusy)
+               ->UseManualTime());
+  }
   auto* dump = benchmark::RegisterBenchmark("BM_Snapshot_TakeDump", BM_Snapshot_TakeDump)
                    ->Arg(1)
                    ->Iterations(1)

@@ -6,8 +6,12 @@
 // writer is rbtrace/detail/writer.h.
 #include "rbtrace/ring_buffer.h"
 
+#include <linux/membarrier.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -90,6 +94,10 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   if (!rb->ctl_) return fail(ENOMEM, "out of memory");
   rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
   if (!rb->names_) return fail(ENOMEM, "out of memory");
+  rb->stale_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[o.ncpus]);
+  if (!rb->stale_refused_) return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < o.ncpus; c++) rb->stale_refused_[c].store(0, std::memory_order_relaxed);
+  (void)membarrier_status();  // registers, once per process
   for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
   if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < o.ncpus; c++) rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
@@ -280,7 +288,62 @@ void set_test_hook(TestHook h) {
 // Swap and reset
 // ===========================================================================
 
+namespace {
+
+int register_membarrier() {
+  if (const char* e = std::getenv("RBTRACE_MEMBARRIER"); e && std::strcmp(e, "0") == 0)
+    return -ECANCELED;
+  const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (cmds < 0) return -errno;
+  if (!(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return -EINVAL;
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) return -errno;
+  return 0;
+}
+
+}  // namespace
+
+// The requester's half of the remote swap's Dekker pair (docs/DESIGN.md
+// section 7, "Without a signal"), with S3's marks set and both reader locks
+// held. The owner's half is W2 (committing++, a plain store) then W3 (load
+// of the back-pointer), with only a compiler barrier between them.
+//   M1: move a's back-pointer away (what W3 reads).
+//   M2: membarrier(PRIVATE_EXPEDITED): every thread of the process that is
+//       running executes a full barrier, and one that is not has one at
+//       its next context switch. So an owner's W2 before its barrier is
+//       visible to M3, and an owner's W3 after it sees M1.
+//   M3: read committing on both buffers: 0 means no writer is inside and
+//       any that enters from now on refuses at W3. Else put M1 back (the
+//       owner may have refused at W3 meanwhile; its refusal is counted) and
+//       report busy.
+// relaxed throughout: the ordering is M2's, which C++ does not model.
+static bool remote_quiescent(RingBuffer& self, RingBuffer& other, CpuBuffer* a, CpuBuffer* b) {
+  a->buffer.store(&other, std::memory_order_relaxed);  // M1
+  // relaxed: only tests set it.
+  if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+    h(TestHookPoint::kRemoteMarked, self, a->cpu);
+  const int rc = static_cast<int>(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0));  // M2
+  if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+    h(TestHookPoint::kRemoteFenced, self, a->cpu);
+  if (rc == 0 && a->committing() == 0 && b->committing() == 0) return true;  // M3
+  a->buffer.store(&self, std::memory_order_relaxed);  // put back
+  return false;
+}
+
+int RingBuffer::membarrier_status() {
+  static const int status = register_membarrier();  // once per process
+  return status;
+}
+
 int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
+  return swap_cpu_impl(other, cpu, false);
+}
+
+int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
+  if (const int st = membarrier_status(); st != 0) return st;
+  return swap_cpu_impl(other, cpu, true);
+}
+
+int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   // S2: the kernel's order: presence and geometry, then disabled state.
   if (cpu >= opts_.ncpus || cpu >= other.opts_.ncpus || &other == this) return -EINVAL;
   if (opts_.page_size != other.opts_.page_size ||
@@ -328,8 +391,8 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   } else if (buffers_[cpu].load(std::memory_order_seq_cst) != a ||
              other.buffers_[cpu].load(std::memory_order_seq_cst) != b) {
     ret = -EBUSY;  // another swap moved one of them since we loaded it (misuse)
-  } else if (a->committing() != 0 || b->committing() != 0) {
-    ret = -EBUSY;
+  } else if (!remote && (a->committing() != 0 || b->committing() != 0)) {
+    ret = -EBUSY;  // (remote: checked below, after the barrier)
   } else if (!a->reader_lock.compare_exchange_strong(
                  la, 1, std::memory_order_acquire,  // pairs with unlock_reader
                  std::memory_order_relaxed)) {
@@ -339,14 +402,21 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
                  std::memory_order_relaxed)) {
     unlock_reader(a);
     ret = -EBUSY;
+  } else if (remote && !remote_quiescent(*this, other, a, b)) {
+    unlock_reader(b);
+    unlock_reader(a);
+    ret = -EBUSY;  // a writer is inside: a->buffer was put back as it was
   } else {
-    // S4: exchange the slots and the back-pointers. release: a reader that
-    // loads the slot (cpu_buffer, acquire) sees the buffer's state.
+    // S4 (remote: M4): exchange the slots and the back-pointers. release: a
+    // reader that loads the slot (cpu_buffer, acquire) sees the buffer's
+    // state; so does a writer that refreshes its binding after a remote
+    // swap (count_refusal's acquire load).
     buffers_[cpu].store(b, std::memory_order_release);
     other.buffers_[cpu].store(a, std::memory_order_release);
-    a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner only (W3)
+    a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner (W3); remote: again
     b->buffer.store(this, std::memory_order_relaxed);
-    // The owner's cached binding (W0), when the owner is the caller.
+    // The owner's cached binding (W0), when the owner is the caller (not
+    // after a remote swap: the owner's first write refreshes its own).
     refresh_binding(id_, cpu, b);
     refresh_binding(other.id_, cpu, a);
     unlock_reader(b);
@@ -390,7 +460,10 @@ CpuStats detail::CpuBuffer::stats() const {
 
 CpuStats RingBuffer::stats(uint32_t cpu) const {
   CpuBuffer* cb = cpu_buffer(cpu);
-  return cb ? cb->stats() : CpuStats{};
+  if (!cb) return CpuStats{};
+  CpuStats s = cb->stats();
+  s.disabled += stale_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_refusal)
+  return s;
 }
 
 }  // namespace rbtrace

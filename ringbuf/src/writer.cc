@@ -13,16 +13,34 @@ using namespace detail;
 // Refusals (W1, W3)
 // ===========================================================================
 
-Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
-  Reservation r;
-  CpuBuffer* now = cb;
-  // relaxed: a swap that moved cb ran on this thread (in a handler between
-  // our W0 and W1), so program order shows it; see refuse_entered.
-  if (cb->buffer.load(std::memory_order_relaxed) != this) {
-    now = buffers_[cb->cpu].load(std::memory_order_relaxed);
-    refresh_binding(id_, cb->cpu, now);
+// Counts one refusal of a writer that entered or looked at `cb`, in the
+// buffer now in cb's slot: the one it touched may belong to a requester
+// that is dumping or resetting it. A swap that moved cb ran on this thread
+// (in a handler between our W0 and W3: program order shows it), or on
+// another thread without a signal (swap_cpu_remote: its back-pointer store
+// came before its barrier, so W3 or W1 saw it; its slot stores may still
+// be to come). acquire: pairs with swap_cpu's release store of
+// buffers_[cpu], so the new buffer's state is seen before we count in it
+// and cache it. The binding is refreshed for the next write.
+void RingBuffer::count_refusal(CpuBuffer* cb) {
+  if (cb->buffer.load(std::memory_order_relaxed) == this) {
+    cb->disabled.inc();
+    return;
+  }
+  CpuBuffer* now = buffers_[cb->cpu].load(std::memory_order_acquire);
+  refresh_binding(id_, cb->cpu, now);
+  if (now == cb) {
+    // A remote swap between its mark (M1) and its slot stores (M4), or one
+    // that put cb back: count in the slot, not in either buffer.
+    stale_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
+    return;
   }
   now->disabled.inc();
+}
+
+Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
+  Reservation r;
+  count_refusal(cb);
   r.err = -EPERM;
   return r;
 }
@@ -35,15 +53,12 @@ Reservation RingBuffer::refuse_entered(CpuBuffer* cb) {
     // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
     // Nobody can have reserved in cb since our W2: nested writers load
     // buffers_[cpu] afresh. Leave without committing anything.
+    // Only `state` of cb is touched after a remote swap (this add and
+    // sub, netting 0): the requester's reset leaves `state` alone.
     cb->state.sub(CpuBuffer::kEnter);
-    // Count the refusal in the buffer now in the slot: the one we touched
-    // belongs to the requester, who may be dumping or resetting it. The
-    // binding's cached buffer was stale (a swap run elsewhere while nobody
-    // owned the slot cannot happen to a bound thread; one that broke the
-    // rule is survived): refresh it for the next write.
-    CpuBuffer* now = buffers_[cb->cpu].load(std::memory_order_relaxed);
-    now->disabled.inc();
-    refresh_binding(id_, cb->cpu, now);
+    // Counted in the buffer now in the slot (count_refusal), which also
+    // refreshes the binding's cached buffer for the next write.
+    count_refusal(cb);
     r.err = -EAGAIN;
     return r;
   }

@@ -52,6 +52,10 @@ std::string swap_failure_reason(int32_t rc) {
              "timeout";
     case EAGAIN:
       return "recording is disabled on the CPU";
+    case ENOSYS:
+      return "the thread does not take the doorbell signal, and a swap without a signal "
+             "needs membarrier(2), which the process cannot use (kernel before 4.14, "
+             "seccomp, or RBTRACE_MEMBARRIER=0)";
     default:
       return std::strerror(-rc);
   }

@@ -49,6 +49,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <atomic>
 #include <cerrno>
 #include <memory>
@@ -98,6 +101,12 @@ struct CpuMailbox {
   // a sleep: ThreadSanitizer does not see pthread_mutex_clocklock, which
   // std::timed_mutex uses.
   std::mutex requesters;
+  // The owner last found to block the doorbell for good (three looks 100 us
+  // apart): its next requests look once. The owner that answered the last
+  // doorbell: its next request does not look (a /proc read, ~20 us). Under
+  // `requesters`.
+  int32_t blocking_owner = 0;
+  int32_t answering_owner = 0;
 };
 
 // The mailboxes of one live RingBuffer. Never freed: a doorbell handler may
@@ -370,9 +379,34 @@ void swap_release_mailboxes(const RingBuffer& live) {
 
 // -EBUSY answers retried at once before the exponential backoff (S5).
 constexpr uint32_t kImmediateRetries = 32;
+// After a doorbell timed out: how long the swap without a signal is retried.
+constexpr auto kRemoteGrace = std::chrono::milliseconds(20);
+
+namespace {
+
+// True if thread `tid` of this process blocks signal `signo` (SigBlk in
+// /proc/self/task/TID/status); false if that cannot be read.
+bool blocks_signal(int32_t tid, int signo) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/status", static_cast<int>(tid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  char line[256];
+  bool blocked = false;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, "SigBlk:", 7) != 0) continue;
+    const unsigned long long mask = std::strtoull(line + 7, nullptr, 16);
+    blocked = signo >= 1 && signo <= 64 && ((mask >> (signo - 1)) & 1);
+    break;
+  }
+  std::fclose(f);
+  return blocked;
+}
+
+}  // namespace
 
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
-                        std::chrono::milliseconds timeout, SwapTrace* trace) {
+                        std::chrono::milliseconds timeout, SwapTrace* trace, SwapPath path) {
   SwapTrace local;
   SwapTrace& t = trace ? *trace : local;
   t = SwapTrace{};
@@ -384,7 +418,7 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
   }
   Entry* e = mailbox_for(live);
   if (!e) return -ENOMEM;
-  const auto deadline = SteadyClock::now() + timeout;
+  auto deadline = SteadyClock::now() + timeout;
   std::unique_lock<std::mutex> lk(e->boxes[cpu].requesters, std::defer_lock);
   while (!lk.try_lock()) {
     if (SteadyClock::now() >= deadline) return -ETIMEDOUT;
@@ -392,6 +426,8 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
   }
 
   auto backoff = std::chrono::microseconds(20);
+  bool remote = false;       // swap without a signal from now on
+  int32_t looked_at = 0;     // the owner whose signal mask was read
   for (;;) {
     int rc;
     const int32_t owner = live.cpu_owner(cpu);
@@ -413,7 +449,39 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
     } else if (owner < 0) {
       rc = -EBUSY;  // claimed by an Iterator or another claim_cpu_for
     } else {
-      rc = post_request(e, live, spare, cpu, owner, deadline, t);
+      if (path == SwapPath::kAuto && !remote && owner != looked_at &&
+          owner != e->boxes[cpu].answering_owner) {
+        looked_at = owner;
+        // Blocked at three looks 100 us apart (one, for an owner found
+        // blocking before): not just the end of a doorbell handler that
+        // answered the last request (its mask is full while it runs), which
+        // a marshalled swap serves without a refused event.
+        const int signo = g_signo.load(std::memory_order_relaxed);
+        int32_t& known = e->boxes[cpu].blocking_owner;
+        remote = blocks_signal(owner, signo);
+        for (int look = 0; remote && known != owner && look < 2; look++) {
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+          remote = blocks_signal(owner, signo);
+        }
+        known = remote ? owner : 0;
+        if (remote && RingBuffer::membarrier_status() != 0) return -ENOSYS;
+      }
+      if (remote) {
+        t.attempts++;
+        t.remote++;
+        rc = live.swap_cpu_remote(spare, cpu);
+      } else {
+        rc = post_request(e, live, spare, cpu, owner, deadline, t);
+        e->boxes[cpu].answering_owner = rc == -ETIMEDOUT || rc == kNotOwner ? 0 : owner;
+        if (rc == -ETIMEDOUT && path == SwapPath::kAuto) {
+          // The owner did not answer (the signal ignored, or not delivered
+          // in time): go on without a signal for a little longer.
+          if (RingBuffer::membarrier_status() != 0) return -ENOSYS;
+          remote = true;
+          deadline = SteadyClock::now() + kRemoteGrace;
+          continue;
+        }
+      }
     }
     if (rc == kNotOwner) {
       t.not_owner++;
@@ -422,6 +490,7 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
       continue;
     }
     if (rc != -EBUSY) return rc;
+    if (remote && SteadyClock::now() >= deadline) return t.signals ? -ETIMEDOUT : -EBUSY;
     // S5: busy (a writer inside W2..W6, or a reader): retry. A writer is
     // busy for tens of nanoseconds at a time, and a round trip takes
     // microseconds, so the first retries go straight back: an owner writing

@@ -28,6 +28,10 @@
 using namespace rbtrace;
 using namespace std::chrono_literals;
 
+// The tests below that block the doorbell to force an interleaving want
+// the doorbell path only (SwapPath::kAuto would swap without a signal).
+constexpr SwapPath kSignalOnly = SwapPath::kSignal;
+
 namespace {
 
 int doorbell() { return SIGRTMIN + kDefaultDoorbellOffset; }
@@ -246,7 +250,7 @@ TEST_F(Marshalled, DoorbellBetweenW1AndW2FailsTheWrite) {
   });
   int swap_rc = 1;
   SwapTrace t;
-  std::thread requester([&] { swap_rc = swap_cpu_marshalled(*live_, *spare_, 1, 5000ms, &t); });
+  std::thread requester([&] { swap_rc = swap_cpu_marshalled(*live_, *spare_, 1, 5000ms, &t, kSignalOnly); });
   owner.run([&] {
     write_rc = write_tag(*live_, 2);
     block_doorbell(false);
@@ -288,7 +292,7 @@ TEST_F(Marshalled, DoorbellInPageCrossingIsBusyThenRetried) {
   detail::CpuBuffer* original = live_->cpu_buffer(1);
   int swap_rc = 1;
   SwapTrace t;
-  std::thread requester([&] { swap_rc = swap_cpu_marshalled(*live_, *spare_, 1, 5000ms, &t); });
+  std::thread requester([&] { swap_rc = swap_cpu_marshalled(*live_, *spare_, 1, 5000ms, &t, kSignalOnly); });
   int write_rc = 1;
   owner.run([&] { write_rc = write_tag(*live_, crossing, 64); });
   requester.join();
@@ -339,7 +343,7 @@ TEST_F(Marshalled, BlockedDoorbellTimesOutAndTheLateHandlerDoesNothing) {
   detail::CpuBuffer* original = live_->cpu_buffer(1);
   const auto t0 = std::chrono::steady_clock::now();
   SwapTrace t;
-  EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 100ms, &t), -ETIMEDOUT);
+  EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 100ms, &t, kSignalOnly), -ETIMEDOUT);
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(took, 100ms);
   EXPECT_LT(took, 2000ms);
@@ -355,7 +359,8 @@ TEST_F(Marshalled, BlockedDoorbellTimesOutAndTheLateHandlerDoesNothing) {
   // the handler late find WITHDRAWN (or a newer request) in the state word
   // and act on none of them; the next request is served.
   owner.run([&] { block_doorbell(true); });
-  for (int i = 0; i < 20; i++) EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2ms), -ETIMEDOUT);
+  for (int i = 0; i < 20; i++)
+    EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2ms, nullptr, kSignalOnly), -ETIMEDOUT);
   owner.run([&] { block_doorbell(false); });
   EXPECT_EQ(live_->cpu_buffer(1), original);
   EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2000ms), 0);
@@ -390,3 +395,63 @@ TEST_F(Marshalled, UnownedCpuIsClaimedForTheSwap) {
 }
 
 }  // namespace
+
+// SwapPath::kAuto (the default) and an owner that blocks the doorbell: the
+// requester sees the mask and swaps without a signal (membarrier) at once;
+// the owner's next write is refused (-EAGAIN, counted) and moves its
+// binding, the one after lands in the new buffer.
+TEST_F(Marshalled, BlockedDoorbellIsSwappedWithoutASignal) {
+  ASSERT_EQ(RingBuffer::membarrier_status(), 0) << "membarrier unavailable here";
+  OwnerThread owner(*live_, 1);
+  owner.run([&] {
+    block_doorbell(true);
+    ASSERT_EQ(write_tag(*live_, 1), 0);
+  });
+  detail::CpuBuffer* original = live_->cpu_buffer(1);
+  SwapTrace t;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 5000ms, &t), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1000ms) << "waited for the doorbell";
+  EXPECT_EQ(t.signals, 0u);
+  EXPECT_GE(t.remote, 1u);
+  EXPECT_EQ(spare_->cpu_buffer(1), original);
+  int rc2 = 1, rc3 = 1;
+  owner.run([&] {
+    rc2 = write_tag(*live_, 2);
+    rc3 = write_tag(*live_, 3);
+    EXPECT_FALSE(doorbell_pending());  // no doorbell was rung
+    block_doorbell(false);
+  });
+  EXPECT_EQ(rc2, -EAGAIN);
+  EXPECT_EQ(rc3, 0);
+  EXPECT_EQ(drain(*spare_, 1), (std::vector<uint32_t>{1}));
+  EXPECT_EQ(drain(*live_, 1), (std::vector<uint32_t>{3}));
+  EXPECT_EQ(live_->stats(1).disabled, 1u);
+}
+
+// An owner whose doorbell is ignored (the application set SIG_IGN over
+// rbtrace's handler): the doorbell is rung, never answered; after the
+// timeout the request is withdrawn and the swap goes without a signal.
+TEST_F(Marshalled, IgnoredDoorbellFallsBackToASwapWithoutASignal) {
+  ASSERT_EQ(RingBuffer::membarrier_status(), 0) << "membarrier unavailable here";
+  OwnerThread owner(*live_, 1);
+  owner.run([&] { ASSERT_EQ(write_tag(*live_, 4), 0); });
+  detail::CpuBuffer* original = live_->cpu_buffer(1);
+  struct sigaction ign {}, ours {};
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(doorbell(), &ign, &ours), 0);
+  SwapTrace t;
+  const int rc = swap_cpu_marshalled(*live_, *spare_, 1, 50ms, &t);
+  ASSERT_EQ(sigaction(doorbell(), &ours, nullptr), 0);
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(t.signals, 1u);  // rung, discarded by the kernel
+  EXPECT_GE(t.remote, 1u);   // then without a signal
+  EXPECT_EQ(spare_->cpu_buffer(1), original);
+  int w = 1;
+  owner.run([&] { w = write_tag(*live_, 5); });  // refused once: the binding moves
+  EXPECT_EQ(w, -EAGAIN);
+  owner.run([&] { w = write_tag(*live_, 6); });
+  EXPECT_EQ(w, 0);
+  EXPECT_EQ(drain(*spare_, 1), (std::vector<uint32_t>{4}));
+  EXPECT_EQ(drain(*live_, 1), (std::vector<uint32_t>{6}));
+}

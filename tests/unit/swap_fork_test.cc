@@ -118,7 +118,9 @@ TEST(SwapFork, MailboxLockHeldAtForkDoesNotHangTheChild) {
   ASSERT_EQ(owner_state.load(), 1);
 
   int parent_rc = 1;
-  std::thread requester([&] { parent_rc = swap_cpu_marshalled(*live, *spare, kCpu, 30s); });
+  // The doorbell path only: the owner blocks the doorbell on purpose.
+  std::thread requester(
+      [&] { parent_rc = swap_cpu_marshalled(*live, *spare, kCpu, 30s, nullptr, SwapPath::kSignal); });
   while (owner_state.load() == 1) std::this_thread::sleep_for(100us);
   ASSERT_EQ(owner_state.load(), 2) << "the doorbell never arrived";
 

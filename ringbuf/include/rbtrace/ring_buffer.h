@@ -128,6 +128,7 @@ struct CpuStats {
 enum class HookPoint : uint8_t {
   kAfterW0,        // the CPU buffer loaded (W0), W1 not yet run
   kAfterW1,        // record_disabled checked, nothing entered yet
+  kAfterW2,        // entered (committing++), back-pointer not yet checked
   kAfterW3,        // entered and back-pointer checked
   kInW5,           // page crossing: tail overflowed, head not yet handled
   kW5Retry,        // page crossing done, about to retry the reservation
@@ -150,6 +151,10 @@ enum class TestHookPoint : uint8_t {
                       // word not yet changed
   kClaimBinding,      // a claim owns the slot and has stored the binding's
                       // cpu and buffer, not yet its rb_id and the count
+  kRemoteMarked,      // swap_cpu_remote: the back-pointer moved (M1), the
+                      // barrier not yet run
+  kRemoteFenced,      // swap_cpu_remote: the barrier ran (M2), committing
+                      // not yet read
 };
 using TestHook = void (*)(TestHookPoint, RingBuffer&, uint32_t cpu);
 void set_test_hook(TestHook h);  // null removes it
@@ -384,6 +389,21 @@ class RingBuffer {
   // (either buffer record-disabled); -EBUSY (a writer is inside W2..W6 on
   // either buffer, or a reader holds either buffer's reader lock).
   int swap_cpu(RingBuffer& other, uint32_t cpu);
+  // The same from any thread, for an owner that cannot take the doorbell
+  // signal (it blocks or ignores it): an asymmetric Dekker pair with the
+  // owner's W2/W3 through membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+  // (docs/DESIGN.md section 7, "Without a signal"). The owner's first
+  // event after the swap is refused (-EAGAIN, counted in `disabled`) and
+  // moves its binding to the new buffer. Returns what swap_cpu returns, or
+  // the error of membarrier_status() (-ENOSYS, -EPERM, ...) when the
+  // barrier is not available.
+  int swap_cpu_remote(RingBuffer& other, uint32_t cpu);
+  // 0 when swap_cpu_remote can run: the process registered for private
+  // expedited membarrier (done once, by the first create). Else -errno:
+  // -ENOSYS/-EINVAL (kernel before 4.14 or the command not supported),
+  // -EPERM (seccomp), -ECANCELED (RBTRACE_MEMBARRIER=0 in the environment
+  // at the first create).
+  static int membarrier_status();
   // The CPU buffer currently in slot `cpu` (for tests and the snapshot
   // engine). Null for a bad CPU.
   detail::CpuBuffer* cpu_buffer(uint32_t cpu) const;
@@ -490,6 +510,13 @@ class RingBuffer {
   // the count of records ever started.
   void record_thread_name(int32_t tid);
   std::unique_ptr<detail::NameRecord[]> names_;
+  // Per slot: refusals of a writer whose cached buffer was swapped away
+  // while the slot still held it (a remote swap between its marking and
+  // its slot stores). Counted here, not in a buffer the requester is
+  // dumping; stats() adds them to `disabled`.
+  std::unique_ptr<std::atomic<uint64_t>[]> stale_refused_;
+  int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
+  void count_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
 };
 

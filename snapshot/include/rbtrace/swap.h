@@ -57,6 +57,13 @@ int install_swap_doorbell(int signo = 0);
 // The doorbell signal number, or 0 if none is installed.
 int swap_doorbell_signal();
 
+// Which ways swap_cpu_marshalled may take to an owner thread.
+enum class SwapPath : uint8_t {
+  kAuto,    // the doorbell; without a signal (membarrier) when the owner
+            // blocks it, or does not answer before the timeout
+  kSignal,  // the doorbell only (an owner that blocks it times out)
+};
+
 // What one swap_cpu_marshalled call did (optional out-parameter).
 struct SwapTrace {
   uint32_t attempts = 0;   // S2..S4 runs asked for (in place or marshalled)
@@ -64,6 +71,7 @@ struct SwapTrace {
   uint32_t signals = 0;    // doorbells rung
   uint32_t in_place = 0;   // runs done by the requester itself (owner or claim)
   uint32_t not_owner = 0;  // the owner changed under a request: re-routed
+  uint32_t remote = 0;     // runs done without a signal (swap_cpu_remote)
 };
 
 // S1..S5: exchanges CPU `cpu`'s buffer between `live` and `spare` on the
@@ -74,14 +82,21 @@ struct SwapTrace {
 // mailboxes start afresh (a pthread_atfork handler), so a request another
 // parent thread had in flight at fork() neither blocks the child's swaps
 // nor is answered there.
+// With SwapPath::kAuto, an owner that blocks the doorbell signal (its mask,
+// read from /proc), or that does not answer it before the timeout, is
+// swapped without a signal (RingBuffer::swap_cpu_remote, membarrier),
+// retried for up to 20 ms more after a timeout.
 // Returns 0 (swapped); -EINVAL (bad CPU, or the buffers differ in
 // geometry); -EAGAIN (either buffer record-disabled); -EBUSY (a writer or a
 // reader was busy on every try until the timeout); -ETIMEDOUT (the owner did
-// not answer its doorbell in time, e.g. it blocks the signal: the request
-// is withdrawn, and a later handler run finds it withdrawn and does
-// nothing); -ENOMEM (no mailbox could be made); or an install error.
+// not answer its doorbell in time and the swap without a signal stayed busy:
+// the request is withdrawn, and a later handler run finds it withdrawn and
+// does nothing); -ENOSYS when the owner blocks the doorbell or did not
+// answer and membarrier is not available (RingBuffer::membarrier_status()
+// says why); -ENOMEM (no mailbox could be made); or an install error.
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
-                        std::chrono::milliseconds timeout, SwapTrace* trace = nullptr);
+                        std::chrono::milliseconds timeout, SwapTrace* trace = nullptr,
+                        SwapPath path = SwapPath::kAuto);
 
 // Forgets the mailboxes of `live` (call before destroying a RingBuffer that
 // was swapped with swap_cpu_marshalled, e.g. Snapshot's destructor). The

@@ -115,6 +115,7 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   // retry and every turn of W6: a swap (S3) refuses it.
   const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
   signal_fence();  // W2 before W3, against a swap run by a handler
+  Hooks::at(HookPoint::kAfterW2, *this, cb->cpu);
 
   // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
   if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this))
