@@ -320,18 +320,26 @@ int register_membarrier() {
 //       any that enters from now on refuses at W3. Else put M1 back (the
 //       owner may have refused at W3 meanwhile; its refusal is counted) and
 //       report busy.
-// relaxed throughout: the ordering is M2's, which C++ does not model.
-static bool remote_quiescent(RingBuffer& self, RingBuffer& other, CpuBuffer* a, CpuBuffer* b) {
+//   M3b: a second membarrier once M3 saw 0: the writer that left last may
+//       have made its leave (W6's cmpxchg) visible before its commit index
+//       (a store-release orders what came before it, not what comes after:
+//       on arm64 the two stores may be seen in either order); after the
+//       barrier on its CPU both are, so the dump reads the final index.
+// relaxed throughout: the ordering is M2's and M3b's, which C++ does not
+// model. Returns 0 (quiescent), -EBUSY (put back), or membarrier's -errno.
+static int remote_quiescent(RingBuffer& self, RingBuffer& other, CpuBuffer* a, CpuBuffer* b) {
   a->buffer.store(&other, std::memory_order_relaxed);  // M1
   // relaxed: only tests set it.
   if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
     h(TestHookPoint::kRemoteMarked, self, a->cpu);
-  const int rc = static_cast<int>(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0));  // M2
+  int rc = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -errno;  // M2
   if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
     h(TestHookPoint::kRemoteFenced, self, a->cpu);
-  if (rc == 0 && a->committing() == 0 && b->committing() == 0) return true;  // M3
-  a->buffer.store(&self, std::memory_order_relaxed);  // put back
-  return false;
+  if (rc == 0 && (a->committing() != 0 || b->committing() != 0)) rc = -EBUSY;  // M3
+  if (rc == 0 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)  // M3b
+    rc = -errno;
+  if (rc != 0) a->buffer.store(&self, std::memory_order_relaxed);  // put back
+  return rc;
 }
 
 int RingBuffer::membarrier_status() {
@@ -341,6 +349,11 @@ int RingBuffer::membarrier_status() {
 
 int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   return swap_cpu_impl(other, cpu, false);
+}
+
+uint64_t RingBuffer::take_swap_refused(uint32_t cpu) {
+  if (cpu >= opts_.ncpus) return 0;
+  return stale_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
 }
 
 int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
@@ -407,15 +420,15 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
                  std::memory_order_relaxed)) {
     unlock_reader(a);
     ret = -EBUSY;
-  } else if (remote && !remote_quiescent(*this, other, a, b)) {
+  } else if (remote && (ret = remote_quiescent(*this, other, a, b)) != 0) {
     unlock_reader(b);
     unlock_reader(a);
-    ret = -EBUSY;  // a writer is inside: a->buffer was put back as it was
+    // -EBUSY: a writer is inside; a->buffer was put back as it was.
   } else {
     // S4 (remote: M4): exchange the slots and the back-pointers. release: a
     // reader that loads the slot (cpu_buffer, acquire) sees the buffer's
     // state; so does a writer that refreshes its binding after a remote
-    // swap (count_refusal's acquire load).
+    // swap (count_swap_refusal's acquire load).
     buffers_[cpu].store(b, std::memory_order_release);
     other.buffers_[cpu].store(a, std::memory_order_release);
     a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner (W3); remote: again
@@ -467,7 +480,7 @@ CpuStats RingBuffer::stats(uint32_t cpu) const {
   CpuBuffer* cb = cpu_buffer(cpu);
   if (!cb) return CpuStats{};
   CpuStats s = cb->stats();
-  s.disabled += stale_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_refusal)
+  s.disabled += stale_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_swap_refusal)
   return s;
 }
 

@@ -13,56 +13,55 @@ using namespace detail;
 // Refusals (W1, W3)
 // ===========================================================================
 
-// Counts one refusal of a writer that entered or looked at `cb`, in the
-// buffer now in cb's slot: the one it touched may belong to a requester
-// that is dumping or resetting it. A swap that moved cb ran on this thread
-// (in a handler between our W0 and W3: program order shows it), or on
-// another thread without a signal (swap_cpu_remote: its back-pointer store
-// came before its barrier, so W3 or W1 saw it; its slot stores may still
-// be to come). acquire: pairs with swap_cpu's release store of
-// buffers_[cpu], so the new buffer's state is seen before we count in it
-// and cache it. The binding is refreshed for the next write.
-void RingBuffer::count_refusal(CpuBuffer* cb) {
-  if (cb->buffer.load(std::memory_order_relaxed) == this) {
-    cb->disabled.inc();
-    return;
-  }
-  CpuBuffer* now = buffers_[cb->cpu].load(std::memory_order_acquire);
-  refresh_binding(id_, cb->cpu, now);
-  if (now == cb) {
-    // A remote swap between its mark (M1) and its slot stores (M4), or one
-    // that put cb back: count in the slot, not in either buffer.
-    stale_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  now->disabled.inc();
+// A refusal a swap caused: counted in the slot (stale_refused_), never in
+// a buffer, since the buffer we looked at may be the requester's now, being
+// dumped or reset (a buffer counter is a local op of the owner: a reset
+// racing it could lose or double the count). The binding is refreshed from
+// the slot for the next write. acquire: pairs with swap_cpu's release
+// store of buffers_[cpu] (S4/M4), so a buffer swapped in is seen whole
+// before the binding caches it. relaxed add: a plain counter.
+void RingBuffer::count_swap_refusal(CpuBuffer* cb) {
+  refresh_binding(id_, cb->cpu, buffers_[cb->cpu].load(std::memory_order_acquire));
+  stale_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
 }
 
 Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
   Reservation r;
-  count_refusal(cb);
+  // W1 refused: the ring or the CPU is record-disabled, or a swap holds
+  // kSwapping (or held it when W1 looked). A disable is counted in the
+  // buffer (no swap starts while the CPU is disabled: S3's CAS from 0
+  // fails; nor while the ring is: S2); anything else is a swap's doing and
+  // is counted in the slot. relaxed: plain flags, looked at again.
+  const bool disabled =
+      (cb->record_disabled.load(std::memory_order_relaxed) & ~CpuBuffer::kSwapping) != 0 ||
+      (record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) != 0;
+  if (disabled && cb->buffer.load(std::memory_order_relaxed) == this) {
+    cb->disabled.inc();
+  } else {
+    count_swap_refusal(cb);
+  }
   r.err = -EPERM;
   return r;
 }
 
-Reservation RingBuffer::refuse_entered(CpuBuffer* cb) {
+// W3 saw cb moved (the value it loaded decides: a swap without a signal may
+// put the back-pointer back at any time, so it is not loaded again). A
+// swap that ran between W1 and W2 moved cb to the other buffer; nobody can
+// have reserved in cb since our W2 (nested writers load the slot afresh).
+// Leave without committing anything: only `state` of cb is touched (W2's
+// add and this sub, netting 0), which nobody else writes after the swap
+// (reset_cpu does not store it).
+Reservation RingBuffer::refuse_moved(CpuBuffer* cb) {
   Reservation r;
-  // Undo W2 (committing and commits): we reserved nothing, so a writer we
-  // interrupted may find the state as it left it.
-  if (cb->buffer.load(std::memory_order_relaxed) != this) {
-    // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
-    // Nobody can have reserved in cb since our W2: nested writers load
-    // buffers_[cpu] afresh. Leave without committing anything.
-    // Only `state` of cb is touched after a remote swap (this add and
-    // sub, netting 0): the requester's reset leaves `state` alone.
-    cb->state.sub(CpuBuffer::kEnter);
-    // Counted in the buffer now in the slot (count_refusal), which also
-    // refreshes the binding's cached buffer for the next write.
-    count_refusal(cb);
-    r.err = -EAGAIN;
-    return r;
-  }
-  // Nesting deeper than kMaxNesting.
+  cb->state.sub(CpuBuffer::kEnter);
+  count_swap_refusal(cb);
+  r.err = -EAGAIN;
+  return r;
+}
+
+// Nesting deeper than kMaxNesting.
+Reservation RingBuffer::refuse_too_deep(CpuBuffer* cb) {
+  Reservation r;
   cb->nested_dropped.inc();
   signal_fence();
   cb->state.sub(CpuBuffer::kEnter);

@@ -45,8 +45,9 @@ std::string thread_comm(pid_t pid, int32_t tid) {
 std::string swap_failure_reason(int32_t rc) {
   switch (-rc) {
     case ETIMEDOUT:
-      return "the thread did not answer the swap request in time (it blocks or ignores the "
-             "doorbell signal, or was not scheduled; --timeout MS waits longer)";
+      return "the thread did not answer the swap request in time and a swap without a "
+             "signal was not possible (busy, or membarrier(2) unavailable); --timeout MS "
+             "waits longer";
     case EBUSY:
       return "the CPU stayed busy (a write, a read or another swap) on every try until the "
              "timeout";

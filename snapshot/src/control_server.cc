@@ -167,7 +167,7 @@ struct Server::Impl {
       o.cpu = sc.cpu;
       o.swap_result = sc.swap_result;
       o.pages = sc.pages;
-      o.owner = snap->live().cpu_owner(sc.cpu);
+      o.owner = sc.trace.owner;  // the thread the swap was asked of
       o.bytes = sc.bytes;
       o.swap_ns = static_cast<uint64_t>(sc.swap_time.count());
       r->snapshot.cpus.push_back(o);

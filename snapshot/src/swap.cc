@@ -241,6 +241,10 @@ Entry* mailbox_for(const RingBuffer& live) {
       free_fit = e;
   }
   if (free_fit) {
+    for (uint32_t c = 0; c < free_fit->ncpus; c++) {  // another ring's owners
+      free_fit->boxes[c].blocking_owner = 0;
+      free_fit->boxes[c].answering_owner = 0;
+    }
     free_fit->rb_id.store(live.id(), std::memory_order_relaxed);  // see doorbell_handler
     return free_fit;
   }
@@ -259,11 +263,13 @@ Entry* mailbox_for(const RingBuffer& live) {
 }
 
 // Runs S2..S4 on the calling thread with every signal blocked.
-int swap_here(RingBuffer& live, RingBuffer& spare, uint32_t cpu) {
+int swap_here(RingBuffer& live, RingBuffer& spare, uint32_t cpu, bool remote = false) {
+  // Every signal blocked: a handler of this thread that reads or disables
+  // the CPU would spin on the reader lock or kSwapping we hold.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  const int rc = live.swap_cpu(spare, cpu);
+  const int rc = remote ? live.swap_cpu_remote(spare, cpu) : live.swap_cpu(spare, cpu);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return rc;
 }
@@ -449,6 +455,7 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
     } else if (owner < 0) {
       rc = -EBUSY;  // claimed by an Iterator or another claim_cpu_for
     } else {
+      t.owner = owner;
       if (path == SwapPath::kAuto && !remote && owner != looked_at &&
           owner != e->boxes[cpu].answering_owner) {
         looked_at = owner;
@@ -469,14 +476,14 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
       if (remote) {
         t.attempts++;
         t.remote++;
-        rc = live.swap_cpu_remote(spare, cpu);
+        rc = swap_here(live, spare, cpu, /*remote=*/true);
       } else {
         rc = post_request(e, live, spare, cpu, owner, deadline, t);
         e->boxes[cpu].answering_owner = rc == -ETIMEDOUT || rc == kNotOwner ? 0 : owner;
         if (rc == -ETIMEDOUT && path == SwapPath::kAuto) {
           // The owner did not answer (the signal ignored, or not delivered
           // in time): go on without a signal for a little longer.
-          if (RingBuffer::membarrier_status() != 0) return -ENOSYS;
+          if (RingBuffer::membarrier_status() != 0) return -ETIMEDOUT;
           remote = true;
           deadline = SteadyClock::now() + kRemoteGrace;
           continue;

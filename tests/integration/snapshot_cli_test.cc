@@ -231,7 +231,7 @@ TEST_F(CliTest, WorkersThatBlockEverySignalAreCaptured) {
   const std::string cli = RBTRACE_CLI;
   const std::string pids = std::to_string(pid);
   const std::string f = base_ + "/blocked.dat";
-  Proc snap = run(cli + " snapshot " + pids + " --timeout 100 -o " + f);
+  Proc snap = run(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
   EXPECT_EQ(snap.status, 0) << snap.out;
   EXPECT_NE(snap.out.find("3 CPUs,"), std::string::npos) << snap.out;
   Proc report = run("trace-cmd report " + f);
@@ -254,7 +254,7 @@ TEST_F(CliTest, PartialSnapshotNamesTheThreadAndExitsThree) {
   const std::string cli = RBTRACE_CLI;
   const std::string pids = std::to_string(pid);
   const std::string f = base_ + "/partial.dat";
-  Proc snap = run(cli + " snapshot " + pids + " --timeout 100 -o " + f);
+  Proc snap = run(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
   EXPECT_EQ(snap.status, 3) << snap.out;
   EXPECT_NE(snap.out.find("CPU 0 not captured: thread "), std::string::npos) << snap.out;
   EXPECT_NE(snap.out.find(" (demo-worker-0): the thread does not take the doorbell signal, and "

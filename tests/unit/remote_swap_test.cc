@@ -168,6 +168,21 @@ TEST_F(RemoteSwap, IdleOwnerSwapsAndTheNextEventMovesTheBinding) {
   EXPECT_EQ(spare_->stats(0).disabled, 0u);
 }
 
+// Two swaps without a signal in a row, the owner idle with its stale
+// binding: the second brings its cached buffer back, so its next event
+// lands there directly, after the event it held.
+TEST_F(RemoteSwap, TwoSwapsInARowBringTheCachedBufferBack) {
+  ASSERT_EQ(write(1), 0);
+  detail::CpuBuffer* a = live_->cpu_buffer(0);
+  ASSERT_EQ(live_->swap_cpu_remote(*spare_, 0), 0);
+  ASSERT_EQ(live_->swap_cpu_remote(*spare_, 0), 0);
+  EXPECT_EQ(live_->cpu_buffer(0), a);
+  EXPECT_EQ(write(2), 0);  // no refusal: the cache is right again
+  EXPECT_EQ(live_->stats(0).disabled, 0u);
+  EXPECT_EQ(test::drain_tags(*live_, 0), (std::vector<uint32_t>{1, 2}));
+  EXPECT_TRUE(test::drain_tags(*spare_, 0).empty());
+}
+
 // W2 before M1 (the owner stopped between W2 and W3): M3 sees it busy; the
 // mark is put back, and the owner's write lands in the live buffer.
 TEST_F(RemoteSwap, WriterBetweenW2AndW3IsSeenBusy) {

@@ -637,6 +637,8 @@ TEST(Slots, ThreadNamesAreRecordedAtClaimAndBind) {
 
   // kThreadNames + 100 more binds on this thread: a reader from the start
   // gets the newest kThreadNames and the count of the ones overwritten.
+  char own_name[16] = {};
+  pthread_getname_np(pthread_self(), own_name, sizeof own_name);
   ASSERT_EQ(pthread_setname_np(pthread_self(), "nm-rebinder"), 0);
   const uint32_t more = RingBuffer::kThreadNames + 100;
   for (uint32_t i = 0; i < more; i++) {
@@ -654,4 +656,5 @@ TEST(Slots, ThreadNamesAreRecordedAtClaimAndBind) {
   got.clear();
   EXPECT_EQ(rb->read_thread_names(&cursor, &got), more - RingBuffer::kThreadNames);
   EXPECT_EQ(got.size(), RingBuffer::kThreadNames);
+  pthread_setname_np(pthread_self(), own_name);  // as it was
 }

@@ -418,6 +418,10 @@ class RingBuffer {
   // the error of membarrier_status() (-ENOSYS, -EPERM, ...) when the
   // barrier is not available.
   int swap_cpu_remote(RingBuffer& other, uint32_t cpu);
+  // Refusals a swap caused on `cpu` since the last call (counted in the
+  // slot, not in a buffer; stats() includes them until taken). The
+  // snapshot adds them to the generation it swapped out. Any thread.
+  uint64_t take_swap_refused(uint32_t cpu);
   // 0 when swap_cpu_remote can run: the process registered for private
   // expedited membarrier (done once, by the first create). Else -errno:
   // -ENOSYS/-EINVAL (kernel before 4.14 or the command not supported),
@@ -482,7 +486,8 @@ class RingBuffer {
                                           uint32_t length);
   // W3's refusals (swapped away, or nesting too deep), after W2 entered:
   // undoes W2, counts, returns the failed Reservation.
-  RBTRACE_COLD Reservation refuse_entered(detail::CpuBuffer* cb);
+  RBTRACE_COLD Reservation refuse_moved(detail::CpuBuffer* cb);
+  RBTRACE_COLD Reservation refuse_too_deep(detail::CpuBuffer* cb);
   // A reservation the fast path made at B, handed to reserve_full.
   struct ReserveState {
     detail::BufferPage* tp;
@@ -530,10 +535,10 @@ class RingBuffer {
   // the count of records ever started.
   void record_thread_name(int32_t tid);
   std::unique_ptr<detail::NameRecord[]> names_;
-  // Per slot: refusals of a writer whose cached buffer was swapped away
-  // while the slot still held it (a remote swap between its marking and
-  // its slot stores). Counted here, not in a buffer the requester is
-  // dumping; stats() adds them to `disabled`.
+  // Per slot: refusals a swap caused (W1 saw kSwapping, W3 saw the buffer
+  // moved). Counted here, never in a buffer, which the requester may be
+  // dumping or resetting; stats() adds them to `disabled`, and a snapshot
+  // moves them into the generation it swaps out (take_swap_refused).
   std::unique_ptr<std::atomic<uint64_t>[]> stale_refused_;
   int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
   // Pages handed back and held reads (reader.cc): per slot, under its mutex;
@@ -542,7 +547,7 @@ class RingBuffer {
   std::unique_ptr<std::atomic<uint32_t>[]> handback_on_;
   std::atomic<bool> recorded_{false};
   int read_handed_back(DataPage** pagep, uint32_t cpu);
-  void count_refusal(detail::CpuBuffer* cb);
+  void count_swap_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
 };
 

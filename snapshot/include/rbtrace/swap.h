@@ -72,6 +72,7 @@ struct SwapTrace {
   uint32_t in_place = 0;   // runs done by the requester itself (owner or claim)
   uint32_t not_owner = 0;  // the owner changed under a request: re-routed
   uint32_t remote = 0;     // runs done without a signal (swap_cpu_remote)
+  int32_t owner = 0;       // the owner tid last asked (doorbell or not), 0 none
 };
 
 // S1..S5: exchanges CPU `cpu`'s buffer between `live` and `spare` on the
@@ -91,9 +92,10 @@ struct SwapTrace {
 // reader was busy on every try until the timeout); -ETIMEDOUT (the owner did
 // not answer its doorbell in time and the swap without a signal stayed busy:
 // the request is withdrawn, and a later handler run finds it withdrawn and
-// does nothing); -ENOSYS when the owner blocks the doorbell or did not
-// answer and membarrier is not available (RingBuffer::membarrier_status()
-// says why); -ENOMEM (no mailbox could be made); or an install error.
+// does nothing; also when membarrier is not available); -ENOSYS when the
+// owner blocks the doorbell and membarrier is not available
+// (RingBuffer::membarrier_status() says why); -ENOMEM (no mailbox could be
+// made); or an install error.
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
                         std::chrono::milliseconds timeout, SwapTrace* trace = nullptr,
                         SwapPath path = SwapPath::kAuto);

@@ -119,7 +119,7 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
 
   // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
   if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this))
-    return refuse_entered(cb);
+    return refuse_moved(cb);
   // A nested writer (committing was not 0) takes the slow path, which also
   // refuses nesting deeper than kMaxNesting.
   if (!RBTRACE_ALMOST_ALWAYS(CpuBuffer::level_of(entered) == 1))
@@ -197,7 +197,7 @@ Reservation RingBuffer::reserve_flagged(detail::CpuBuffer* cb, uint32_t length) 
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
   const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
   signal_fence();
-  if (cb->buffer.load(std::memory_order_relaxed) != this) return refuse_entered(cb);
+  if (cb->buffer.load(std::memory_order_relaxed) != this) return refuse_moved(cb);
   return reserve_nested<Hooks>(cb, entered, length);
 }
 
@@ -208,7 +208,7 @@ Reservation RingBuffer::reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
                                         uint32_t length) {
   using namespace detail;
   const uint32_t level = CpuBuffer::level_of(entered);
-  if (level > kMaxNesting) return refuse_entered(cb);
+  if (level > kMaxNesting) return refuse_too_deep(cb);
   Hooks::at(HookPoint::kAfterW3, *this, cb->cpu);
   return reserve_full<Hooks>(cb, level, length, nullptr);
 }
