@@ -127,10 +127,14 @@ TEST(ThreadChurn, SlotsReusedExactlyTidsExactNamesKeptMemoryFlat) {
     if (per_tid[tids[i]] < kEventsPerThread) short_threads++;
   EXPECT_EQ(short_threads, 0u);
   // Flat: what the consumer keeps per thread (its tid -> name map) is tens
-  // of bytes; everything else is reused.
+  // of bytes; everything else is reused. Not under a sanitizer: ASan holds
+  // freed memory in its quarantine and TSan keeps per-thread state, so the
+  // resident set grows there by design (ASan's leak check covers leaks).
   EXPECT_GT(rss_early, 0);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   EXPECT_LT(rss_late - rss_early, 8 * 1024) << "RSS grew from " << rss_early << " KiB to "
                                              << rss_late << " KiB";
+#endif
   std::printf("thread churn: %u threads x %u events, %u slots; RSS %ld KiB after 500 threads, "
               "%ld KiB after %u; %zu files\n",
               n, kEventsPerThread, kParallel, rss_early, rss_late, n,
