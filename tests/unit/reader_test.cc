@@ -891,3 +891,54 @@ TEST(RecordDisable, PerCpuDisableOnlyAffectsThatCpu) {
 }
 
 }  // namespace
+
+// Losses told with a page whose events were all discarded: consume() tells
+// them with the next real event, so after the last one they are untold
+// (CpuBuffer::lost_events), neither told nor "trailing" (after the tail's
+// last page entry). The forced case behind a rare stress_accounting
+// mismatch: refusals on a full producer/consumer ring, the reader drains,
+// the tail enters a new page (its mark carries the refusals) with one
+// event that is then discarded.
+TEST(Consume, LossesBeforeAPageOfDiscardsAreToldWithTheNextEvent) {
+  auto rb = make(4, Mode::kProducerConsumer);
+  ASSERT_EQ(rb->bind_thread(0), 0);
+  detail::CpuBuffer* cb = rb->cpu_buffer(0);
+  std::vector<unsigned char> p(64, 0xab);
+  int rc;
+  while ((rc = rb->write(p.data(), 64)) == 0) {
+  }
+  ASSERT_EQ(rc, -ENOSPC);
+  for (int i = 0; i < 3; i++) ASSERT_EQ(rb->write(p.data(), 64), -ENOSPC);
+  ASSERT_EQ(rb->stats(0).dropped, 4u);
+  PageEvent e;
+  uint64_t lost = 0, told = 0;
+  while (rb->consume(0, &e, &lost) == 0) told += lost;
+  EXPECT_EQ(told, 0u);  // nothing came after the refusals yet
+  // Big events on the tail page until one crosses into a new page: that
+  // one is discarded, so the new page holds padding only.
+  const uint32_t big = std::min<uint32_t>(rb->max_payload(), 3000);
+  for (int guard = 0;; guard++) {
+    ASSERT_LT(guard, 8);
+    detail::BufferPage* before = cb->tail_page.load();
+    Reservation r = rb->reserve(big);
+    ASSERT_TRUE(r) << r.err;
+    if (cb->tail_page.load() != before) {
+      rb->discard(r);
+      break;
+    }
+    std::memset(r.data, 0xcd, big);
+    rb->commit(r);
+  }
+  told = 0;
+  while (rb->consume(0, &e, &lost) == 0) told += lost;
+  const uint64_t trailing = cb->refused_total() - cb->tail_page.load()->refused_mark.load();
+  EXPECT_EQ(trailing, 0u);                 // the tail entered a page after the refusals
+  EXPECT_EQ(told, 0u);                     // but no event came after them
+  EXPECT_EQ(cb->lost_events, 4u);          // untold, held for the next event
+  EXPECT_EQ(told + cb->lost_events + trailing, rb->stats(0).lost());
+  ASSERT_EQ(rb->write(p.data(), 64), 0);   // the next event tells them
+  ASSERT_EQ(rb->consume(0, &e, &lost), 0);
+  EXPECT_EQ(lost, 4u);
+  EXPECT_EQ(cb->lost_events, 0u);
+  rb->unbind_thread();
+}

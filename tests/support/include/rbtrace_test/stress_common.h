@@ -714,4 +714,12 @@ inline uint64_t trailing_refusals(const rbtrace::RingBuffer& rb, uint32_t cpu) {
   return cb->refused_total() - cb->tail_page.load()->refused_mark.load();
 }
 
+// Losses the reader took with a page (R2) but has not told yet: consume()
+// tells them with the next event, and the pages after them held only
+// discarded events (padding), so no event came. Read once the readers and
+// writers have stopped.
+inline uint64_t untold_losses(const rbtrace::RingBuffer& rb, uint32_t cpu) {
+  return rb.cpu_buffer(cpu)->lost_events;
+}
+
 }  // namespace stress
