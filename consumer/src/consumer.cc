@@ -135,6 +135,9 @@ int Consumer::Impl::open_session(Error* err) {
 }
 
 void Consumer::Impl::start() {
+  // A snapshot of this ring now hands the pages it swaps out back to us
+  // (RingBuffer::hand_back): it takes nothing from the recording.
+  ctx.rb.set_recorded(true);
   // Threads of rbtrace's own: every signal blocked, no CPU slot (an
   // on_message callback that traces is refused and counted).
   pub_thread = start_library_thread("rbtrace-publish", [this] { pub.run(); });
@@ -165,6 +168,7 @@ int Consumer::Impl::stop() {
   }
   drain.wake();
   if (drain_thread.joinable()) drain_thread.join();
+  ctx.rb.set_recorded(false);  // the recording is over
   {
     std::lock_guard<std::mutex> g(sh.mu);
     sh.pub_stop = true;

@@ -2,7 +2,9 @@
 // head, splice the reader page in for it, hand out pages and events with
 // the count of what was lost before them), the per-CPU reader lock, and the
 // non-consuming Iterator.
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -136,6 +138,17 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
 int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
   if (cpu >= opts_.ncpus || pagep == nullptr || *pagep == nullptr) return -EINVAL;
   CpuBuffer* cb = lock_reader(cpu);
+  // After the slot's acquire load in lock_reader: a snapshot's hold is
+  // stored (under the mutex, released by its unlock) before its swap, and
+  // the swap's release store of the slot is what lock_reader acquired; so
+  // a reader that sees the swapped-in buffer sees the hold. relaxed here:
+  // the decision is taken again under the mutex.
+  if (RBTRACE_UNLIKELY(handback_on_[cpu].load(std::memory_order_relaxed) != 0)) {
+    unlock_reader(cb);
+    const int rc = read_handed_back(pagep, cpu);
+    if (rc != 0) return rc;  // a page handed back, or held (-EAGAIN)
+    cb = lock_reader(cpu);
+  }
   int ret = -EAGAIN;
   BufferPage* bp = get_reader_page(cb);  // R1..R3
   if (bp) {
@@ -323,6 +336,79 @@ bool RingBuffer::Iterator::next(PageEvent* ev) {
     }
     load_page(nextp, 0, 0);  // from 0: load_page takes the page's stamp
   }
+}
+
+
+// ===========================================================================
+// Pages handed back by a snapshot (hold_reads, hand_back, release_reads)
+// ===========================================================================
+
+namespace {
+void update_on(HandBack& h, std::atomic<uint32_t>& on) {
+  // relaxed: read_page looks at it only as a hint; the mutex orders the rest.
+  on.store(h.holds != 0 || !h.runs.empty() ? 1 : 0, std::memory_order_relaxed);
+}
+}  // namespace
+
+void RingBuffer::set_recorded(bool on) {
+  // release: pairs with the acquire load in recorded(); a snapshot that sees
+  // the ring recorded hands its pages back.
+  recorded_.store(on, std::memory_order_release);
+  if (on) return;
+  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+    std::lock_guard<std::mutex> g(handback_[c].mu);
+    for (HandBackRun& r : handback_[c].runs) close(r.fd);
+    handback_[c].runs.clear();
+    update_on(handback_[c], handback_on_[c]);
+  }
+}
+
+void RingBuffer::hold_reads(uint32_t cpu) {
+  if (cpu >= opts_.ncpus) return;
+  std::lock_guard<std::mutex> g(handback_[cpu].mu);
+  handback_[cpu].holds++;
+  update_on(handback_[cpu], handback_on_[cpu]);
+}
+
+void RingBuffer::release_reads(uint32_t cpu) {
+  if (cpu >= opts_.ncpus) return;
+  std::lock_guard<std::mutex> g(handback_[cpu].mu);
+  if (handback_[cpu].holds > 0) handback_[cpu].holds--;
+  update_on(handback_[cpu], handback_on_[cpu]);
+}
+
+int RingBuffer::hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages) {
+  if (cpu >= opts_.ncpus || fd < 0) return -EINVAL;
+  if (npages == 0) return 0;
+  const int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (mine < 0) return -errno;
+  std::lock_guard<std::mutex> g(handback_[cpu].mu);
+  handback_[cpu].runs.push_back({mine, offset, npages});
+  update_on(handback_[cpu], handback_on_[cpu]);
+  return 0;
+}
+
+// The next page handed back for `cpu` into *pagep: its bytes of events
+// (> 0); -EAGAIN while a snapshot holds the CPU and has nothing queued yet;
+// 0 when there is nothing handed back and no hold (read the live buffer).
+// A page that cannot be read back (an I/O error on the spool) is skipped.
+int RingBuffer::read_handed_back(DataPage** pagep, uint32_t cpu) {
+  HandBack& h = handback_[cpu];
+  std::lock_guard<std::mutex> g(h.mu);
+  while (!h.runs.empty()) {
+    HandBackRun& r = h.runs.front();
+    const ssize_t n = pread(r.fd, *pagep, opts_.page_size, static_cast<off_t>(r.offset));
+    r.offset += opts_.page_size;
+    if (--r.left == 0) {
+      close(r.fd);
+      h.runs.erase(h.runs.begin());
+    }
+    update_on(h, handback_on_[cpu]);
+    const uint32_t len = static_cast<uint32_t>((*pagep)->commit & kCommitMask);
+    if (n == static_cast<ssize_t>(opts_.page_size) && len > 0 && len <= opts_.page_size)
+      return static_cast<int>(len);
+  }
+  return h.holds != 0 ? -EAGAIN : 0;
 }
 
 }  // namespace rbtrace

@@ -96,6 +96,10 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   if (!rb->names_) return fail(ENOMEM, "out of memory");
   rb->stale_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[o.ncpus]);
   if (!rb->stale_refused_) return fail(ENOMEM, "out of memory");
+  rb->handback_.reset(new (std::nothrow) HandBack[o.ncpus]);
+  rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
+  if (!rb->handback_ || !rb->handback_on_) return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < o.ncpus; c++) rb->handback_on_[c].store(0, std::memory_order_relaxed);
   for (uint32_t c = 0; c < o.ncpus; c++) rb->stale_refused_[c].store(0, std::memory_order_relaxed);
   (void)membarrier_status();  // registers, once per process
   for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
@@ -185,6 +189,7 @@ void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
 }
 
 RingBuffer::~RingBuffer() {
+  if (handback_) set_recorded(false);  // closes what is still queued
   {
     std::lock_guard<std::mutex> g(registry_mutex());
     registry().erase(id_);

@@ -11,8 +11,25 @@
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "rbtrace/ring_buffer.h"
+
+// ---- reader.cc: pages handed back by a snapshot -------------------------------
+// Not hidden: RingBuffer (public) holds an array of HandBack.
+namespace rbtrace::detail {
+struct HandBackRun {
+  int fd = -1;        // dup'ed, closed when the run is read
+  uint64_t offset = 0;
+  uint32_t left = 0;  // pages
+};
+struct HandBack {
+  std::mutex mu;
+  uint32_t holds = 0;
+  std::vector<HandBackRun> runs;  // oldest first
+};
+
+}  // namespace rbtrace::detail
 
 // Hidden: internals of one library, addressed directly rather than through
 // the GOT, as when they were one file's anonymous namespace.

@@ -144,9 +144,22 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   int first_swap_error = 0;
   bool any = false;
   uint64_t off = 0;
+  // A recorded ring (a Consumer reads it): the swapped-out buffer's pages
+  // go to the snapshot file and back to the recording (hand_back), and the
+  // recording reads nothing of the CPU between the swap and the hand-back,
+  // so its pages stay in order.
+  const bool recorded = live_->recorded();
   for (uint32_t c = first; c < last && rc == 0; c++) {
     SnapshotCpu sc;
     sc.cpu = c;
+    struct Hold {
+      RingBuffer* rb;
+      uint32_t cpu;
+      ~Hold() {
+        if (rb) rb->release_reads(cpu);
+      }
+    } hold{recorded ? live_ : nullptr, c};
+    if (recorded) live_->hold_reads(c);
     const auto s0 = SteadyClock::now();
     sc.swap_result = swap_cpu_marshalled(*live_, *spare_, c, swap_timeout, &sc.trace);  // S1..S5
     sc.swap_time = SteadyClock::now() - s0;
@@ -172,6 +185,13 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
       sc.bytes += static_cast<uint64_t>(n);
     }
     in.cpus[c].size = off - in.cpus[c].offset;
+    if (recorded && sc.pages > 0) {
+      const int hb = live_->hand_back(c, spool, in.cpus[c].offset, sc.pages);
+      if (hb != 0 && rc == 0) {
+        rc = hb;
+        if (err) *err = std::string("handing the pages back to the recording: ") + std::strerror(-hb);
+      }
+    }
     sc.stats = spare_->stats(c);
     // The refusals the swaps of this CPU caused since the last snapshot,
     // counted in the live slot (never in a buffer being dumped): they go

@@ -174,6 +174,7 @@ namespace detail {
 struct BufferPage;  // rbtrace/detail/layout.h
 struct CpuBuffer;
 struct NameRecord;  // ring_buffer_internal.h
+struct HandBack;    // ring_buffer_internal.h
 }  // namespace detail
 
 // A successful reservation: `data` has room for `length` payload bytes.
@@ -337,6 +338,25 @@ class RingBuffer {
   // Lost events since the last read set kMissedEvents (and kMissedStored
   // with the count after the data when it fits) in (*page)->commit.
   int read_page(DataPage** page, uint32_t cpu, bool full);
+
+  // ---- pages handed back (a snapshot of a recorded ring) ---------------------
+  // A ring whose reader records every event (a Consumer marks it recorded)
+  // must not lose to a snapshot the events the snapshot swaps out. The
+  // snapshot holds the CPU's reads (hold_reads) before its swap, reads the
+  // swapped-out buffer into its own spool, hands those pages back
+  // (hand_back: `npages` whole DataPages of page_size bytes at `offset` in
+  // `fd`, as read_page produced them; fd is dup'ed) and lets go
+  // (release_reads). While held, read_page of the CPU returns -EAGAIN (so
+  // nothing newer is read first); then it returns the pages handed back,
+  // oldest first, before anything of the live buffer. A reader that stops
+  // for good calls set_recorded(false), which drops what is still queued.
+  // Any thread but the CPU's owner's signal handlers; hand_back: 0 or
+  // -errno (dup).
+  void set_recorded(bool on);
+  bool recorded() const { return recorded_.load(std::memory_order_acquire); }  // pairs with set_recorded
+  void hold_reads(uint32_t cpu);
+  int hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages);
+  void release_reads(uint32_t cpu);
 
   // Event-level reading of the reader page. peek leaves the event in place;
   // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL / -ENOMEM
@@ -521,6 +541,12 @@ class RingBuffer {
   // moves them into the generation it swaps out (take_swap_refused).
   std::unique_ptr<std::atomic<uint64_t>[]> stale_refused_;
   int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
+  // Pages handed back and held reads (reader.cc): per slot, under its mutex;
+  // handback_on_[cpu] says "look under the mutex" to read_page.
+  std::unique_ptr<detail::HandBack[]> handback_;
+  std::unique_ptr<std::atomic<uint32_t>[]> handback_on_;
+  std::atomic<bool> recorded_{false};
+  int read_handed_back(DataPage** pagep, uint32_t cpu);
   void count_swap_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
 };
