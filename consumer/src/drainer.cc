@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -423,10 +424,15 @@ void Drainer::wait_all_io() {
 
 // Flush generation `gen`: everything committed, partial pages included:
 // full pages first, then what the writers are still on. A CPU holds at
-// most pages_per_cpu + 1 pages, so this bound covers everything committed
-// when the flush began even if writers keep going.
+// most pages_per_cpu + 1 pages, plus the pages snapshots handed back and
+// we have not read yet (RingBuffer::hand_back; read first), so this bound
+// covers everything committed when the flush began even if writers keep
+// going.
 void Drainer::do_flush(uint64_t gen) {
-  const uint32_t bound = ctx.rb.options().pages_per_cpu + 2;
+  uint32_t handed_back = 0;
+  for (uint32_t c = 0; c < ctx.ncpus; c++)
+    handed_back = std::max(handed_back, ctx.rb.handed_back_pages(c));
+  const uint32_t bound = ctx.rb.options().pages_per_cpu + 2 + handed_back;
   pass(true, bound, /*flushing=*/true);
   pass(false, bound, /*flushing=*/true);
   wait_all_io();

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -386,6 +387,14 @@ int RingBuffer::hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages
   handback_[cpu].runs.push_back({mine, offset, npages});
   update_on(handback_[cpu], handback_on_[cpu]);
   return 0;
+}
+
+uint32_t RingBuffer::handed_back_pages(uint32_t cpu) const {
+  if (cpu >= opts_.ncpus) return 0;
+  std::lock_guard<std::mutex> g(handback_[cpu].mu);
+  uint64_t n = 0;
+  for (const HandBackRun& r : handback_[cpu].runs) n += r.left;
+  return static_cast<uint32_t>(std::min<uint64_t>(n, UINT32_MAX));
 }
 
 // The next page handed back for `cpu` into *pagep: its bytes of events

@@ -432,7 +432,11 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
     buffers_[cpu].store(b, std::memory_order_release);
     other.buffers_[cpu].store(a, std::memory_order_release);
     a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner (W3); remote: again
-    b->buffer.store(this, std::memory_order_relaxed);
+    // release: pairs with W3's load under TSan (kW3Order, local.h): the
+    // owner's writes into b come after our work on it (its reset as the
+    // spare) also in the C++ model; on hardware M2/M3b or the doorbell
+    // order it.
+    b->buffer.store(this, std::memory_order_release);
     // The owner's cached binding (W0), when the owner is the caller (not
     // after a remote swap: the owner's first write refreshes its own).
     refresh_binding(id_, cpu, b);

@@ -357,6 +357,9 @@ class RingBuffer {
   void hold_reads(uint32_t cpu);
   int hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages);
   void release_reads(uint32_t cpu);
+  // Pages handed back for `cpu` and not read yet (a reader that must read
+  // everything, e.g. a flush, reads this many more than the ring holds).
+  uint32_t handed_back_pages(uint32_t cpu) const;
 
   // Event-level reading of the reader page. peek leaves the event in place;
   // consume removes it. 0 or -EAGAIN (nothing to read) / -EINVAL / -ENOMEM

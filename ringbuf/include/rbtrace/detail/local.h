@@ -36,6 +36,19 @@
 
 namespace rbtrace::detail {
 
+// W3's load of a CPU buffer's back-pointer. On hardware a swap without a
+// signal orders the requester's work on a buffer (its reset) before the
+// owner's next writes into it through membarrier (docs/DESIGN.md section
+// 7), which C++ and ThreadSanitizer do not model; under TSan the load is
+// an acquire that pairs with the release store of the back-pointer in
+// swap_cpu (S4/M4), so TSan sees the same edge. Elsewhere relaxed (on
+// x86 the two are the same instruction).
+#ifdef RBTRACE_TSAN
+inline constexpr std::memory_order kW3Order = std::memory_order_acquire;
+#else
+inline constexpr std::memory_order kW3Order = std::memory_order_relaxed;
+#endif
+
 // A compiler barrier: orders the owner thread against its own signal
 // handlers (std::atomic_signal_fence), never emits an instruction.
 inline void signal_fence() { std::atomic_signal_fence(std::memory_order_seq_cst); }

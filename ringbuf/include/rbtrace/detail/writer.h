@@ -118,7 +118,7 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   Hooks::at(HookPoint::kAfterW2, *this, cb->cpu);
 
   // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
-  if (RBTRACE_UNLIKELY(cb->buffer.load(std::memory_order_relaxed) != this))
+  if (RBTRACE_UNLIKELY(cb->buffer.load(kW3Order) != this))  // kW3Order: see local.h
     return refuse_moved(cb);
   // A nested writer (committing was not 0) takes the slow path, which also
   // refuses nesting deeper than kMaxNesting.
@@ -197,7 +197,7 @@ Reservation RingBuffer::reserve_flagged(detail::CpuBuffer* cb, uint32_t length) 
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
   const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
   signal_fence();
-  if (cb->buffer.load(std::memory_order_relaxed) != this) return refuse_moved(cb);
+  if (cb->buffer.load(kW3Order) != this) return refuse_moved(cb);  // see local.h
   return reserve_nested<Hooks>(cb, entered, length);
 }
 
