@@ -94,13 +94,13 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   if (!rb->ctl_) return fail(ENOMEM, "out of memory");
   rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
   if (!rb->names_) return fail(ENOMEM, "out of memory");
-  rb->stale_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[o.ncpus]);
-  if (!rb->stale_refused_) return fail(ENOMEM, "out of memory");
+  rb->swap_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[o.ncpus]);
+  if (!rb->swap_refused_) return fail(ENOMEM, "out of memory");
   rb->handback_.reset(new (std::nothrow) HandBack[o.ncpus]);
   rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
   if (!rb->handback_ || !rb->handback_on_) return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < o.ncpus; c++) rb->handback_on_[c].store(0, std::memory_order_relaxed);
-  for (uint32_t c = 0; c < o.ncpus; c++) rb->stale_refused_[c].store(0, std::memory_order_relaxed);
+  for (uint32_t c = 0; c < o.ncpus; c++) rb->swap_refused_[c].store(0, std::memory_order_relaxed);
   (void)membarrier_status();  // registers, once per process
   for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
   if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
@@ -256,7 +256,10 @@ int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
     // re-load of the slot then sees where the swap put the buffer.
     CpuBuffer* cb = buffers_[cpu].load(std::memory_order_seq_cst);
     uint32_t old = cb->record_disabled.load(std::memory_order_seq_cst);
-    if ((old & CpuBuffer::kSwapping) || buffers_[cpu].load(std::memory_order_seq_cst) != cb) {
+    // seq_cst: the slot's re-load, as above; pairs with swap_cpu's S4 store
+    // (ordered before its seq_cst clearing of kSwapping).
+    const CpuBuffer* again = buffers_[cpu].load(std::memory_order_seq_cst);
+    if ((old & CpuBuffer::kSwapping) || again != cb) {
       if (spins > 64) sched_yield();
       continue;
     }
@@ -353,7 +356,7 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
 
 uint64_t RingBuffer::take_swap_refused(uint32_t cpu) {
   if (cpu >= opts_.ncpus) return 0;
-  return stale_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
+  return swap_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
 }
 
 int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
@@ -484,7 +487,7 @@ CpuStats RingBuffer::stats(uint32_t cpu) const {
   CpuBuffer* cb = cpu_buffer(cpu);
   if (!cb) return CpuStats{};
   CpuStats s = cb->stats();
-  s.disabled += stale_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_swap_refusal)
+  s.disabled += swap_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_swap_refusal)
   return s;
 }
 

@@ -181,7 +181,7 @@ void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
     // are the parent's, and a write another thread had in flight at the
     // fork would otherwise keep the CPU busy for ever.
     if (mine && cb->committing() != 0) continue;
-    stale_refused_[c].store(0, std::memory_order_relaxed);  // the parent's, as the counters
+    swap_refused_[c].store(0, std::memory_order_relaxed);  // the parent's, as the counters
     init_cpu_buffer(cb);
     cb->state.store(0);
   }
@@ -384,7 +384,9 @@ void RingBuffer::record_thread_name(int32_t tid) {
   r.tid.store(tid, std::memory_order_release);
   uint64_t w[2];
   std::memcpy(w, name, sizeof w);
+  // release: as tid's; each pairs with its acquire load in read_thread_names.
   r.comm[0].store(w[0], std::memory_order_release);
+  // release: pairs with the acquire load of comm[1] in read_thread_names.
   r.comm[1].store(w[1], std::memory_order_release);
   // release: the words are complete; pairs with the acquire load of seq
   // in read_thread_names.
@@ -409,6 +411,8 @@ uint64_t RingBuffer::read_thread_names(uint64_t* cursor, std::vector<ThreadName>
     // record_thread_name; keeps the second load of seq after the words.
     ThreadName t;
     t.tid = r.tid.load(std::memory_order_acquire);
+    // acquire: pairs with the release stores of comm[0] and comm[1] in
+    // record_thread_name (as tid's above).
     const uint64_t w[2] = {r.comm[0].load(std::memory_order_acquire),
                            r.comm[1].load(std::memory_order_acquire)};
     const uint64_t s2 = r.seq.load(std::memory_order_relaxed);

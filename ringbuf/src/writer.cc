@@ -13,7 +13,7 @@ using namespace detail;
 // Refusals (W1, W3)
 // ===========================================================================
 
-// A refusal a swap caused: counted in the slot (stale_refused_), never in
+// A refusal a swap caused: counted in the slot (swap_refused_), never in
 // a buffer, since the buffer we looked at may be the requester's now, being
 // dumped or reset (a buffer counter is a local op of the owner: a reset
 // racing it could lose or double the count). The binding is refreshed from
@@ -22,7 +22,7 @@ using namespace detail;
 // before the binding caches it. relaxed add: a plain counter.
 void RingBuffer::count_swap_refusal(CpuBuffer* cb) {
   refresh_binding(id_, cb->cpu, buffers_[cb->cpu].load(std::memory_order_acquire));
-  stale_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
+  swap_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
 }
 
 Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {

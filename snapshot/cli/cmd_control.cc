@@ -26,19 +26,19 @@ namespace rbtrace::cli {
 
 namespace {
 
-std::string comm_of(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
+// The first line of a /proc comm file, or "?".
+std::string comm_in(const std::string& path) {
+  std::ifstream f(path);
   std::string c;
   if (!std::getline(f, c)) c = "?";
   return c;
 }
 
+std::string comm_of(pid_t pid) { return comm_in("/proc/" + std::to_string(pid) + "/comm"); }
+
 // The name of thread `tid` of process `pid`, or "?".
 std::string thread_comm(pid_t pid, int32_t tid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/comm");
-  std::string c;
-  if (!std::getline(f, c)) c = "?";
-  return c;
+  return comm_in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/comm");
 }
 
 // Why swap_cpu_marshalled failed (rbtrace/swap.h), for a person.

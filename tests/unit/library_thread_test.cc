@@ -53,7 +53,6 @@ struct AllBlocked {
 };
 AllBlocked probe_all_blocked() {
   AllBlocked a;
-  std::atomic<int> stage{0};
   std::thread t([&] {
     sigset_t all, got;
     sigfillset(&all);
@@ -61,7 +60,6 @@ AllBlocked probe_all_blocked() {
     pthread_sigmask(SIG_SETMASK, nullptr, &got);
     a.self = bits_of(got);
     a.proc = sigblk_of(static_cast<pid_t>(gettid()));
-    stage.store(1);
   });
   t.join();
   return a;

@@ -23,6 +23,7 @@
 
 #include "rbtrace/rbtrace.h"
 #include "rbtrace_test/drain_tags.h"
+#include "rbtrace_test/test_files.h"
 #include "rbtrace/swap.h"
 
 using namespace rbtrace;
@@ -396,18 +397,6 @@ TEST_F(Marshalled, UnownedCpuIsClaimedForTheSwap) {
 
 }  // namespace
 
-// A whole small file, or "" (for /proc).
-std::string test_read_file(const std::string& path) {
-  std::string s;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char b[4096];
-    size_t n;
-    while ((n = std::fread(b, 1, sizeof b, f)) > 0) s.append(b, n);
-    std::fclose(f);
-  }
-  return s;
-}
-
 // SwapPath::kAuto (the default) and an owner that blocks the doorbell: the
 // requester sees the mask and swaps without a signal (membarrier) at once;
 // the owner's next write is refused (-EAGAIN, counted) and moves its
@@ -425,7 +414,7 @@ TEST_F(Marshalled, BlockedDoorbellIsSwappedWithoutASignal) {
   // not the emulated one: then the doorbell is rung and the swap goes
   // without a signal after the timeout instead. Either way it succeeds.
   const bool proc_shows_mask = [&] {
-    const std::string st = test_read_file("/proc/self/task/" + std::to_string(owner.tid()) + "/status");
+    const std::string st = rbtrace_test::read_file("/proc/self/task/" + std::to_string(owner.tid()) + "/status");
     const size_t at = st.find("SigBlk:");
     if (at == std::string::npos) return false;
     const unsigned long long m = std::strtoull(st.c_str() + at + 7, nullptr, 16);

@@ -542,7 +542,7 @@ class RingBuffer {
   // moved). Counted here, never in a buffer, which the requester may be
   // dumping or resetting; stats() adds them to `disabled`, and a snapshot
   // moves them into the generation it swaps out (take_swap_refused).
-  std::unique_ptr<std::atomic<uint64_t>[]> stale_refused_;
+  std::unique_ptr<std::atomic<uint64_t>[]> swap_refused_;
   int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
   // Pages handed back and held reads (reader.cc): per slot, under its mutex;
   // handback_on_[cpu] says "look under the mutex" to read_page.
