@@ -85,7 +85,7 @@ void BM_Writer_ReserveCommit_Pc(benchmark::State& state) {
     rb->commit(r);
     written++;
   }
-  RingBuffer::free_read_page(spare);
+  rb->free_read_page(spare);
   state.SetItemsProcessed(static_cast<int64_t>(written));
   state.SetBytesProcessed(static_cast<int64_t>(written * N));
   state.counters["refused"] = static_cast<double>(refused);
@@ -159,6 +159,14 @@ void BM_Writer_ReserveRecordOff(benchmark::State& state) {
 // unbind (the slot given back) and a write that claims it again; each is
 // timed alone (CLOCK_MONOTONIC) for p50/p99, and the manual time is the sum.
 // ---------------------------------------------------------------------------
+// p50_ns and p99_ns of the per-write times in *ns (sorted here).
+void set_percentiles(benchmark::State& state, std::vector<double>* ns) {
+  std::sort(ns->begin(), ns->end());
+  if (ns->empty()) return;
+  state.counters["p50_ns"] = (*ns)[ns->size() / 2];
+  state.counters["p99_ns"] = (*ns)[std::min(ns->size() - 1, ns->size() * 99 / 100)];
+}
+
 void BM_Writer_FirstEventClaim(benchmark::State& state) {
   Options o = writer_options();
   auto rb = RingBuffer::create(o);
@@ -177,12 +185,50 @@ void BM_Writer_FirstEventClaim(benchmark::State& state) {
     if ((state.iterations() & 1023) == 0) rb->reset_cpu(0);  // keep it from filling
   }
   rb->unbind_thread();
-  std::sort(ns.begin(), ns.end());
-  if (!ns.empty()) {
-    state.counters["p50_ns"] = ns[ns.size() / 2];
-    state.counters["p99_ns"] = ns[std::min(ns.size() - 1, ns.size() * 99 / 100)];
-  }
+  set_percentiles(state, &ns);
   state.counters["failed"] = static_cast<double>(failed);
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The first event of a thread when every slot made so far is taken: the
+// claim makes a new slot and maps its memory (one mmap of (pages_per_cpu +
+// 1) pages plus the descriptors, pre-faulted), then writes. The slot this
+// thread had is kept taken (claim_cpu_for), so each iteration makes one;
+// at the limit the ring is made anew (not timed).
+void BM_Writer_FirstEventNewSlot(benchmark::State& state) {
+  Options o = writer_options();
+  o.ncpus = 1;
+  o.max_cpus = 256;
+  auto rb = RingBuffer::create(o);
+  (void)rb->claim_cpu_for(0);  // the one slot made at create: taken
+  std::vector<double> ns;
+  ns.reserve(1u << 16);
+  const Payload16 p{1, 2};
+  uint64_t failed = 0, made = 0;
+  for (auto _ : state) {
+    const int cur = rb->current_cpu();
+    rb->unbind_thread();
+    if (cur >= 0) (void)rb->claim_cpu_for(static_cast<uint32_t>(cur));  // stays taken
+    if (rb->ncpus() == rb->max_cpus()) {
+      rb.reset();
+      rb = RingBuffer::create(o);
+      (void)rb->claim_cpu_for(0);
+    }
+    const uint32_t before = rb->ncpus();
+    const uint64_t t0 = read_posix_clock(CLOCK_MONOTONIC);
+    const int rc = rb->write(&p, sizeof p);
+    const uint64_t t1 = read_posix_clock(CLOCK_MONOTONIC);
+    if (rc != 0) failed++;
+    made += rb->ncpus() - before;
+    state.SetIterationTime(static_cast<double>(t1 - t0) * 1e-9);
+    if (ns.size() < ns.capacity()) ns.push_back(static_cast<double>(t1 - t0));
+  }
+  rb->unbind_thread();
+  set_percentiles(state, &ns);
+  state.counters["failed"] = static_cast<double>(failed);
+  // Every timed write made a slot (else the figure would be a reuse's).
+  state.counters["slots_made_per_claim"] =
+      static_cast<double>(made) / static_cast<double>(std::max<uint64_t>(1, state.iterations()));
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -316,6 +362,8 @@ void register_sizes() {
   common(benchmark::RegisterBenchmark("BM_Writer_ReserveRecordOff/16",
                                       BM_Writer_ReserveRecordOff));
   common(benchmark::RegisterBenchmark("BM_Writer_FirstEventClaim", BM_Writer_FirstEventClaim)
+             ->UseManualTime());
+  common(benchmark::RegisterBenchmark("BM_Writer_FirstEventNewSlot", BM_Writer_FirstEventNewSlot)
              ->UseManualTime());
   common(benchmark::RegisterBenchmark("BM_Writer_SignalNested", BM_Writer_SignalNested)
              ->Arg(256)

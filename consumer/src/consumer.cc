@@ -84,7 +84,7 @@ int fail_errno(Error* err, int e, const std::string& what) {
 void Consumer::Impl::configure() {
   RingBuffer& rb = ctx.rb;
   ConsumerOptions& op = ctx.opts;
-  ctx.ncpus = rb.ncpus();
+  drain.ncpus = rb.ncpus();
   ctx.page_size = rb.page_size();
   if (op.period_us == 0) op.period_us = 10000;
   if (op.batch_pages == 0) op.batch_pages = 64;
@@ -93,10 +93,10 @@ void Consumer::Impl::configure() {
   ctx.clock_name = rb.clock().trace_clock_name();
   drain.type_hi = Drainer::kFirstEventId + static_cast<uint32_t>(registered_events().size());
   ctx.tsc2nsec = rb.clock().kind() == ClockKind::kCounter;
-  sh.st.events_read.assign(ctx.ncpus, 0);
-  sh.st.events_published.assign(ctx.ncpus, 0);
-  sh.st.events_lost.assign(ctx.ncpus, 0);
-  sh.st.pages_lost.assign(ctx.ncpus, 0);
+  sh.st.events_read.assign(drain.ncpus, 0);
+  sh.st.events_published.assign(drain.ncpus, 0);
+  sh.st.events_lost.assign(drain.ncpus, 0);
+  sh.st.pages_lost.assign(drain.ncpus, 0);
   switch (op.publish) {
     case PublishKind::kTmpFile: ctx.publish_how = AtomicHow::kTmpFile; break;
     case PublishKind::kPrivate: ctx.publish_how = AtomicHow::kPrivate; break;

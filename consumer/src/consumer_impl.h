@@ -32,6 +32,7 @@
 #include "rbtrace/consumer.h"
 #include "rbtrace/tracedat.h"
 #include "segment.h"
+#include "spool.h"
 #include "waker.h"
 
 namespace rbtrace::detail {
@@ -51,7 +52,6 @@ struct ConsumerContext {
 
   RingBuffer& rb;
   ConsumerOptions opts;
-  uint32_t ncpus = 0;
   uint32_t page_size = 0;
   std::string session;
   std::string spool;  // DIR/spool/<session>
@@ -110,6 +110,10 @@ class Drainer {
   // carry a common header with the writer's tid.
   static constexpr uint32_t kFirstEventId = 1000;
   uint32_t type_hi = kFirstEventId;
+  // CPUs of the ring known to the drain thread (set by create, then grown
+  // by grow() as the ring makes slots); a segment has as many as were
+  // known while it was open (Segment::cpus).
+  uint32_t ncpus = 0;
 
  private:
   struct Slot {
@@ -121,6 +125,8 @@ class Drainer {
   };
 
   int open_segment();
+  int write_meta(const SpoolMeta& m, uint64_t seq);
+  void grow();
   int cpu_fd(Segment* s, uint32_t cpu);
   int write_failed(Segment* s, uint32_t cpu, int e, const std::string& what);
   void close_current();
@@ -132,7 +138,7 @@ class Drainer {
   void complete(const IoCompletion& c);
   size_t reap(int64_t wait_ns);
   uint64_t pass(bool full, uint32_t per_cpu, bool flushing = false);
-  void check_swap(uint32_t cpu);
+  void check_swap();
   void wait_all_io();
   void do_flush(uint64_t gen);
   void sleep();
@@ -143,6 +149,7 @@ class Drainer {
   std::vector<Slot> slots;
   std::vector<uint32_t> free_slots;
   std::unique_ptr<Segment> cur;
+  SpoolMeta cur_meta;  // the sidecar of cur, rewritten when cur grows
   std::vector<std::unique_ptr<Segment>> closing;
   uint64_t next_seq = 1;
   std::vector<int32_t> page_tids;
@@ -151,12 +158,13 @@ class Drainer {
   Backoff backoff;
   uint32_t rr = 0;  // round-robin start CPU
 
-  // The CPU buffers whose pages were registered as fixed buffers. A
-  // snapshot swap puts another CPU buffer in a slot; from then on pages
-  // leave our circle (a dumper may free one, and a later allocation at the
-  // same address would not be the registered physical page), so fixed
-  // writes stop for good at the first swap seen (docs/DESIGN.md).
-  std::vector<detail::CpuBuffer*> registered_cbs;
+  // The ring's swap count when its pages were registered as fixed
+  // buffers. A snapshot swap puts another CPU buffer in a slot; from then
+  // on pages leave our circle (a dumper may free one, and a later mapping
+  // at the same address would not be the registered physical page), so
+  // fixed writes stop for good at the first swap seen, on any CPU
+  // (docs/DESIGN.md).
+  uint64_t swaps_at_register = 0;
   bool fixed_active = false;
 
   std::atomic<uint32_t> own_sleep{0};  // relaxed: a flag; see Waker::sleeping

@@ -27,6 +27,9 @@ std::string errstr(int e) {
     case ENOSPC: s += " (ENOSPC)"; break;
     case EFBIG: s += " (EFBIG)"; break;
     case EDQUOT: s += " (EDQUOT)"; break;
+    case EMFILE:  // one spool file per CPU per segment being written
+      s += " (EMFILE: the recording needs a file per CPU; raise RLIMIT_NOFILE, ulimit -n)";
+      break;
     default: break;
   }
   return s;
@@ -65,7 +68,7 @@ int Drainer::init_pool(Error* err) {
   for (uint32_t i = 0; i < n; i++) {
     slots[i].page = ctx.rb.alloc_read_page();
     if (!slots[i].page) {
-      for (auto& s : slots) RingBuffer::free_read_page(s.page);
+      for (auto& s : slots) ctx.rb.free_read_page(s.page);
       return set_error(err, ENOMEM, "consumer: cannot allocate the page pool");
     }
     free_slots.push_back(n - 1 - i);
@@ -82,9 +85,9 @@ void Drainer::register_fixed() {
   std::vector<void*> bufs;
   for (auto& s : slots) bufs.push_back(s.page);
   std::vector<void*> ring;
-  for (uint32_t c = 0; c < ctx.ncpus; c++) {
+  swaps_at_register = ctx.rb.swaps();
+  for (uint32_t c = 0; c < ncpus; c++) {
     detail::CpuBuffer* cb = ctx.rb.cpu_buffer(c);
-    registered_cbs.push_back(cb);
     for (uint32_t p = 0; cb && p <= cb->npages; p++) ring.push_back(cb->pages[p].page);
   }
   constexpr size_t kMaxRegistered = 16384;  // IORING_MAX_REG_BUFFERS
@@ -112,7 +115,7 @@ void Drainer::init_waker() {
 // After the thread ended (the page hook already removed).
 void Drainer::release() {
   io.reset();
-  for (Slot& s : slots) RingBuffer::free_read_page(s.page);
+  for (Slot& s : slots) ctx.rb.free_read_page(s.page);
   slots.clear();
   if (waker) {
     put_waker(waker);
@@ -130,24 +133,11 @@ void Drainer::wake() {
 
 // ---- segments ------------------------------------------------------------------
 
-// Opens a new segment: writes its sidecar before any page. 0 or -errno.
-int Drainer::open_segment() {
-  auto s = std::make_unique<Segment>(next_seq++, ctx.ncpus, ctx.page_size);
-  char num[32];
-  std::snprintf(num, sizeof num, "%06" PRIu64, s->seq);
-  s->public_name = ctx.opts.prefix + "-" + ctx.session + "-" + num + ".dat";
-  SpoolMeta m;
-  m.session = ctx.session;
-  m.segment = s->seq;
-  m.public_name = s->public_name;
-  m.page_size = ctx.page_size;
-  m.ncpus = ctx.ncpus;
-  m.clock = ctx.clock_name;
-  m.tsc2nsec = ctx.tsc2nsec;
-  if (ctx.tsc2nsec) m.calibration = counter_calibration();
-  m.events = registered_event_formats();
+// Writes segment `seq`'s sidecar (write a temporary, rename over). 0 or
+// -errno (write_failed called).
+int Drainer::write_meta(const SpoolMeta& m, uint64_t seq) {
   const std::string text = encode_meta(m);
-  const std::string tmp = ctx.seg_path(s->seq, ".meta.tmp");
+  const std::string tmp = ctx.seg_path(seq, ".meta.tmp");
   int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return write_failed(nullptr, 0, errno, "create " + tmp);
   size_t done = 0;
@@ -163,15 +153,64 @@ int Drainer::open_segment() {
     done += static_cast<size_t>(r);
   }
   close(fd);
-  if (rename(tmp.c_str(), ctx.seg_path(s->seq, ".meta").c_str()) != 0) {
+  if (rename(tmp.c_str(), ctx.seg_path(seq, ".meta").c_str()) != 0) {
     int e = errno;
     unlink(tmp.c_str());
     return write_failed(nullptr, 0, e, "rename " + tmp);
   }
+  return 0;
+}
+
+// Opens a new segment: writes its sidecar before any page. 0 or -errno.
+int Drainer::open_segment() {
+  auto s = std::make_unique<Segment>(next_seq++, ncpus, ctx.page_size);
+  char num[32];
+  std::snprintf(num, sizeof num, "%06" PRIu64, s->seq);
+  s->public_name = ctx.opts.prefix + "-" + ctx.session + "-" + num + ".dat";
+  SpoolMeta m;
+  m.session = ctx.session;
+  m.segment = s->seq;
+  m.public_name = s->public_name;
+  m.page_size = ctx.page_size;
+  m.ncpus = ncpus;
+  m.clock = ctx.clock_name;
+  m.tsc2nsec = ctx.tsc2nsec;
+  if (ctx.tsc2nsec) m.calibration = counter_calibration();
+  m.events = registered_event_formats();
+  if (const int rc = write_meta(m, s->seq); rc != 0) return rc;
   type_hi = kFirstEventId + static_cast<uint32_t>(m.events.size());
-  s->events = std::move(m.events);
+  s->events = m.events;
+  cur_meta = std::move(m);
   cur = std::move(s);
   return 0;
+}
+
+// The ring made slots since we last looked (ring_buffer.h, ncpus()): the
+// stats and the open segment take the new CPUs, before any page of theirs
+// is taken. The open segment's sidecar is rewritten with the new count (a
+// crash recovery looks for that many CPU files); if that fails, the
+// segment is closed with the old count, which none of the new CPUs' pages
+// are in.
+void Drainer::grow() {
+  const uint32_t n = ctx.rb.ncpus();
+  if (n <= ncpus) return;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.st.events_read.resize(n, 0);
+    sh.st.events_published.resize(n, 0);
+    sh.st.events_lost.resize(n, 0);
+    sh.st.pages_lost.resize(n, 0);
+  }
+  ncpus = n;
+  if (!cur) return;
+  SpoolMeta m = cur_meta;
+  m.ncpus = n;
+  if (write_meta(m, cur->seq) != 0) {
+    close_current();  // its sidecar still says the old count, which is true
+    return;
+  }
+  cur_meta = std::move(m);
+  cur->cpus.resize(n);
 }
 
 int Drainer::cpu_fd(Segment* s, uint32_t cpu) {
@@ -230,15 +269,15 @@ void Drainer::finish(std::unique_ptr<Segment> s, uint64_t gen) {
     // Losses of this segment's failed writes: everything after the first
     // failure of a CPU (good_end) is not in the file.
     std::lock_guard<std::mutex> g(sh.mu);
-    for (uint32_t c = 0; c < ctx.ncpus; c++) {
+    for (uint32_t c = 0; c < s->cpus.size(); c++) {
       const CpuRun& r = s->cpus[c];
       sh.st.events_lost[c] += r.lost_events();
       sh.st.pages_lost[c] += r.lost_pages(ctx.page_size);
     }
   }
   if (s) {
-    s->stats.resize(ctx.ncpus);
-    for (uint32_t c = 0; c < ctx.ncpus; c++)
+    s->stats.resize(s->cpus.size());
+    for (uint32_t c = 0; c < s->cpus.size(); c++)
       s->stats[c] = cpu_stats_text(ctx.rb.stats(c)) + s->stats_text(c);
     s->stats[0] += ring_stats_text(ctx.rb.no_cpu_dropped());  // no CPU's (tracedat.h)
     s->cmdlines = cmdlines.seen();
@@ -356,10 +395,11 @@ size_t Drainer::reap(int64_t wait_ns) {
   return n;
 }
 
-// At the first snapshot swap seen, fixed buffers stop for good (see
-// registered_cbs).
-void Drainer::check_swap(uint32_t cpu) {
-  if (!fixed_active || ctx.rb.cpu_buffer(cpu) == registered_cbs[cpu]) return;
+// At the first snapshot swap seen, on any CPU, fixed buffers stop for
+// good (see swaps_at_register): the swap may have taken registered pages out
+// of our circle, traded into any CPU buffer, new slots' included.
+void Drainer::check_swap() {
+  if (!fixed_active || ctx.rb.swaps() == swaps_at_register) return;
   io->disable_fixed();
   fixed_active = false;
   std::lock_guard<std::mutex> g(sh.mu);
@@ -370,7 +410,7 @@ void Drainer::check_swap(uint32_t cpu) {
 // Takes pages from every CPU, round robin, up to batch_pages each.
 // Returns the pages taken.
 uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
-  const uint32_t ncpus = ctx.ncpus;
+  grow();
   uint64_t taken = 0;
   for (uint32_t k = 0; k < ncpus; k++) {
     const uint32_t cpu = (rr + k) % ncpus;
@@ -386,7 +426,7 @@ uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
         } while (flushing && free_slots.empty());
         if (free_slots.empty()) break;
       }
-      check_swap(cpu);
+      check_swap();
       const uint32_t i = free_slots.back();
       int rc = ctx.rb.read_page(&slots[i].page, cpu, full);
       if (rc <= 0) break;
@@ -430,7 +470,8 @@ void Drainer::wait_all_io() {
 // going.
 void Drainer::do_flush(uint64_t gen) {
   uint32_t handed_back = 0;
-  for (uint32_t c = 0; c < ctx.ncpus; c++)
+  grow();
+  for (uint32_t c = 0; c < ncpus; c++)
     handed_back = std::max(handed_back, ctx.rb.handed_back_pages(c));
   const uint32_t bound = ctx.rb.options().pages_per_cpu + 2 + handed_back;
   pass(true, bound, /*flushing=*/true);
@@ -448,7 +489,7 @@ void Drainer::do_flush(uint64_t gen) {
 void Drainer::sleep() {
   cmdlines.scan_if_due();
   if (waker) {
-    for (uint32_t c = 0; c < ctx.ncpus; c++) waker->filled[c].store(0, std::memory_order_relaxed);
+    for (uint32_t c = 0; c < ncpus; c++) waker->filled[c].store(0, std::memory_order_relaxed);
   }
   sleep_word->store(1, std::memory_order_relaxed);
   {

@@ -15,7 +15,7 @@ namespace rbtrace::detail {
 
 void Publisher::remove_segment_files(const Segment& s) {
   unlink(ctx.seg_path(s.seq, ".meta").c_str());
-  for (uint32_t c = 0; c < ctx.ncpus; c++) {
+  for (uint32_t c = 0; c < s.cpus.size(); c++) {
     if (s.cpus[c].fd >= 0) {
       close(s.cpus[c].fd);
       unlink(ctx.seg_path(s.seq, (".cpu" + std::to_string(c)).c_str()).c_str());
@@ -32,8 +32,9 @@ TraceDatInput Publisher::trace_input(const Segment& s) const {
   if (ctx.tsc2nsec) in.calibration = counter_calibration();
   in.events = s.events;
   in.cmdlines = s.cmdlines;
-  in.cpus.resize(ctx.ncpus);
-  for (uint32_t c = 0; c < ctx.ncpus; c++) {
+  // As many CPUs as the ring had made while the segment was open.
+  in.cpus.resize(s.cpus.size());
+  for (uint32_t c = 0; c < s.cpus.size(); c++) {
     in.cpus[c].fd = s.cpus[c].fd;
     in.cpus[c].offset = 0;
     in.cpus[c].size = s.cpus[c].good_end;
@@ -69,7 +70,7 @@ void Publisher::failed(const Segment& s, uint64_t pages, int rc, const std::stri
   {
     std::lock_guard<std::mutex> g(sh.mu);
     sh.st.segments_failed++;
-    for (uint32_t c = 0; c < ctx.ncpus; c++) {
+    for (uint32_t c = 0; c < s.cpus.size(); c++) {
       sh.st.events_lost[c] += s.cpus[c].good_events;
       sh.st.pages_lost[c] += s.cpus[c].good_end / ctx.page_size;
     }
@@ -116,7 +117,7 @@ int Publisher::publish(Segment& s) {
   std::lock_guard<std::mutex> g(sh.mu);
   sh.st.segments_published++;
   sh.st.pages_published += pages;
-  for (uint32_t c = 0; c < ctx.ncpus; c++) sh.st.events_published[c] += s.cpus[c].good_events;
+  for (uint32_t c = 0; c < s.cpus.size(); c++) sh.st.events_published[c] += s.cpus[c].good_events;
   sh.published.push_back(ctx.opts.dir + "/" + s.public_name);
   return s.error ? -s.error : 0;
 }

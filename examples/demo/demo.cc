@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
   } else {
     drain(false);  // the rest, partial pages included
   }
-  rbtrace::RingBuffer::free_read_page(page);
+  g_rb->free_read_page(page);
 
   std::printf("\n%-4s %10s %10s %10s %10s %10s %8s %8s %8s\n", "cpu", "written", "read", "overrun",
               "dropped", "c_overrun", "nested", "disabled", "decoded");

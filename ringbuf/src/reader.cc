@@ -23,11 +23,12 @@ using namespace detail;
 // ===========================================================================
 
 DataPage* RingBuffer::alloc_read_page() const { return alloc_page(opts_.page_size); }
-void RingBuffer::free_read_page(DataPage* p) { std::free(p); }
+void RingBuffer::free_read_page(DataPage* p) const { free_page(p, opts_.page_size); }
 
 CpuBuffer* RingBuffer::lock_reader(uint32_t cpu) {
   for (int spins = 0;; spins++) {
     CpuBuffer* cb = cpu_buffer(cpu);
+    if (!cb) return nullptr;  // a slot not mapped yet: nothing to read
     int expected = 0;
     // acquire: pairs with the release in unlock_reader; readers serialize.
     if (cb->reader_lock.compare_exchange_weak(expected, 1, std::memory_order_acquire,
@@ -137,8 +138,9 @@ BufferPage* RingBuffer::get_reader_page(CpuBuffer* cb) {
 }
 
 int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
-  if (cpu >= opts_.ncpus || pagep == nullptr || *pagep == nullptr) return -EINVAL;
+  if (cpu >= ncpus() || pagep == nullptr || *pagep == nullptr) return -EINVAL;
   CpuBuffer* cb = lock_reader(cpu);
+  if (!cb) return -EAGAIN;  // not mapped yet (its claimer is mapping it)
   // After the slot's acquire load in lock_reader: a snapshot's hold is
   // stored (under the mutex, released by its unlock) before its swap, and
   // the swap's release store of the slot is what lock_reader acquired; so
@@ -149,6 +151,7 @@ int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
     const int rc = read_handed_back(pagep, cpu);
     if (rc != 0) return rc;  // a page handed back, or held (-EAGAIN)
     cb = lock_reader(cpu);
+    if (!cb) return -EAGAIN;
   }
   int ret = -EAGAIN;
   BufferPage* bp = get_reader_page(cb);  // R1..R3
@@ -217,12 +220,13 @@ int RingBuffer::read_page(DataPage** pagep, uint32_t cpu, bool full) {
 }
 
 int RingBuffer::next_event(uint32_t cpu, PageEvent* ev, uint64_t* lost, bool consume) {
-  if (cpu >= opts_.ncpus || ev == nullptr) return -EINVAL;
+  if (cpu >= ncpus() || ev == nullptr) return -EINVAL;
   // Before the lock: nothing may fail while it is held. A record is at
   // most max_payload_ (< page_size) bytes.
   unsigned char* const copy = reader_copy_buffer(opts_.page_size);
   if (!copy) return -ENOMEM;
   CpuBuffer* cb = lock_reader(cpu);
+  if (!cb) return -EAGAIN;  // not mapped yet
   int ret = -EAGAIN;
   for (;;) {
     BufferPage* bp = get_reader_page(cb);
@@ -272,7 +276,7 @@ int RingBuffer::consume(uint32_t cpu, PageEvent* ev, uint64_t* lost) {
 // ===========================================================================
 
 RingBuffer::Iterator::Iterator(RingBuffer& rb, uint32_t cpu) : rb_(rb), cpu_(cpu) {
-  if (cpu >= rb.opts_.ncpus) {
+  if (cpu >= rb.ncpus()) {
     status_ = -EINVAL;
     return;
   }
@@ -296,6 +300,14 @@ RingBuffer::Iterator::Iterator(RingBuffer& rb, uint32_t cpu) : rb_(rb), cpu_(cpu
     }
   }
   cb_ = rb.lock_reader(cpu);
+  if (!cb_) {  // a slot not mapped yet: an empty CPU, nothing to keep out
+    if (claimed_) {
+      // release: pairs with the acquire CAS in claim_cpu/bind_thread.
+      rb.owners_[cpu].store(0, std::memory_order_release);
+      claimed_ = false;
+    }
+    return;
+  }
   locked_ = true;
   BufferPage* rp = cb_->reader_page;
   on_reader_page_ = true;
@@ -356,7 +368,7 @@ void RingBuffer::set_recorded(bool on) {
   // the ring recorded hands its pages back.
   recorded_.store(on, std::memory_order_release);
   if (on) return;
-  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+  for (uint32_t c = 0; c < limit_; c++) {
     std::lock_guard<std::mutex> g(handback_[c].mu);
     for (HandBackRun& r : handback_[c].runs) close(r.fd);
     handback_[c].runs.clear();
@@ -365,21 +377,21 @@ void RingBuffer::set_recorded(bool on) {
 }
 
 void RingBuffer::hold_reads(uint32_t cpu) {
-  if (cpu >= opts_.ncpus) return;
+  if (cpu >= limit_) return;
   std::lock_guard<std::mutex> g(handback_[cpu].mu);
   handback_[cpu].holds++;
   update_on(handback_[cpu], handback_on_[cpu]);
 }
 
 void RingBuffer::release_reads(uint32_t cpu) {
-  if (cpu >= opts_.ncpus) return;
+  if (cpu >= limit_) return;
   std::lock_guard<std::mutex> g(handback_[cpu].mu);
   if (handback_[cpu].holds > 0) handback_[cpu].holds--;
   update_on(handback_[cpu], handback_on_[cpu]);
 }
 
 int RingBuffer::hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages) {
-  if (cpu >= opts_.ncpus || fd < 0) return -EINVAL;
+  if (cpu >= ncpus() || fd < 0) return -EINVAL;
   if (npages == 0) return 0;
   const int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (mine < 0) return -errno;
@@ -390,7 +402,7 @@ int RingBuffer::hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages
 }
 
 uint32_t RingBuffer::handed_back_pages(uint32_t cpu) const {
-  if (cpu >= opts_.ncpus) return 0;
+  if (cpu >= limit_) return 0;
   std::lock_guard<std::mutex> g(handback_[cpu].mu);
   uint64_t n = 0;
   for (const HandBackRun& r : handback_[cpu].runs) n += r.left;

@@ -8,9 +8,11 @@
 
 #include <linux/membarrier.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -28,11 +30,107 @@ std::atomic<TestHook> detail::test_hook{nullptr};  // set_test_hook
 std::atomic<uint32_t> detail::swaps_in_flight{0};
 std::atomic<bool> detail::forking{false};
 
+namespace {
+
+// The system's page size, read once when the library is loaded (before any
+// claim, so a handler only reads it). A data page is mapped and unmapped on
+// its own, so it takes at least one system page: on a 16 or 64 KiB-page
+// kernel a 4 KiB data page has a system page of its own.
+const size_t g_sys_page = [] {
+  const long v = sysconf(_SC_PAGESIZE);
+  return v > 0 ? static_cast<size_t>(v) : size_t{4096};
+}();
+
+size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+size_t page_stride(uint32_t size) { return round_up(size, g_sys_page); }
+
+void* map_zeroed(size_t bytes) {
+  // MAP_POPULATE: pre-faulted, so that the writer takes no page faults.
+  // errno kept: a claim may run in a signal handler.
+  const int saved = errno;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  errno = saved;
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+// The CpuBuffer, then its npages + 1 descriptors, 64-byte aligned.
+constexpr size_t kDescOffset = (sizeof(CpuBuffer) + 63) & ~size_t{63};
+// Bytes of a CPU buffer's own mapping before its pages: the CpuBuffer and
+// its descriptors, rounded up to the system page.
+size_t cpu_meta_bytes(uint32_t npages) {
+  return round_up(kDescOffset + (npages + 1ULL) * sizeof(BufferPage), g_sys_page);
+}
+
+}  // namespace
+
 DataPage* detail::alloc_page(uint32_t size) {
-  void* p = nullptr;
-  if (posix_memalign(&p, size < 65536 ? size : 65536, size) != 0) return nullptr;
-  std::memset(p, 0, size);  // pre-fault: the writer should not take faults
-  return static_cast<DataPage*>(p);
+  return static_cast<DataPage*>(map_zeroed(page_stride(size)));
+}
+
+void detail::free_page(DataPage* p, uint32_t size) {
+  if (p) munmap(p, page_stride(size));
+}
+
+// One mapping: the CpuBuffer, its descriptors, then its pages, each at a
+// multiple of the system page. Every piece is unmapped on its own later
+// (free_cpu_buffer): the pages may have been traded away to readers by
+// then, and others traded in. Async-signal-safe (a claim maps in a
+// handler): one mmap, placement new, plain stores.
+CpuBuffer* RingBuffer::make_cpu_buffer(uint32_t c) {
+  const uint32_t n = opts_.pages_per_cpu;
+  const size_t meta = cpu_meta_bytes(n), stride = page_stride(opts_.page_size);
+  auto* base = static_cast<unsigned char*>(map_zeroed(meta + (n + 1ULL) * stride));
+  if (!base) return nullptr;
+  static_assert(alignof(CpuBuffer) <= 4096 && alignof(BufferPage) <= 64);
+  CpuBuffer* cb = new (base) CpuBuffer;
+  cb->pages = new (base + kDescOffset) BufferPage[n + 1];
+  cb->cpu = c;
+  cb->page_size = opts_.page_size;
+  cb->npages = n;
+  cb->capacity = opts_.page_size - kPageHeaderSize;
+  cb->overwrite = opts_.mode == Mode::kOverwrite;
+  cb->clock = clock_;
+  for (uint32_t i = 0; i <= n; i++) {
+    cb->pages[i].index = i;
+    cb->pages[i].page = reinterpret_cast<DataPage*>(base + meta + size_t{i} * stride);
+  }
+  init_cpu_buffer(cb);
+  cb->buffer.store(this, std::memory_order_relaxed);  // published by the slot's release CAS
+  return cb;
+}
+
+// A buffer make_cpu_buffer just made and nobody saw (a claim that lost the
+// race to publish one): its pages are all its own, in one mapping.
+static void unmap_new_cpu_buffer(CpuBuffer* cb) {
+  const uint32_t n = cb->npages;
+  munmap(cb, cpu_meta_bytes(n) + (n + 1ULL) * page_stride(cb->page_size));
+}
+
+void detail::free_cpu_buffer(CpuBuffer* cb) {
+  if (!cb) return;
+  const uint32_t n = cb->npages;
+  const size_t stride = page_stride(cb->page_size);
+  // The pages it holds now, unmapped in runs of adjacent ones, in index
+  // order: the pages never traded away are one run (one call, and no
+  // mapping split page by page); a traded-in page is a run of its own. No
+  // allocation (a destructor).
+  uintptr_t run = 0, end = 0;
+  for (uint32_t i = 0; i <= n; i++) {
+    const auto p = reinterpret_cast<uintptr_t>(cb->pages[i].page);
+    if (!p) continue;
+    if (p == end) {
+      end += stride;
+      continue;
+    }
+    if (run) munmap(reinterpret_cast<void*>(run), end - run);
+    run = p;
+    end = p + stride;
+  }
+  if (run) munmap(reinterpret_cast<void*>(run), end - run);
+  for (uint32_t i = 0; i <= n; i++) cb->pages[i].~BufferPage();
+  cb->~CpuBuffer();
+  munmap(cb, cpu_meta_bytes(n));
 }
 
 namespace {
@@ -64,11 +162,25 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   if (o.pages_per_cpu < 2 || o.pages_per_cpu > kMaxPagesPerCpu)
     return fail(EINVAL, "pages_per_cpu must be 2.." + std::to_string(kMaxPagesPerCpu) +
                             ", got " + std::to_string(o.pages_per_cpu));
-  const uint64_t bytes = static_cast<uint64_t>(o.ncpus) * (o.pages_per_cpu + 1ULL) * o.page_size;
+  const uint64_t per_slot = (o.pages_per_cpu + 1ULL) * o.page_size;
+  const uint64_t bytes = static_cast<uint64_t>(o.ncpus) * per_slot;
   if (bytes > kMaxBytesPerBuffer)
     return fail(EINVAL, "too many pages: " + std::to_string(bytes) +
                             " bytes requested, the limit is " +
                             std::to_string(kMaxBytesPerBuffer));
+  if (o.max_cpus != 0 && (o.max_cpus < o.ncpus || o.max_cpus > kMaxCpus))
+    return fail(EINVAL, "max_cpus must be 0 (the default) or ncpus.." + std::to_string(kMaxCpus) +
+                            " (ncpus is " + std::to_string(o.ncpus) + "), got " +
+                            std::to_string(o.max_cpus));
+  const uint64_t budget = o.max_buffer_bytes == 0
+                              ? kMaxBytesPerBuffer
+                              : std::min<uint64_t>(o.max_buffer_bytes, kMaxBytesPerBuffer);
+  if (o.max_buffer_bytes != 0 && budget < bytes)
+    return fail(EINVAL, "max_buffer_bytes " + std::to_string(o.max_buffer_bytes) +
+                            " does not pay for the " + std::to_string(o.ncpus) +
+                            " slots made at once (" + std::to_string(bytes) + " bytes)");
+  const uint32_t limit = static_cast<uint32_t>(std::min<uint64_t>(
+      o.max_cpus != 0 ? o.max_cpus : std::max(kDefaultMaxCpus, o.ncpus), budget / per_slot));
   if (o.mode != Mode::kOverwrite && o.mode != Mode::kProducerConsumer)
     return fail(EINVAL, "unknown mode");
   if (static_cast<unsigned>(o.clock) > static_cast<unsigned>(ClockKind::kRealtime))
@@ -88,45 +200,34 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   // counter (the fast path reads the counter directly).
   if (rb->clock_.kind() != ClockKind::kCounter)
     rb->record_disabled_.store(kSlowClock, std::memory_order_relaxed);
-  rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[o.ncpus]);
-  rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[o.ncpus]);
-  rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
-  if (!rb->ctl_) return fail(ENOMEM, "out of memory");
+  rb->opts_.max_cpus = limit;  // options() tells the limit in force
+  rb->limit_ = limit;
+  // Every per-slot array is sized to the limit at once (a claim in a
+  // signal handler cannot allocate); only a slot's pages wait for a claim.
+  rb->buffers_.reset(new (std::nothrow) std::atomic<CpuBuffer*>[limit]);
+  rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[limit]);
+  rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
   rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
-  if (!rb->names_) return fail(ENOMEM, "out of memory");
-  rb->swap_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[o.ncpus]);
-  if (!rb->swap_refused_) return fail(ENOMEM, "out of memory");
-  rb->handback_.reset(new (std::nothrow) HandBack[o.ncpus]);
-  rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[o.ncpus]);
-  if (!rb->handback_ || !rb->handback_on_) return fail(ENOMEM, "out of memory");
-  for (uint32_t c = 0; c < o.ncpus; c++) rb->handback_on_[c].store(0, std::memory_order_relaxed);
-  for (uint32_t c = 0; c < o.ncpus; c++) rb->swap_refused_[c].store(0, std::memory_order_relaxed);
+  rb->swap_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[limit]);
+  rb->handback_.reset(new (std::nothrow) HandBack[limit]);
+  rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
+  if (!rb->buffers_ || !rb->owners_ || !rb->ctl_ || !rb->names_ || !rb->swap_refused_ ||
+      !rb->handback_ || !rb->handback_on_)
+    return fail(ENOMEM, "out of memory");
+  for (uint32_t c = 0; c < limit; c++) {
+    rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
+    rb->owners_[c].store(0, std::memory_order_relaxed);
+    rb->ctl_[c].store(0, std::memory_order_relaxed);
+    rb->swap_refused_[c].store(0, std::memory_order_relaxed);
+    rb->handback_on_[c].store(0, std::memory_order_relaxed);
+  }
   (void)membarrier_status();  // registers, once per process
-  for (uint32_t c = 0; c < o.ncpus; c++) rb->ctl_[c].store(0, std::memory_order_relaxed);
-  if (!rb->buffers_ || !rb->owners_) return fail(ENOMEM, "out of memory");
-  for (uint32_t c = 0; c < o.ncpus; c++) rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
   for (uint32_t c = 0; c < o.ncpus; c++) {
-    CpuBuffer* cb = new (std::nothrow) CpuBuffer;
-    if (!cb) return fail(ENOMEM, "out of memory");
+    CpuBuffer* cb = rb->make_cpu_buffer(c);
+    if (!cb) return fail(ENOMEM, "cannot map " + std::to_string(bytes) + " bytes of pages");
     // In the slot at once: the destructor frees what the slots hold.
     rb->buffers_[c].store(cb, std::memory_order_relaxed);
-    cb->cpu = c;
-    cb->page_size = o.page_size;
-    cb->npages = o.pages_per_cpu;
-    cb->capacity = cap;
-    cb->overwrite = o.mode == Mode::kOverwrite;
-    cb->clock = rb->clock_;
-    cb->pages = new (std::nothrow) BufferPage[o.pages_per_cpu + 1];
-    if (!cb->pages) return fail(ENOMEM, "out of memory");
-    for (uint32_t i = 0; i <= o.pages_per_cpu; i++) {
-      cb->pages[i].index = i;
-      cb->pages[i].page = alloc_page(o.page_size);
-      if (!cb->pages[i].page)
-        return fail(ENOMEM, "cannot allocate " + std::to_string(bytes) + " bytes of pages");
-    }
-    rb->init_cpu_buffer(cb);
-    cb->buffer.store(rb.get(), std::memory_order_relaxed);
-    rb->owners_[c].store(0, std::memory_order_relaxed);
+    rb->nslots_.store(c + 1, std::memory_order_relaxed);  // published with the ring
   }
   pthread_once(&exit_key_once, make_exit_key);
   rb->id_ = next_id.fetch_add(1, std::memory_order_relaxed);
@@ -189,7 +290,7 @@ void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
 }
 
 RingBuffer::~RingBuffer() {
-  if (handback_) set_recorded(false);  // closes what is still queued
+  if (handback_ && handback_on_) set_recorded(false);  // closes what is still queued
   {
     std::lock_guard<std::mutex> g(registry_mutex());
     registry().erase(id_);
@@ -204,15 +305,7 @@ RingBuffer::~RingBuffer() {
   // The CPU buffers in our slots are ours, whichever RingBuffer made them
   // (swap_cpu exchanges them).
   if (buffers_) {
-    for (uint32_t c = 0; c < opts_.ncpus; c++) {
-      CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
-      if (!cb) continue;
-      if (cb->pages) {
-        for (uint32_t i = 0; i <= cb->npages; i++) std::free(cb->pages[i].page);
-        delete[] cb->pages;
-      }
-      delete cb;
-    }
+    for (uint32_t c = 0; c < limit_; c++) free_cpu_buffer(buffers_[c].load(std::memory_order_relaxed));
   }
 }
 
@@ -221,9 +314,48 @@ RingBuffer::~RingBuffer() {
 // ===========================================================================
 
 CpuBuffer* RingBuffer::cpu_buffer(uint32_t cpu) const {
-  if (cpu >= opts_.ncpus) return nullptr;
-  // acquire: pairs with the release stores in swap_cpu.
+  if (cpu >= limit_) return nullptr;
+  // acquire: pairs with the release stores in swap_cpu and with the one
+  // that publishes a slot's new buffer (slot_buffer).
   return buffers_[cpu].load(std::memory_order_acquire);
+}
+
+// Slot `c`'s buffer, mapped now if the slot has none. Any thread and any
+// signal handler (async-signal-safe): whoever publishes first wins, with a
+// CAS from null; a loser unmaps what it made and takes the winner's. So a
+// slot is mapped once, whether by its claimer, reserve_cpus or both.
+CpuBuffer* RingBuffer::slot_buffer(uint32_t c) {
+  // acquire: pairs with the release CAS below (another publisher's).
+  if (CpuBuffer* cb = buffers_[c].load(std::memory_order_acquire)) return cb;
+  CpuBuffer* mine = make_cpu_buffer(c);
+  if (!mine) return nullptr;
+  CpuBuffer* expected = nullptr;
+  // acq_rel: release publishes the initialized buffer to cpu_buffer's
+  // acquire load (readers, stats, swaps) and to the acquire load above;
+  // acquire, on failure, makes the winner's buffer ours to use.
+  if (buffers_[c].compare_exchange_strong(expected, mine, std::memory_order_acq_rel,
+                                          std::memory_order_acquire))
+    return mine;
+  unmap_new_cpu_buffer(mine);
+  return expected;
+}
+
+void RingBuffer::grow_slots_to(uint32_t n) {
+  for (uint32_t cur = ncpus(); cur < n;) {
+    // acq_rel: release pairs with the acquire load in ncpus(), acquire with
+    // the CAS of whoever made a slot before (as in claim_free_cpu); on
+    // failure `cur` is the count another made.
+    nslots_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel,
+                                  std::memory_order_acquire);
+  }
+}
+
+int RingBuffer::reserve_cpus(uint32_t n) {
+  if (n > limit_) return -EINVAL;
+  grow_slots_to(n);
+  for (uint32_t c = 0; c < n; c++)
+    if (!slot_buffer(c)) return -ENOMEM;
+  return 0;
 }
 
 // The per-CPU disable calls act on the slot, not on whichever buffer they
@@ -240,7 +372,14 @@ CpuBuffer* RingBuffer::cpu_buffer(uint32_t cpu) const {
 // So a disable lands on the buffer in the slot once the call returns, and
 // while the count is not 0 no swap can move it: its enable finds it there.
 int RingBuffer::change_cpu_disable(uint32_t cpu, int add, int off) {
-  if (cpu >= opts_.ncpus) return -EINVAL;
+  if (cpu >= ncpus()) return -EINVAL;
+  // The count lives in the CPU buffer. A slot not mapped yet: a disable or
+  // OFF maps it (it must land somewhere a later writer meets); an enable
+  // or ON has nothing to undo there.
+  if (!cpu_buffer(cpu)) {
+    if (add < 0 || off < 0) return 0;
+    if (!slot_buffer(cpu)) return -ENOMEM;
+  }
   // Announce the change to swaps of this slot (seq_cst, a Dekker pair with
   // the swap's kSwapping CAS and its load of ctl_): a swap whose load comes
   // after this sees us and refuses (-EBUSY); one whose load came before has
@@ -355,7 +494,7 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
 }
 
 uint64_t RingBuffer::take_swap_refused(uint32_t cpu) {
-  if (cpu >= opts_.ncpus) return 0;
+  if (cpu >= limit_) return 0;
   return swap_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
 }
 
@@ -366,13 +505,17 @@ int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
 
 int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   // S2: the kernel's order: presence and geometry, then disabled state.
-  if (cpu >= opts_.ncpus || cpu >= other.opts_.ncpus || &other == this) return -EINVAL;
+  if (cpu >= ncpus() || cpu >= other.ncpus() || &other == this) return -EINVAL;
   if (opts_.page_size != other.opts_.page_size ||
       opts_.pages_per_cpu != other.opts_.pages_per_cpu || opts_.mode != other.opts_.mode ||
       clock_.kind() != other.clock_.kind())
     return -EINVAL;
-  CpuBuffer* a = buffers_[cpu].load(std::memory_order_relaxed);
-  CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_relaxed);
+  // acquire (both): pairs with the release CAS that published a slot's
+  // first buffer (slot_buffer) and with S4's release stores, so a buffer
+  // just mapped by its claimer is seen initialized here.
+  CpuBuffer* a = buffers_[cpu].load(std::memory_order_acquire);
+  CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_acquire);
+  if (!a || !b) return -EINVAL;  // a slot not mapped yet (reserve_cpus)
   if ((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
       (other.record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock))
     return -EAGAIN;
@@ -444,6 +587,11 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
     // after a remote swap: the owner's first write refreshes its own).
     refresh_binding(id_, cpu, b);
     refresh_binding(other.id_, cpu, a);
+    // release: pairs with the acquire load in swaps(); a reader that sees
+    // the count sees the slots exchanged.
+    swaps_.fetch_add(1, std::memory_order_release);
+    // release: the same, for the other ring's swaps().
+    other.swaps_.fetch_add(1, std::memory_order_release);
     unlock_reader(b);
     unlock_reader(a);
   }
@@ -460,6 +608,7 @@ int RingBuffer::reset_cpu(uint32_t cpu) {
   CpuBuffer* cb = cpu_buffer(cpu);
   if (!cb) return -EINVAL;
   CpuBuffer* locked = lock_reader(cpu);
+  if (!locked) return 0;  // cannot be: a mapped slot stays mapped
   init_cpu_buffer(locked);
   unlock_reader(locked);
   return 0;
@@ -484,9 +633,9 @@ CpuStats detail::CpuBuffer::stats() const {
 }
 
 CpuStats RingBuffer::stats(uint32_t cpu) const {
+  if (cpu >= limit_) return CpuStats{};
   CpuBuffer* cb = cpu_buffer(cpu);
-  if (!cb) return CpuStats{};
-  CpuStats s = cb->stats();
+  CpuStats s = cb ? cb->stats() : CpuStats{};  // not mapped yet: nothing written
   s.disabled += swap_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_swap_refusal)
   return s;
 }

@@ -92,8 +92,16 @@ inline void remove_binding_at(ThreadState& t, int i) {
 }
 
 // ---- ring_buffer.cc --------------------------------------------------------
-// A zeroed (pre-faulted) data page of `size` bytes; null on ENOMEM.
+// Data pages are mapped memory, so that a claim in a signal handler can
+// make a CPU buffer (no allocator), and one page can be freed wherever it
+// ended up (read_page trades pages between CPU buffers and readers):
+// alloc_page maps one zeroed, pre-faulted page of `size` bytes (null on
+// ENOMEM); free_page unmaps one, whichever mapping it came from.
 DataPage* alloc_page(uint32_t size);
+void free_page(DataPage* p, uint32_t size);
+// Frees a CPU buffer made by make_cpu_buffer and the pages it holds now
+// (its own or traded in). Only with no writer and no reader on it.
+void free_cpu_buffer(CpuBuffer* cb);
 // The test hook (set_test_hook). Loaded relaxed: only tests set it.
 extern std::atomic<TestHook> test_hook;
 

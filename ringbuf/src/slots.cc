@@ -166,11 +166,15 @@ void detail::mark_dead(uint32_t id) {
 
 void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
   // relaxed throughout: the child has a single thread here.
-  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+  const uint32_t n = nslots_.load(std::memory_order_relaxed);
+  for (uint32_t c = 0; c < n; c++) {
     const int32_t o = owners_[c].load(std::memory_order_relaxed);
     const bool mine = o == old_tid && old_tid != 0;
     if (o != 0) owners_[c].store(mine ? new_tid : 0, std::memory_order_relaxed);
     CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
+    // A slot another thread was mapping at the fork: the child maps it
+    // when a thread claims it.
+    if (!cb) continue;
     // A swap or a reader of another thread may have been half way through
     // at the fork; that thread does not exist here.
     cb->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_relaxed);
@@ -188,7 +192,7 @@ void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
 }
 
 int32_t RingBuffer::cpu_owner(uint32_t cpu) const {
-  if (cpu >= opts_.ncpus) return 0;
+  if (cpu >= limit_) return 0;
   return owners_[cpu].load(std::memory_order_relaxed);
 }
 
@@ -227,8 +231,9 @@ int32_t RingBuffer::find_or_claim_cpu() {
   return cpu >= 0 ? cpu : claim_cpu();
 }
 
-// Slow path of the first event of an unbound thread. Async-signal-safe: a
-// CAS per slot, one gettid the first time.
+// Slow path of the first event of an unbound thread (C1..C4).
+// Async-signal-safe: a CAS per slot, one gettid the first time, one prctl
+// for the name, one mmap when the slot it takes has no memory yet.
 int32_t RingBuffer::claim_cpu() {
   ThreadState& t = tls_state;
   if (RBTRACE_UNLIKELY(t.exiting)) {
@@ -254,30 +259,58 @@ int32_t RingBuffer::claim_free_cpu(int32_t tid) {
   // `changing` mark may have claimed a slot for this thread meanwhile.
   if (const int32_t mine = thread_cpu(id_); mine >= 0) return mine;
   for (bool reclaimed = false;; reclaimed = true) {
-    for (uint32_t c = 0; c < opts_.ncpus; c++) {
-      int32_t expected = 0;
-      // acq_rel: acquire pairs with the release store in unbind_thread, so
-      // the new owner sees the previous owner's writer-side state; release
-      // is not needed by anyone but keeps the pair symmetric for
-      // bind_thread.
-      if (owners_[c].load(std::memory_order_relaxed) == 0 &&
-          owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
-                                             std::memory_order_relaxed)) {
-        if (add_binding(*this, static_cast<int32_t>(c),
-                        buffers_[c].load(std::memory_order_relaxed)) != 0) {
-          owners_[c].store(0, std::memory_order_release);  // pairs as above
-          no_cpu_.fetch_add(1, std::memory_order_relaxed);
-          return -1;
+    for (;;) {
+      const uint32_t n = ncpus();
+      for (uint32_t c = 0; c < n; c++) {
+        int32_t expected = 0;
+        // acq_rel: acquire pairs with the release store in unbind_thread, so
+        // the new owner sees the previous owner's writer-side state; release
+        // is not needed by anyone but keeps the pair symmetric for
+        // bind_thread.
+        if (owners_[c].load(std::memory_order_relaxed) == 0 &&
+            owners_[c].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
+                                               std::memory_order_relaxed)) {
+          // C2: the slot's buffer, mapped now if the slot has none yet (the
+          // one claim that maps memory).
+          CpuBuffer* cb = slot_buffer(c);
+          if (!cb || add_binding(*this, static_cast<int32_t>(c), cb) != 0) {
+            owners_[c].store(0, std::memory_order_release);  // pairs as above
+            no_cpu_.fetch_add(1, std::memory_order_relaxed);
+            return -1;
+          }
+          record_thread_name(tid);
+          return static_cast<int32_t>(c);
         }
-        record_thread_name(tid);
-        return static_cast<int32_t>(c);
       }
+      // Every slot made so far is owned: make the next one, if the limit
+      // allows. A claimer that loses the CAS found the slot made by another
+      // claimer: either way, look again (a claimer that finds the slot it
+      // made taken makes one more, until the limit).
+      if (n >= limit_) break;
+      // Every 64th slot made, first take back the slots of threads that no
+      // longer exist (see C4): a slot leaked that way would otherwise cost
+      // a new mapped slot each, up to the limit. Bounds the leak to 64
+      // slots for a tgkill per slot every 64 slots made.
+      if (!reclaimed && n % 64 == 0 && n > opts_.ncpus) {
+        reclaimed = true;
+        if (reclaim_dead_slots() != 0) continue;
+      }
+      uint32_t expected = n;
+      // acq_rel: release pairs with the acquire load in ncpus() (a reader
+      // that sees the count sees the slot's bookkeeping, set up by create);
+      // acquire orders our next look after whoever made the slot before us.
+      nslots_.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire);
+      // relaxed: only tests set it.
+      if (TestHook h = test_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h))
+        h(TestHookPoint::kClaimGrown, *this, n);
     }
-    // No slot is free. The first time, and every 64th, take back the
-    // slots of threads that no longer exist (a thread whose first event
-    // came from a signal handler after its thread-specific data was
-    // destroyed claims a slot that its exit never gives back), then look
-    // again. Rationed: each look costs a tgkill per slot.
+    // C4: the limit is reached and no slot is free. The first time, and
+    // every 64th, take back the slots of threads that no longer exist (a
+    // thread whose first event came from a signal handler after its
+    // thread-specific data was destroyed claims a slot that its exit never
+    // gives back), then look again. Rationed: each look costs a tgkill per
+    // slot.
     if (reclaimed || (t.claim_failures++ & 63) != 0 || reclaim_dead_slots() == 0) break;
   }
   no_cpu_.fetch_add(1, std::memory_order_relaxed);
@@ -286,14 +319,16 @@ int32_t RingBuffer::claim_free_cpu(int32_t tid) {
 
 uint32_t RingBuffer::reclaim_dead_slots() {
   uint32_t n = 0;
-  for (uint32_t c = 0; c < opts_.ncpus; c++) {
+  const uint32_t slots = ncpus();
+  for (uint32_t c = 0; c < slots; c++) {
     int32_t o = owners_[c].load(std::memory_order_relaxed);
     if (o <= 0 || !thread_gone(o)) continue;
     // The owner exited (its tid is free; a reused tid is a live thread and
     // keeps the slot). Its writes finished before it exited: the kernel's
     // exit and our tgkill's lookup of the tid order them before us. A
     // buffer left busy (the thread died inside a write) is not taken.
-    if (buffers_[c].load(std::memory_order_relaxed)->committing() != 0) continue;
+    const CpuBuffer* cb = cpu_buffer(c);
+    if (cb && cb->committing() != 0) continue;
     // acquire: as in claim_cpu; the slot becomes free, then claimable.
     if (owners_[c].compare_exchange_strong(o, 0, std::memory_order_acq_rel,
                                            std::memory_order_relaxed))
@@ -303,11 +338,12 @@ uint32_t RingBuffer::reclaim_dead_slots() {
 }
 
 int RingBuffer::bind_thread(uint32_t cpu) {
-  if (cpu >= opts_.ncpus) return -EINVAL;
+  if (cpu >= limit_) return -EINVAL;
   // As in claim_cpu: not after exit, not inside another change of ours,
   // not on a thread of rbtrace's own.
   if (tls_state.exiting || tls_state.changing || tls_state.library) return -EBUSY;
   const int32_t tid = cached_tid();
+  grow_slots_to(cpu + 1);  // a slot beyond those made so far is made
   ChangingBindings changing;
   int32_t cur = thread_cpu(id_);
   if (cur == static_cast<int32_t>(cpu)) return 0;
@@ -316,6 +352,12 @@ int RingBuffer::bind_thread(uint32_t cpu) {
   if (!owners_[cpu].compare_exchange_strong(expected, tid, std::memory_order_acq_rel,
                                             std::memory_order_relaxed))
     return -EBUSY;
+  CpuBuffer* const cb = slot_buffer(cpu);  // mapped now if it is new
+  if (!cb) {
+    // release: pairs with the acquire CAS in claim_cpu/bind_thread.
+    owners_[cpu].store(0, std::memory_order_release);
+    return -ENOMEM;
+  }
   record_thread_name(tid);  // moving or not, the name may have changed
   if (cur >= 0) {
     // Moving from another slot: give that one back first.
@@ -328,7 +370,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
         // the entry under us. relaxed: the slot is ours, see the CAS above.
         t.bindings[i].rb_id = 0;
         signal_fence();
-        t.bindings[i].cb = buffers_[cpu].load(std::memory_order_relaxed);
+        t.bindings[i].cb = cb;
         t.bindings[i].cpu = static_cast<int32_t>(cpu);
         signal_fence();
         t.bindings[i].rb_id = id_;
@@ -339,8 +381,7 @@ int RingBuffer::bind_thread(uint32_t cpu) {
       }
     }
   }
-  int rc = add_binding(*this, static_cast<int32_t>(cpu),
-                       buffers_[cpu].load(std::memory_order_relaxed));
+  int rc = add_binding(*this, static_cast<int32_t>(cpu), cb);
   if (rc != 0) owners_[cpu].store(0, std::memory_order_release);  // as above
   return rc;
 }

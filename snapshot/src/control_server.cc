@@ -130,8 +130,9 @@ struct Server::Impl {
     r->stat.mode = static_cast<uint32_t>(rb.options().mode);
     r->stat.snapshots = snap->snapshots_taken();
     r->stat.no_slot_dropped = rb.no_cpu_dropped();
-    r->stat.cpus.resize(rb.ncpus());
-    for (uint32_t c = 0; c < rb.ncpus(); c++) {
+    const uint32_t n = rb.ncpus();  // once: it grows while we run
+    r->stat.cpus.resize(n);
+    for (uint32_t c = 0; c < n; c++) {
       r->stat.cpus[c].owner = rb.cpu_owner(c);
       r->stat.cpus[c].live = snap->live_stats(c);
       r->stat.cpus[c].total = snap->total_stats(c);

@@ -30,7 +30,7 @@ std::unique_ptr<Snapshot> Snapshot::attach(RingBuffer& live, Error* err) {
   s->live_ = &live;
   s->spare_ = RingBuffer::create(live.options(), err);
   if (!s->spare_) return nullptr;
-  s->retired_.resize(live.ncpus());
+  s->retired_.resize(live.max_cpus());  // every slot the ring may make
   return s;
 }
 
@@ -160,6 +160,12 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
       }
     } hold{recorded ? live_ : nullptr, c};
     if (recorded) live_->hold_reads(c);
+    if (!live_->cpu_buffer(c)) {
+      // A slot made but not mapped yet (its claimer is mapping it): nothing
+      // written to it, nothing to take.
+      r.cpus.push_back(sc);
+      continue;
+    }
     const auto s0 = SteadyClock::now();
     sc.swap_result = swap_cpu_marshalled(*live_, *spare_, c, swap_timeout, &sc.trace);  // S1..S5
     sc.swap_time = SteadyClock::now() - s0;
@@ -202,7 +208,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     spare_->reset_cpu(c);  // serves as the spare again
     r.cpus.push_back(sc);
   }
-  RingBuffer::free_read_page(page);
+  live_->free_read_page(page);
   if (rc == 0 && !any) rc = first_swap_error;
   if (rc == 0) {
     in.cpus[0].stats += ring_stats_text(live_->no_cpu_dropped());  // no CPU's (tracedat.h)

@@ -237,7 +237,7 @@ Entry* mailbox_for(const RingBuffer& live) {
   for (size_t i = 0; i < n; i++) {
     Entry* e = g_entries[i].load(std::memory_order_relaxed);  // written under the mutex
     if (e->rb_id.load(std::memory_order_relaxed) == live.id()) return e;
-    if (!free_fit && e->rb_id.load(std::memory_order_relaxed) == 0 && e->ncpus >= live.ncpus())
+    if (!free_fit && e->rb_id.load(std::memory_order_relaxed) == 0 && e->ncpus >= live.max_cpus())
       free_fit = e;
   }
   if (free_fit) {
@@ -251,8 +251,10 @@ Entry* mailbox_for(const RingBuffer& live) {
   if (n == kMaxEntries) return nullptr;
   std::unique_ptr<Entry> e(new (std::nothrow) Entry);
   if (!e) return nullptr;
-  e->ncpus = live.ncpus();
-  e->boxes.reset(new (std::nothrow) CpuMailbox[live.ncpus()]);
+  // A mailbox per slot the ring may ever make (its limit): the handler
+  // indexes them without a lock.
+  e->ncpus = live.max_cpus();
+  e->boxes.reset(new (std::nothrow) CpuMailbox[live.max_cpus()]);
   if (!e->boxes) return nullptr;
   e->rb_id.store(live.id(), std::memory_order_relaxed);
   // release (both): the handler, loading them with acquire, sees the entry
@@ -417,7 +419,11 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
   SwapTrace& t = trace ? *trace : local;
   t = SwapTrace{};
   // S2's first check, early: the CPU indexes the mailboxes.
-  if (cpu >= live.ncpus() || cpu >= spare.ncpus() || &live == &spare) return -EINVAL;
+  if (cpu >= live.ncpus() || &live == &spare) return -EINVAL;
+  // The spare grows on the requester's side: a slot the live ring made on
+  // demand gets its counterpart (mapped) here, never in the owner's handler.
+  if (cpu >= spare.max_cpus()) return -EINVAL;
+  if (const int rc = spare.reserve_cpus(cpu + 1); rc != 0) return rc;
   if (g_signo.load(std::memory_order_relaxed) == 0) {
     const int rc = install_swap_doorbell(0);
     if (rc != 0 && rc != -EBUSY) return rc;

@@ -39,6 +39,7 @@ struct Fixture {
     dir = ctest::make_temp_dir("/tmp", tag);
     rbtrace::Options o;
     o.ncpus = ncpus;
+    o.max_cpus = ncpus;  // no slots on demand here (see the thread-pool tests)
     o.page_size = page;
     o.pages_per_cpu = 16;
     o.mode = rbtrace::Mode::kProducerConsumer;

@@ -198,3 +198,83 @@ TEST(CrashSafety, RecoverSkipsHolesCorruptAndTornPages) {
 }
 
 }  // namespace
+
+// A segment that grew while open (the ring made a slot after the segment's
+// sidecar was written) and a crash before it was published: the sidecar
+// was rewritten with the new CPU count, so recovery finds the new CPU's
+// spool file and its events are in the recovered trace.
+TEST(CrashSafety, ASegmentThatGrewIsRecoveredWithItsNewCpus) {
+  const std::string dir = ctest::make_temp_dir("/tmp", "grown");
+  ASSERT_FALSE(dir.empty());
+  constexpr uint64_t kPerWriter = 2000;  // many full pages each
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    rbtrace::Options o;
+    o.ncpus = 1;  // slot 1 is made on demand below
+    o.pages_per_cpu = 64;
+    o.mode = rbtrace::Mode::kProducerConsumer;
+    auto rb = rbtrace::RingBuffer::create(o);
+    if (!rb) _exit(10);
+    rbtrace::ConsumerOptions co;
+    co.dir = dir;
+    co.period_us = 1000;
+    co.segment_bytes = 0;  // one segment: nothing published before the kill
+    co.fsync = false;
+    auto c = rbtrace::Consumer::create(*rb, co);
+    if (!c) _exit(11);
+    auto write_cpu = [&](uint32_t cpu) {
+      unsigned char p[ctest::kPayload];
+      for (uint64_t s = 0; s < kPerWriter;) {
+        ctest::make_payload(p, cpu, s);
+        if (rb->write(p, ctest::kPayload) == 0) s++;
+        else std::this_thread::yield();
+      }
+    };
+    std::thread a([&] { write_cpu(0); });  // claims slot 0
+    a.join();
+    // The consumer opens the segment with one CPU and spools CPU 0.
+    for (int ms = 0; c->stats().pages_written == 0; ms++) {
+      if (ms > 60000) _exit(16);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (rb->ncpus() != 1) _exit(12);
+    std::thread holder([&] {  // slot 0 stays taken: the next thread makes slot 1
+      rb->bind_thread(0);
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    });
+    holder.detach();
+    while (rb->cpu_owner(0) <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::thread b([&] { write_cpu(1); });
+    b.join();
+    if (rb->ncpus() != 2) _exit(13);
+    // Until the consumer has spooled most of CPU 1 (its full pages), every
+    // page it took written; 60 s at most (then the parent sees exit 15).
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);;) {
+      if (std::chrono::steady_clock::now() > until) _exit(15);
+      const rbtrace::ConsumerStats st = c->stats();
+      if (st.events_read.size() == 2 && st.events_read[1] >= kPerWriter / 2 &&
+          st.pages_written == st.pages_read)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    kill(getpid(), SIGKILL);
+    _exit(14);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child status " << status;
+  EXPECT_TRUE(ctest::traces(dir).empty()) << "nothing was to be published before the kill";
+  rbtrace::RecoverResult r;
+  std::string err;
+  ASSERT_EQ(rbtrace::recover_spool(dir, &r, &err), 0) << err;
+  ASSERT_EQ(r.published.size(), 1u);
+  ctest::Trace t;
+  std::vector<int64_t> seqs(2, -1);
+  ASSERT_EQ(ctest::walk_trace(r.published[0], &t, &seqs), "");
+  ASSERT_EQ(t.ncpus, 2u);
+  EXPECT_GT(t.cpus[0].nevents, 0u);
+  EXPECT_GT(t.cpus[1].nevents, 0u) << "the new CPU's spool was not recovered";
+  EXPECT_EQ(seqs[1] + 1, static_cast<int64_t>(t.cpus[1].nevents));  // a prefix, in order
+  ctest::remove_tree(dir);
+}

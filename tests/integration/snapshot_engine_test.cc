@@ -173,3 +173,71 @@ TEST(SnapshotEngine, FlightRecorderDumpsTheNewestEventsOfEveryCpu) {
 }
 
 }  // namespace
+
+// Slots made on demand: a ring made with one slot, threads that claim three
+// more, a snapshot: the spare grows on the requester's side (its slots are
+// made and mapped there, never in a doorbell handler), every CPU is
+// captured with exactly its thread's events, and the slots made but never
+// written (one mapped, one not even mapped) are empty CPUs of the file.
+TEST(SnapshotEngine, SlotsMadeOnDemandAreCapturedAndTheSpareGrows) {
+  Options o;
+  o.ncpus = 1;
+  o.pages_per_cpu = 4;
+  auto snap = Snapshot::create(o);
+  ASSERT_TRUE(snap);
+  RingBuffer& live = snap->live();
+  constexpr uint32_t kWriters = 4;
+  std::atomic<uint32_t> written{0};
+  std::atomic<bool> leave{false};
+  std::vector<std::thread> ts;
+  std::vector<int> cpus(kWriters, -1);
+  for (uint32_t i = 0; i < kWriters; i++) {
+    ts.emplace_back([&, i] {
+      for (uint64_t k = 0; k < 10 + i; k++)
+        EXPECT_EQ(rbtrace_events::snaptest_rec::emit(live, k + 1, 100 + i), 0);
+      cpus[i] = live.current_cpu();
+      written++;  // also after a failure: the test goes on, and fails, not hangs
+      while (!leave.load()) std::this_thread::sleep_for(1ms);
+    });
+  }
+  while (written.load() != kWriters) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(live.ncpus(), kWriters);
+  // A thread binds to CPU kWriters + 1 and leaves without writing: that
+  // slot is made and mapped, the one before it made only.
+  std::thread binder([&] {
+    ASSERT_EQ(live.bind_thread(kWriters + 1), 0);
+    live.unbind_thread();
+  });
+  binder.join();
+  ASSERT_EQ(live.ncpus(), kWriters + 2);
+  ASSERT_EQ(live.cpu_buffer(kWriters), nullptr);
+  const int fd = memfd_create("grow", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::string err;
+  SnapshotResult res;
+  ASSERT_EQ(snap->take(fd, -1, &err, &res), 0) << err;  // owners swap in their handlers
+  leave.store(true);
+  for (auto& t : ts) t.join();
+  ASSERT_EQ(res.cpus.size(), kWriters + 2);
+  for (const SnapshotCpu& c : res.cpus) EXPECT_EQ(c.swap_result, 0) << "CPU " << c.cpu;
+  lseek(fd, 0, SEEK_SET);
+  auto r = TraceDatReader::open_fd(fd, &err);
+  ASSERT_TRUE(r) << err;
+  EXPECT_EQ(r->ncpus(), kWriters + 2);
+  std::vector<uint64_t> per_cpu(kWriters + 2, 0);
+  TraceRecord rec;
+  while (r->next(&rec) == 1) {
+    uint32_t tag;
+    std::memcpy(&tag, rec.data + 16, 4);
+    ASSERT_LT(rec.cpu, kWriters + 2);
+    const uint32_t i = tag - 100;
+    ASSERT_LT(i, kWriters);
+    EXPECT_EQ(static_cast<int>(rec.cpu), cpus[i]) << "writer " << i;
+    per_cpu[rec.cpu]++;
+  }
+  EXPECT_TRUE(r->error().empty()) << r->error();
+  for (uint32_t i = 0; i < kWriters; i++) EXPECT_EQ(per_cpu[cpus[i]], 10u + i) << "writer " << i;
+  EXPECT_EQ(per_cpu[kWriters], 0u);
+  EXPECT_EQ(per_cpu[kWriters + 1], 0u);
+  close(fd);
+}

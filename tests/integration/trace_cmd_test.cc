@@ -44,34 +44,8 @@ namespace {
 using rbtrace_test::read_file;
 using rbtrace_test::TempDir;
 
-// Runs argv with stdout and stderr captured; status = exit code, or 128 +
-// signal.
-struct Proc {
-  int status = -1;
-  std::string out, err;
-};
-Proc run(const std::string& dir, const std::vector<std::string>& argv) {
-  Proc r;
-  const std::string o = dir + "/stdout", e = dir + "/stderr";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int fo = ::open(o.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int fe = ::open(e.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    std::vector<char*> a;
-    for (const std::string& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    execv(a[0], a.data());
-    _exit(127);
-  }
-  int st = 0;
-  waitpid(pid, &st, 0);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = read_file(o);
-  r.err = read_file(e);
-  return r;
-}
+using rbtrace_test::Proc;
+using rbtrace_test::run;
 
 // ---- the recording ---------------------------------------------------------------
 std::string text_of(uint32_t cpu, uint64_t seq) {
@@ -142,7 +116,7 @@ Recorded record(const std::string& dir) {
       EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
       size += o.page_size;
     }
-    RingBuffer::free_read_page(page);
+    rb->free_read_page(page);
     rec.stats.push_back(rb->stats(c));
     in.cpus.push_back({fd, 0, size, cpu_stats_text(rec.stats.back())});
   }

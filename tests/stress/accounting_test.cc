@@ -210,7 +210,7 @@ TEST_P(Accounting, Exact) {
   reader_stop.store(true);
   reader.join();
   for (uint32_t cpu = 0; cpu < kWriters; cpu++) drain(*rb, cpu, c.style, &spare, v[cpu]);
-  RingBuffer::free_read_page(spare);
+  rb->free_read_page(spare);
   const uint64_t ts_end = rb->clock().now();
 
   uint64_t overruns = 0, drops = 0, disabled = 0, discards = 0, typed = 0, flags = 0;
@@ -332,7 +332,7 @@ TEST_P(AccountingFull, RefusalsNeverReopenAFullPage) {
     }
     if (w.error()) corrupt++;
   }
-  RingBuffer::free_read_page(page);
+  rb->free_read_page(page);
   EXPECT_EQ(corrupt, 0u);
   EXPECT_EQ(events, s.entries);
   EXPECT_EQ(rb->stats(0).read, s.entries);

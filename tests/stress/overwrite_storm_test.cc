@@ -599,7 +599,7 @@ void swapper_main(Storm& s, Checker& ck, SwapCounts& sc, std::atomic<uint64_t>& 
     }
     std::this_thread::sleep_for(microseconds(100 + rr.below(900)));
   }
-  RingBuffer::free_read_page(page);
+  s.spare->free_read_page(page);
 }
 
 // Balanced pairs on random CPUs: disable/enable and off/on.
@@ -783,7 +783,7 @@ TEST_P(OverwriteStorm, EveryLossIsReported) {
         if (round % 128 == 127) std::this_thread::sleep_for(microseconds(rr.below(1500)));
         else if (got == 0) std::this_thread::yield();
       }
-      RingBuffer::free_read_page(page);
+      live->free_read_page(page);
     });
     swapper = std::thread(swapper_main, std::ref(s), std::ref(swapper_ck), std::ref(sc),
                           std::ref(swaps), std::cref(stop_aux));
@@ -838,7 +838,7 @@ TEST_P(OverwriteStorm, EveryLossIsReported) {
       const uint64_t k = s.cpus[c].state.load() >> 1;
       drain_stream(s, *live, c, s.cpus[c].slot[k & 1], &page, main_ck, *pp);
     }
-    RingBuffer::free_read_page(page);
+    live->free_read_page(page);
   }
 
   // Judge: the deferred gaps, then each context's periods from its legs.

@@ -293,7 +293,7 @@ TEST_P(SignalNesting, ExactAndOrdered) {
   reader_stop.store(true);
   reader.join();
   for (uint32_t cpu = 0; cpu < kOwners; cpu++) drain(*rb, cpu, c.style, &spare, v[cpu]);
-  RingBuffer::free_read_page(spare);
+  rb->free_read_page(spare);
   const uint64_t ts_end = rb->clock().now();
 
   uint64_t handler_ok = 0, inside_write = 0, depth3 = 0, overruns = 0, drops = 0;

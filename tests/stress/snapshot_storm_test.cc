@@ -260,7 +260,7 @@ TEST(SnapshotStorm, EveryEventEndsInExactlyOnePlace) {
     tally.drain(*live, c, &page);
     tally.drain(*spare, c, &page);
   }
-  RingBuffer::free_read_page(page);
+  live->free_read_page(page);
 
   const double rate = static_cast<double>(swaps) / elapsed;
   std::printf("swaps: %llu in %.2f s (%.0f/s), busy %llu, timed out %llu, other %llu\n",

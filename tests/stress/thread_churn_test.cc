@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
@@ -135,9 +136,83 @@ TEST(ThreadChurn, SlotsReusedExactlyTidsExactNamesKeptMemoryFlat) {
   EXPECT_LT(rss_late - rss_early, 8 * 1024) << "RSS grew from " << rss_early << " KiB to "
                                              << rss_late << " KiB";
 #endif
-  std::printf("thread churn: %u threads x %u events, %u slots; RSS %ld KiB after 500 threads, "
-              "%ld KiB after %u; %zu files\n",
-              n, kEventsPerThread, kParallel, rss_early, rss_late, n,
+  // Slots are made on demand (default limit), but each batch is joined, so
+  // every thread finds the slots of the exited ones free: none is made.
+  EXPECT_EQ(rb->ncpus(), kParallel);
+  std::printf("thread churn: %u threads x %u events, %u slots (limit %u); RSS %ld KiB after "
+              "500 threads, %ld KiB after %u; %zu files\n",
+              n, kEventsPerThread, rb->ncpus(), rb->max_cpus(), rss_early, rss_late, n,
               consumer->published().size());
   ctest::remove_tree(dir);
+}
+
+// Slots made on demand, under a storm of first events: rounds of 32 threads
+// released at once on a ring made with one slot and a limit of 24. Every
+// thread stays alive until all have written, so exactly 24 get a slot (the
+// claims race to make slots 1..23, C3) and 8 are refused on every event.
+// Per round: the slot count is the limit, never more; each CPU holds the
+// events of exactly one thread, all of them; written + refused = attempted.
+TEST(ThreadChurn, FirstEventsRacingToMakeSlots) {
+  constexpr uint32_t kRounds = 200, kThreads = 32, kLimit = 24, kEvents = 50;
+  uint64_t made = 0, refused_total = 0;
+  for (uint32_t round = 0; round < kRounds; round++) {
+    rbtrace::Options o;
+    o.ncpus = 1;
+    o.max_cpus = kLimit;
+    o.pages_per_cpu = 4;
+    o.mode = rbtrace::Mode::kProducerConsumer;
+    auto rb = rbtrace::RingBuffer::create(o);
+    ASSERT_TRUE(rb);
+    std::atomic<bool> go{false}, leave{false};
+    std::atomic<uint32_t> done{0};
+    std::atomic<uint64_t> refused{0};
+    std::vector<int32_t> tids(kThreads, 0);
+    std::vector<std::thread> ts;
+    for (uint32_t i = 0; i < kThreads; i++) {
+      ts.emplace_back([&, i] {
+        const int32_t tid = static_cast<int32_t>(gettid());
+        tids[i] = tid;
+        while (!go.load()) std::this_thread::yield();
+        for (uint32_t k = 0; k < kEvents; k++)
+          if (rbtrace_events::churn_ev::emit(*rb, tid, k) != 0) refused.fetch_add(1);
+        done.fetch_add(1);
+        while (!leave.load()) std::this_thread::yield();
+      });
+    }
+    go.store(true);
+    while (done.load() != kThreads) std::this_thread::yield();
+    const uint32_t slots = rb->ncpus();  // all alive: every slot held
+    leave.store(true);
+    for (auto& t : ts) t.join();
+    ASSERT_EQ(slots, kLimit) << "round " << round;
+    ASSERT_EQ(rb->ncpus(), kLimit) << "round " << round;
+    ASSERT_EQ(refused.load(), uint64_t{kThreads - kLimit} * kEvents) << "round " << round;
+    ASSERT_EQ(rb->no_cpu_dropped(), refused.load()) << "round " << round;
+    std::map<int32_t, uint32_t> cpus_of_tid;
+    for (uint32_t c = 0; c < rb->ncpus(); c++) {
+      rbtrace::PageEvent e;
+      int32_t owner = 0;
+      uint32_t next = 0;
+      while (rb->consume(c, &e) == 0) {
+        int32_t tid;
+        uint32_t k;
+        std::memcpy(&tid, e.data + 8, 4);
+        std::memcpy(&k, e.data + 12, 4);
+        if (owner == 0) owner = tid;
+        ASSERT_EQ(tid, owner) << "round " << round << " CPU " << c << ": two writers";
+        ASSERT_EQ(k, next++) << "round " << round << " CPU " << c;
+      }
+      ASSERT_EQ(next, kEvents) << "round " << round << " CPU " << c;
+      ASSERT_EQ(rb->stats(c).entries, kEvents);
+      cpus_of_tid[owner]++;
+    }
+    ASSERT_EQ(cpus_of_tid.size(), kLimit) << "round " << round;
+    for (const auto& [tid, n] : cpus_of_tid) ASSERT_EQ(n, 1u) << "tid " << tid;
+    made += rb->ncpus() - 1;
+    refused_total += refused.load();
+  }
+  std::printf("slot growth storm: %u rounds x %u threads racing, limit %u: %llu slots made, "
+              "%llu events refused and counted, every CPU one writer\n",
+              kRounds, kThreads, kLimit, static_cast<unsigned long long>(made),
+              static_cast<unsigned long long>(refused_total));
 }

@@ -309,6 +309,7 @@ class ThreadExit : public ::testing::Test {
   void SetUp() override {
     Options o;
     o.ncpus = kCpus;
+    o.max_cpus = kCpus;  // fixed: a leaked slot must show, not be hidden by one made
     o.page_size = 4096;
     o.pages_per_cpu = 4;
     o.mode = Mode::kOverwrite;

@@ -294,11 +294,13 @@ TEST(BadInput, NonexistentCpuIsRefused) {
   EXPECT_EQ(rb->consume(0, &ev), 0);
   EXPECT_EQ(rb->consume(0, &ev), 0);
   EXPECT_EQ(rb->consume(0, &ev), -EAGAIN);
-  RingBuffer::free_read_page(page);
+  rb->free_read_page(page);
 }
 
 TEST(BadInput, BindThreadToNonexistentCpuIsRefused) {
-  auto rb = RingBuffer::create(small_options());
+  Options o = small_options();
+  o.max_cpus = 2;  // CPU 2 is beyond the limit (below it, bind makes it)
+  auto rb = RingBuffer::create(o);
   ASSERT_TRUE(rb);
   std::thread t([&] {
     EXPECT_EQ(rb->bind_thread(2), -EINVAL);

@@ -47,6 +47,7 @@ class ControlServer : public ::testing::Test {
     dir_ = base_ + "/ctl";
     Options o;
     o.ncpus = 2;
+    o.max_cpus = 2;  // a third thread is refused (RefusalsForWantOfASlot...)
     o.pages_per_cpu = 4;
     o.mode = Mode::kOverwrite;
     snap_ = Snapshot::create(o);

@@ -72,7 +72,7 @@ TEST(HandBack, HeldReadsThenHandedBackPagesFirstThenLive) {
     ASSERT_GT(other->read_page(&p, 0, false), 0);
     ASSERT_EQ(pwrite(spool, p, 4096, static_cast<off_t>(off)), 4096);
     off += 4096;
-    RingBuffer::free_read_page(p);
+    other->free_read_page(p);
   }
 
   // The live buffer has full pages of tags 1.. .
@@ -87,7 +87,7 @@ TEST(HandBack, HeldReadsThenHandedBackPagesFirstThenLive) {
   EXPECT_EQ(first_tag(*rb, &page), -EAGAIN) << "live read while still held";
   rb->release_reads(0);
   EXPECT_EQ(first_tag(*rb, &page), 1);  // now the live buffer
-  RingBuffer::free_read_page(page);
+  rb->free_read_page(page);
   rb->unbind_thread();
 }
 
@@ -107,6 +107,6 @@ TEST(HandBack, StoppingTheRecordingDropsWhatIsQueued) {
   EXPECT_FALSE(rb->recorded());
   DataPage* page = rb->alloc_read_page();
   EXPECT_EQ(rb->read_page(&page, 0, false), -EAGAIN);  // nothing queued, nothing live
-  RingBuffer::free_read_page(page);
+  rb->free_read_page(page);
   EXPECT_EQ(rb->hand_back(5, 0, 0, 1), -EINVAL);
 }

@@ -126,7 +126,7 @@ TEST(Promises, R2ReportsExactLossWhenTheWriterLapsBeforeTheSplice) {
   while (rb->read_page(&page, 0, false) > 0) EXPECT_FALSE(flagged(page));
   EXPECT_EQ(rb->stats(0).read + rb->stats(0).overrun, seq);
   EXPECT_EQ(rb->stats(0).overrun, first - next_expected);
-  RingBuffer::free_read_page(page);
+  rb->free_read_page(page);
   rb->unbind_thread();
 }
 
@@ -296,7 +296,7 @@ TEST(Promises, ConsumedPayloadSurvivesSwapDrainResetAndRewrite) {
     ASSERT_EQ(live->write(&x, sizeof x), 0);
   }
   while (live->read_page(&page, 0, false) > 0) std::memset(page->data, 0xee, 4096 - 16);
-  RingBuffer::free_read_page(page);
+  spare->free_read_page(page);
   EXPECT_EQ(load_u64(held), 0u) << "the consumed payload changed under the reader";
   live->unbind_thread();
 }
@@ -441,7 +441,7 @@ TEST(Promises, ForkChildWritesReadsAndSwapsWhateverOtherThreadsWereDoing) {
   std::thread reader([&] {
     DataPage* p = rb->alloc_read_page();
     rb->read_page(&p, 0, false);
-    RingBuffer::free_read_page(p);
+    rb->free_read_page(p);
   });
   // cpu 1: a write stopped inside W2..W6 (busy).
   std::thread writer([&] {

@@ -30,9 +30,10 @@ struct Bound {
 };
 
 std::unique_ptr<RingBuffer> make(uint32_t pages, Mode mode, uint32_t ncpus = 1,
-                                 ClockKind clock = ClockKind::kCounter) {
+                                 ClockKind clock = ClockKind::kCounter, uint32_t max_cpus = 0) {
   Options o;
   o.ncpus = ncpus;
+  o.max_cpus = max_cpus;
   o.page_size = 4096;
   o.pages_per_cpu = pages;
   o.mode = mode;
@@ -145,8 +146,9 @@ void drain(RingBuffer& rb, uint32_t cpu, uint32_t size, DataPage** spare, Draine
 }
 
 struct PageHolder {
-  explicit PageHolder(RingBuffer& rb) : p(rb.alloc_read_page()) {}
-  ~PageHolder() { RingBuffer::free_read_page(p); }
+  explicit PageHolder(RingBuffer& r) : rb(r), p(r.alloc_read_page()) {}
+  ~PageHolder() { rb.free_read_page(p); }
+  RingBuffer& rb;
   DataPage* p;
 };
 
@@ -513,7 +515,8 @@ TEST(Iterator, SeesAllCommittedEventsWithoutConsuming) {
 // -EBUSY while another live thread owns the CPU; once that thread is gone it
 // works and, for its lifetime, holds the slot (a writer cannot claim it).
 TEST(Iterator, OverwriteModeIsBusyWhileAnotherThreadOwnsTheCpu) {
-  auto rb = make(4, Mode::kOverwrite);
+  // One slot, no more: a writer the iterator keeps out is refused.
+  auto rb = make(4, Mode::kOverwrite, 1, ClockKind::kCounter, 1);
   std::atomic<int> step{0};
   std::thread owner([&] {
     for (uint64_t i = 0; i < 5; i++) EXPECT_EQ(write_seq(*rb, i, 8), 0);

@@ -12,6 +12,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <string>
+#include <tuple>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -24,9 +27,13 @@ namespace {
 
 int32_t my_tid() { return static_cast<int32_t>(syscall(SYS_gettid)); }
 
-std::unique_ptr<RingBuffer> make(uint32_t ncpus) {
+// A ring of 2-page CPUs: `ncpus` made at create, up to `max_cpus`, within
+// `budget` bytes (0: no budget).
+std::unique_ptr<RingBuffer> make_growing(uint32_t ncpus, uint32_t max_cpus, uint64_t budget = 0) {
   Options o;
   o.ncpus = ncpus;
+  o.max_cpus = max_cpus;
+  o.max_buffer_bytes = budget;
   o.page_size = 4096;
   o.pages_per_cpu = 2;
   Error err;
@@ -34,6 +41,10 @@ std::unique_ptr<RingBuffer> make(uint32_t ncpus) {
   EXPECT_TRUE(rb) << err.message;
   return rb;
 }
+
+// `ncpus` slots and no more (the limit is what these tests are about; the
+// slots made on demand are tested below, SlotsOnDemand).
+std::unique_ptr<RingBuffer> make(uint32_t ncpus) { return make_growing(ncpus, ncpus); }
 
 // A step counter two threads use to run in lock step.
 struct Steps {
@@ -487,6 +498,38 @@ TEST(Slots, ClaimTakesOverTheSlotOfAThreadThatNoLongerExists) {
   EXPECT_EQ(rb->cpu_owner(0), 0);
   EXPECT_EQ(rb->no_cpu_dropped(), rc == 0 ? 0u : 1u);
 }
+
+// Slots leaked by threads that ended without their destructors are taken
+// back before the ring makes its 65th slot (C3: every 64th slot made), so
+// such leaks do not each cost a new mapped slot up to the limit: 64 leaked
+// slots, then a thread whose claim finds them all owned reuses one.
+TEST(Slots, LeakedSlotsAreTakenBackBeforeTheRingGrowsOn) {
+  auto rb = make_growing(1, 200);
+  g_dead_rb = rb.get();
+  for (int i = 0; i < 64; i++) {
+    g_dead_tid.store(0);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, nullptr, write_then_raw_exit, nullptr), 0);
+    ASSERT_EQ(pthread_join(th, nullptr), 0);
+    const int32_t dead = g_dead_tid.load();
+    ASSERT_NE(dead, 0) << "leaker " << i << ": the first write failed";
+    for (int k = 0; k < 5000 && syscall(SYS_tgkill, getpid(), dead, 0) == 0; k++) usleep(1000);
+    ASSERT_NE(syscall(SYS_tgkill, getpid(), dead, 0), 0) << "thread " << dead << " still exists";
+  }
+  ASSERT_EQ(rb->ncpus(), 64u);  // one leaked slot each
+  int rc = 1, cpu = -1;
+  std::thread([&] {
+    const uint64_t v = 2;
+    rc = rb->write(&v, sizeof v);
+    cpu = rb->current_cpu();
+  }).join();
+  EXPECT_EQ(rc, 0);
+  EXPECT_GE(cpu, 0);
+  EXPECT_EQ(rb->ncpus(), 64u) << "made a slot instead of taking back a leaked one";
+  uint32_t owned = 0;
+  for (uint32_t c = 0; c < rb->ncpus(); c++) owned += rb->cpu_owner(c) != 0;
+  EXPECT_EQ(owned, 0u) << "the slots of the exited threads were all taken back";
+}
 #endif
 
 }  // namespace
@@ -657,4 +700,284 @@ TEST(Slots, ThreadNamesAreRecordedAtClaimAndBind) {
   EXPECT_EQ(rb->read_thread_names(&cursor, &got), more - RingBuffer::kThreadNames);
   EXPECT_EQ(got.size(), RingBuffer::kThreadNames);
   pthread_setname_np(pthread_self(), own_name);  // as it was
+}
+
+// ===========================================================================
+// Slots on demand: beyond Options::ncpus, up to the limit
+// ===========================================================================
+
+namespace {
+
+// Each event carries its writer's tid and a sequence number.
+struct TidEvent {
+  int32_t tid;
+  uint32_t seq;
+};
+
+}  // namespace
+
+// The limit: max_cpus, else the default (or ncpus if larger), lowered to
+// what max_buffer_bytes pays for; bad combinations are refused with a
+// message that says what is wrong.
+TEST(SlotsOnDemand, TheLimitComesFromMaxCpusAndTheBudget) {
+  auto d = make_growing(2, 0);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->max_cpus(), kDefaultMaxCpus);
+  EXPECT_EQ(d->options().max_cpus, kDefaultMaxCpus);
+  EXPECT_EQ(d->ncpus(), 2u);  // made by create: the rest on demand
+  auto big = make_growing(kDefaultMaxCpus + 5, 0);
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->max_cpus(), kDefaultMaxCpus + 5);
+  auto l = make_growing(2, 9);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->max_cpus(), 9u);
+  const uint64_t slot = 3 * 4096;  // (pages_per_cpu + 1) pages
+  auto b = make_growing(2, 0, 5 * slot + 100);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->max_cpus(), 5u);
+  auto both = make_growing(2, 4, 5 * slot);
+  ASSERT_TRUE(both);
+  EXPECT_EQ(both->max_cpus(), 4u);  // the smaller
+
+  for (auto [ncpus, max, budget, what] :
+       {std::tuple<uint32_t, uint32_t, uint64_t, const char*>{4, 3, 0, "max_cpus"},
+        {4, kMaxCpus + 1, 0, "max_cpus"},
+        {4, 0, 3 * slot, "max_buffer_bytes"}}) {
+    Options o;
+    o.ncpus = ncpus;
+    o.max_cpus = max;
+    o.max_buffer_bytes = budget;
+    o.pages_per_cpu = 2;
+    Error err;
+    EXPECT_FALSE(RingBuffer::create(o, &err));
+    EXPECT_EQ(err.code, EINVAL);
+    EXPECT_NE(err.message.find(what), std::string::npos) << err.message;
+  }
+}
+
+// Default options (4 slots made at create) and 12 threads alive at once,
+// each writing 100 events: every thread gets a slot of its own, the ring
+// makes 8 more, nothing is refused, and each CPU holds exactly the events
+// of the one thread that wrote to it, in order.
+TEST(SlotsOnDemand, ThreadsBeyondNcpusGetSlotsMadeForThem) {
+  Options o;
+  o.pages_per_cpu = 4;  // 100 events of 8 bytes fit
+  auto rb = RingBuffer::create(o);
+  ASSERT_TRUE(rb);
+  ASSERT_EQ(rb->ncpus(), 4u);
+  constexpr int kThreads = 12;
+  std::atomic<int> written{0};
+  Steps leave;
+  std::vector<std::thread> ts;
+  std::vector<int32_t> tids(kThreads);
+  std::vector<int> cpus(kThreads, -1);
+  for (int i = 0; i < kThreads; i++) {
+    ts.emplace_back([&, i] {
+      tids[i] = my_tid();
+      for (uint32_t k = 0; k < 100; k++) {
+        const TidEvent ev{tids[i], k};
+        EXPECT_EQ(rb->write(&ev, sizeof ev), 0);
+      }
+      cpus[i] = rb->current_cpu();
+      written++;
+      leave.wait(1);  // alive until every thread has written
+    });
+  }
+  while (written.load() != kThreads) std::this_thread::yield();
+  EXPECT_EQ(rb->ncpus(), static_cast<uint32_t>(kThreads));
+  EXPECT_EQ(rb->no_cpu_dropped(), 0u);
+  leave.set(1);
+  for (auto& t : ts) t.join();
+  std::vector<int> seen(kThreads, 0);
+  for (uint32_t c = 0; c < rb->ncpus(); c++) {
+    int who = -1;
+    for (int i = 0; i < kThreads; i++)
+      if (cpus[i] == static_cast<int>(c)) who = i;
+    ASSERT_GE(who, 0) << "CPU " << c << " was made for nobody";
+    PageEvent e;
+    uint32_t next = 0;
+    while (rb->consume(c, &e) == 0) {
+      TidEvent ev;
+      ASSERT_EQ(e.length, sizeof ev);
+      std::memcpy(&ev, e.data, sizeof ev);
+      EXPECT_EQ(ev.tid, tids[who]) << "CPU " << c;
+      EXPECT_EQ(ev.seq, next++);
+    }
+    EXPECT_EQ(next, 100u) << "CPU " << c;
+    seen[who]++;
+  }
+  for (int i = 0; i < kThreads; i++) EXPECT_EQ(seen[i], 1) << "thread " << i;
+}
+
+// At the limit (max_cpus 3, one slot made at create, five threads alive):
+// three threads write, two are refused on every event, each refusal
+// counted in no_cpu_dropped; the slots stay three.
+TEST(SlotsOnDemand, TheLimitRefusesAndCounts) {
+  auto rb = make_growing(1, 3);
+  ASSERT_TRUE(rb);
+  std::atomic<int> done{0};
+  std::atomic<int> ok{0};
+  Steps leave;
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 5; i++) {
+    ts.emplace_back([&] {
+      const uint64_t v = 7;
+      int good = 0;
+      for (int k = 0; k < 10; k++) good += rb->write(&v, sizeof v) == 0;
+      EXPECT_TRUE(good == 0 || good == 10) << good;
+      ok += good;
+      done++;
+      leave.wait(1);
+    });
+  }
+  while (done.load() != 5) std::this_thread::yield();
+  EXPECT_EQ(ok.load(), 30);
+  EXPECT_EQ(rb->ncpus(), 3u);
+  EXPECT_EQ(rb->no_cpu_dropped(), 20u);
+  leave.set(1);
+  for (auto& t : ts) t.join();
+  uint64_t entries = 0;
+  for (uint32_t c = 0; c < rb->ncpus(); c++) entries += rb->stats(c).entries;
+  EXPECT_EQ(entries, 30u);
+}
+
+namespace {
+// kClaimGrown, forced: the claim that made slot `cpu` finds it taken by a
+// thread that came in meanwhile (started and run to its first event from
+// inside the hook), so it makes another or, at the limit, is refused.
+std::atomic<RingBuffer*> g_grow_rb{nullptr};
+std::atomic<int> g_grow_hits{0};
+std::atomic<int> g_thief_cpu{-2};
+Steps* g_thief_leave = nullptr;
+std::thread* g_thief = nullptr;
+void grow_hook(TestHookPoint p, RingBuffer& rb, uint32_t cpu) {
+  if (p != TestHookPoint::kClaimGrown || &rb != g_grow_rb.load()) return;
+  if (g_grow_hits.fetch_add(1) != 0) return;  // the first growth only
+  EXPECT_EQ(cpu, 1u);  // the claim made slot 1 (slot 0 is bound)
+  std::atomic<bool> wrote{false};
+  *g_thief = std::thread([&rb, &wrote] {
+    const uint64_t v = 2;
+    EXPECT_EQ(rb.write(&v, sizeof v), 0);  // takes the slot just made
+    g_thief_cpu.store(rb.current_cpu());
+    wrote.store(true);
+    g_thief_leave->wait(1);
+  });
+  while (!wrote.load()) std::this_thread::yield();
+}
+}  // namespace
+
+TEST(SlotsOnDemand, AClaimWhoseNewSlotIsTakenMakesAnotherOrIsRefused) {
+  for (uint32_t limit : {3u, 2u}) {
+    SCOPED_TRACE(limit);
+    auto rb = make_growing(1, limit);
+    ASSERT_TRUE(rb);
+    Steps leave, thief_leave;
+    std::thread thief;
+    g_thief = &thief;
+    g_thief_leave = &thief_leave;
+    g_grow_hits.store(0);
+    g_thief_cpu.store(-2);
+    std::atomic<bool> bound{false};
+    std::thread holder([&] {
+      ASSERT_EQ(rb->bind_thread(0), 0);
+      bound.store(true);
+      leave.wait(1);
+      rb->unbind_thread();
+    });
+    while (!bound.load()) std::this_thread::yield();
+    g_grow_rb.store(rb.get());
+    set_test_hook(grow_hook);
+    std::thread claimer([&] {
+      const uint64_t v = 1;
+      const int rc = rb->write(&v, sizeof v);
+      if (limit == 3) {
+        EXPECT_EQ(rc, 0);
+        EXPECT_EQ(rb->current_cpu(), 2);  // made a second slot
+      } else {
+        EXPECT_EQ(rc, -EBUSY);  // the limit: refused, counted
+        EXPECT_EQ(rb->current_cpu(), -1);
+      }
+    });
+    claimer.join();
+    set_test_hook(nullptr);
+    g_grow_rb.store(nullptr);
+    EXPECT_EQ(g_thief_cpu.load(), 1);
+    EXPECT_EQ(g_grow_hits.load(), limit == 3 ? 2 : 1);
+    EXPECT_EQ(rb->ncpus(), limit);
+    EXPECT_EQ(rb->no_cpu_dropped(), limit == 3 ? 0u : 1u);
+    thief_leave.set(1);
+    thief.join();
+    leave.set(1);
+    holder.join();
+  }
+}
+
+// A thread whose first event comes from a signal handler makes and maps a
+// new slot there (mmap is async-signal-safe); later events of the thread
+// go to it without a system call.
+TEST(SlotsOnDemand, AFirstEventInASignalHandlerMakesTheSlot) {
+  static RingBuffer* srb = nullptr;
+  static int handler_rc = 1;
+  auto rb = make_growing(1, 4);
+  ASSERT_TRUE(rb);
+  srb = rb.get();
+  struct sigaction sa {}, old{};
+  sa.sa_handler = [](int) {
+    const uint64_t v = 5;
+    handler_rc = srb->write(&v, sizeof v);
+  };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  std::atomic<bool> bound{false};
+  Steps leave;
+  std::thread holder([&] {  // slot 0 taken: the handler must make slot 1
+    ASSERT_EQ(rb->bind_thread(0), 0);
+    bound.store(true);
+    leave.wait(1);
+    rb->unbind_thread();
+  });
+  while (!bound.load()) std::this_thread::yield();
+  std::thread t([&] {
+    raise(SIGUSR2);
+    EXPECT_EQ(handler_rc, 0);
+    EXPECT_EQ(rb->current_cpu(), 1);
+    const uint64_t v = 6;
+    EXPECT_EQ(rb->write(&v, sizeof v), 0);
+  });
+  t.join();
+  sigaction(SIGUSR2, &old, nullptr);
+  leave.set(1);
+  holder.join();
+  EXPECT_EQ(rb->ncpus(), 2u);
+  EXPECT_EQ(rb->stats(1).entries, 2u);
+  EXPECT_EQ(events_on(*rb, 1), 2u);
+}
+
+// bind_thread to a CPU beyond those made makes the slots up to it;
+// reserve_cpus makes and maps them without a thread; beyond the limit
+// both are refused.
+TEST(SlotsOnDemand, BindAndReserveMakeSlotsUpToTheLimit) {
+  auto rb = make_growing(1, 6);
+  ASSERT_TRUE(rb);
+  std::thread t([&] {
+    EXPECT_EQ(rb->bind_thread(6), -EINVAL);
+    ASSERT_EQ(rb->bind_thread(3), 0);
+    EXPECT_EQ(rb->current_cpu(), 3);
+    const uint64_t v = 1;
+    EXPECT_EQ(rb->write(&v, sizeof v), 0);
+    rb->unbind_thread();
+  });
+  t.join();
+  EXPECT_EQ(rb->ncpus(), 4u);
+  EXPECT_EQ(rb->cpu_buffer(1), nullptr);  // made, not mapped: nobody wrote
+  EXPECT_EQ(rb->stats(1).entries, 0u);
+  PageEvent e;
+  EXPECT_EQ(rb->consume(1, &e), -EAGAIN);
+  EXPECT_EQ(events_on(*rb, 3), 1u);
+  EXPECT_EQ(rb->reserve_cpus(7), -EINVAL);
+  ASSERT_EQ(rb->reserve_cpus(5), 0);
+  EXPECT_EQ(rb->ncpus(), 5u);
+  for (uint32_t c = 0; c < 5; c++) EXPECT_NE(rb->cpu_buffer(c), nullptr) << c;
+  EXPECT_EQ(rb->record_disable_cpu(4), 0);  // lands on the mapped buffer
+  EXPECT_EQ(rb->record_enable_cpu(4), 0);
 }

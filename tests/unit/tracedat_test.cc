@@ -169,7 +169,7 @@ Recorded record(const std::string& dir, const std::vector<uint64_t>& per_cpu, ui
       EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
       size += o.page_size;
     }
-    RingBuffer::free_read_page(page);
+    rb->free_read_page(page);
     TraceDatCpu cd;
     cd.fd = fd;
     cd.size = size;

@@ -102,6 +102,9 @@ struct ConsumerStats {
   uint64_t publish_cpu_ns = 0;        // CPU time of the publish thread
                                       // (getrusage RUSAGE_THREAD, refreshed
                                       // after every pass / segment)
+  // Per CPU, as many as the drain thread has seen: they grow with the
+  // ring's slots made on demand (ring_buffer.h, ncpus()); a CPU beyond
+  // them has had nothing read yet.
   std::vector<uint64_t> events_read;       // events in pages taken
   std::vector<uint64_t> events_published;  // events in published files
   std::vector<uint64_t> events_lost;       // read, then lost by the consumer

@@ -17,10 +17,11 @@
 //     any signal handler; the calling thread owns a CPU slot (bound or
 //     claimed on first use). Never blocks, never allocates, never makes a
 //     system call (except the very first event of a thread, which claims a
-//     slot: one gettid, and, when no slot is free, the first and every 64th
-//     such claim of a thread, one tgkill(pid, tid, 0) per slot to find
-//     slots of exited threads; and the consumer's watermark wake-up, see
-//     consumer.h).
+//     slot: one gettid and one prctl for its name, one mmap when the slot
+//     it takes has no memory yet (a slot made for it), and, when the limit is
+//     reached and no slot is free, the first and every 64th such claim of
+//     a thread, one tgkill(pid, tid, 0) per slot to find slots of exited
+//     threads; and the consumer's watermark wake-up, see consumer.h).
 //   reader API (read_page/peek/consume/Iterator): any thread, one reader per
 //     CPU at a time (readers serialize on a per-CPU reader lock; writers
 //     never wait for it). Not from a signal handler of the CPU's owner.
@@ -57,16 +58,31 @@ enum class Mode : uint8_t {
   kProducerConsumer,  // a full buffer drops the newest event
 };
 
+// CPU slots come on demand: `ncpus` slots (and their memory) are made by
+// create; a thread whose first event finds none of them free makes the
+// next one, mapping its memory then, up to the slot limit: the smaller of
+// `max_cpus` and what `max_buffer_bytes` pays for (the limit is never
+// below `ncpus`). Events refused at the limit are counted
+// (no_cpu_dropped) and reported wherever losses are.
 struct Options {
-  uint32_t ncpus = 4;           // writer slots, 1..kMaxCpus
+  uint32_t ncpus = 4;           // slots made by create, 1..kMaxCpus
   uint32_t page_size = 4096;    // power of two, kMinPageSize..kMaxPageSize
   uint32_t pages_per_cpu = 16;  // ring pages per CPU (>= 2), plus one
                                 // reader page
   Mode mode = Mode::kOverwrite;
   ClockKind clock = ClockKind::kCounter;
+  uint32_t max_cpus = 0;           // slot limit; 0: kDefaultMaxCpus (or
+                                   // ncpus, if larger); else ncpus..kMaxCpus
+  uint64_t max_buffer_bytes = 0;   // memory budget of all slots' pages; 0:
+                                   // kMaxBytesPerBuffer; at least ncpus
+                                   // slots' worth
 };
 
 inline constexpr uint32_t kMaxCpus = 4096;
+// The default slot limit: a pool of a few hundred threads never reaches it;
+// a slot costs nothing until a thread claims it (about 100 bytes of
+// bookkeeping), then (pages_per_cpu + 1) pages.
+inline constexpr uint32_t kDefaultMaxCpus = 1024;
 inline constexpr uint32_t kMaxPagesPerCpu = 1u << 20;
 inline constexpr uint64_t kMaxBytesPerBuffer = 1ULL << 36;  // 64 GiB
 inline constexpr uint32_t kMaxNesting = 8;  // owner + 7 nested handlers
@@ -155,6 +171,9 @@ enum class TestHookPoint : uint8_t {
                       // barrier not yet run
   kRemoteFenced,      // swap_cpu_remote: the barrier ran (M2), committing
                       // not yet read
+  kClaimGrown,        // a claim found every slot owned and tried to make
+                      // one (ncpus() grew, by it or by another claimer),
+                      // not yet looked again; cpu = the count it saw
 };
 using TestHook = void (*)(TestHookPoint, RingBuffer&, uint32_t cpu);
 void set_test_hook(TestHook h);  // null removes it
@@ -215,7 +234,22 @@ class RingBuffer {
   RingBuffer& operator=(const RingBuffer&) = delete;
 
   const Options& options() const { return opts_; }
-  uint32_t ncpus() const { return opts_.ncpus; }
+  // Slots made so far: CPUs 0..ncpus()-1 exist. It only grows (a thread's
+  // first event, bind_thread, reserve_cpus), up to max_cpus(). A slot made
+  // but not yet mapped (its claimer is mapping it, or bind_thread made it
+  // on the way to a higher one) reads as an empty CPU. Any thread; readers
+  // that keep per-CPU state look again now and then.
+  uint32_t ncpus() const {
+    // acquire: pairs with the release CAS that made a slot (claim_free_cpu,
+    // reserve_cpus); the slot's bookkeeping is ready for the caller.
+    return nslots_.load(std::memory_order_acquire);
+  }
+  // The slot limit (Options::max_cpus and max_buffer_bytes).
+  uint32_t max_cpus() const { return limit_; }
+  // Makes slots 0..n-1, with their memory, now (e.g. a snapshot's spare
+  // before it swaps with a slot the live ring made on demand). 0, -EINVAL
+  // (n above max_cpus()), -ENOMEM. Any thread but a signal handler.
+  int reserve_cpus(uint32_t n);
   uint32_t page_size() const { return opts_.page_size; }
   const Clock& clock() const { return clock_; }
   uint32_t id() const { return id_; }
@@ -223,9 +257,10 @@ class RingBuffer {
   uint32_t max_payload() const { return max_payload_; }
 
   // ---- CPU slots -----------------------------------------------------------
-  // Binds the calling thread to `cpu`. 0, -EINVAL (no such CPU), -EBUSY
-  // (owned by another thread, or the calling thread is exiting), -ENOSPC
-  // (thread bound to too many buffers).
+  // Binds the calling thread to `cpu` (any below max_cpus(): the slots up
+  // to it are made, its memory mapped). 0, -EINVAL (beyond the limit),
+  // -EBUSY (owned by another thread, or the calling thread is exiting),
+  // -ENOSPC (thread bound to too many buffers), -ENOMEM.
   int bind_thread(uint32_t cpu);
   // Gives the calling thread's slot back (also done at thread exit).
   void unbind_thread();
@@ -240,7 +275,7 @@ class RingBuffer {
   // it. Any thread. 0, -EINVAL (no such CPU), -EBUSY (owned or claimed).
   // Every successful claim is followed by one release_cpu_for(cpu).
   int claim_cpu_for(uint32_t cpu) {
-    if (cpu >= opts_.ncpus) return -EINVAL;
+    if (cpu >= ncpus()) return -EINVAL;
     int32_t expected = 0;
     // acquire: pairs with the release store in unbind_thread, so the claimer
     // sees the last owner's writer-side state (as claim_cpu does).
@@ -252,14 +287,15 @@ class RingBuffer {
   void release_cpu_for(uint32_t cpu) {
     // release: publishes what the claimer did (the swap) to the next owner;
     // pairs with the acquire CAS in claim_cpu/bind_thread.
-    if (cpu < opts_.ncpus) owners_[cpu].store(0, std::memory_order_release);
+    if (cpu < limit_) owners_[cpu].store(0, std::memory_order_release);
   }
   // In a forked child (called by rbtrace's pthread_atfork handler): slots
   // of the forking thread move to its new tid, all others are freed, and
   // the CPU buffers are emptied (see "fork()" at the top of this file).
   void after_fork_in_child(int32_t old_tid, int32_t new_tid);
-  // Events refused because no CPU slot was free (or the writing thread was
-  // exiting, its slots already given back).
+  // Events refused because no CPU slot could be had: every slot up to the
+  // limit owned, no memory for a new one, or the writing thread exiting
+  // (its slots already given back).
   uint64_t no_cpu_dropped() const { return no_cpu_.load(std::memory_order_relaxed); }
 
   // ---- thread names --------------------------------------------------------
@@ -316,18 +352,24 @@ class RingBuffer {
   bool record_is_on() const {
     return (record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) == 0;
   }
+  // The per-CPU calls: 0, -EINVAL (no such CPU), -ENOMEM (a disable or
+  // OFF of a slot not mapped yet maps it, and memory could not be had).
+  // Not from a signal handler (they may wait for a swap).
   int record_disable_cpu(uint32_t cpu);
   int record_enable_cpu(uint32_t cpu);
   int record_off_cpu(uint32_t cpu);
   int record_on_cpu(uint32_t cpu);
 
   // ---- reader ---------------------------------------------------------------
-  // A page to trade with read_page; free it with free_read_page. Null on
+  // A page to trade with read_page; free it with free_read_page of a ring
+  // of the same page size (pages are mapped memory, not malloc's). Null on
   // ENOMEM.
   DataPage* alloc_read_page() const;
-  static void free_read_page(DataPage* p);
+  void free_read_page(DataPage* p) const;
 
-  // R1..R4. Hands back in *page the CPU's oldest committed data. If the
+  // R1..R4. Hands back in *page the CPU's oldest committed data. *page
+  // must come from alloc_read_page of a ring of the same page size (the
+  // ring keeps it and frees it as its own: mapped memory, not malloc's). If the
   // reader page is full and no writer can reach it, the pages are swapped
   // (no copy) and *page now holds the buffer's page; otherwise the committed
   // unread part is copied into *page, unless `full` is set and a writer can
@@ -408,7 +450,8 @@ class RingBuffer {
   // S2..S4: exchanges CPU `cpu`'s buffer between this and `other`. Must run
   // on the CPU's owner thread with every signal blocked (or in a handler
   // installed with a full sa_mask), or while nobody owns the slot.
-  // Returns 0; -EINVAL (no such CPU in both, or geometry differs); -EAGAIN
+  // Returns 0; -EINVAL (no such CPU in both, a slot not mapped in either,
+  // or geometry differs); -EAGAIN
   // (either buffer record-disabled); -EBUSY (a writer is inside W2..W6 on
   // either buffer, or a reader holds either buffer's reader lock).
   int swap_cpu(RingBuffer& other, uint32_t cpu);
@@ -421,6 +464,13 @@ class RingBuffer {
   // the error of membarrier_status() (-ENOSYS, -EPERM, ...) when the
   // barrier is not available.
   int swap_cpu_remote(RingBuffer& other, uint32_t cpu);
+  // Swaps that moved a CPU buffer into or out of this ring, ever (a
+  // reader that keeps pages of the ring registered somewhere learns that
+  // pages left its circle). Any thread.
+  uint64_t swaps() const {
+    // acquire: pairs with the release increment after S4 in swap_cpu.
+    return swaps_.load(std::memory_order_acquire);
+  }
   // Refusals a swap caused on `cpu` since the last call (counted in the
   // slot, not in a buffer; stats() includes them until taken). The
   // snapshot adds them to the generation it swapped out. Any thread.
@@ -432,7 +482,7 @@ class RingBuffer {
   // at the first create).
   static int membarrier_status();
   // The CPU buffer currently in slot `cpu` (for tests and the snapshot
-  // engine). Null for a bad CPU.
+  // engine). Null for a bad CPU or a slot not mapped yet.
   detail::CpuBuffer* cpu_buffer(uint32_t cpu) const;
   // Empties CPU `cpu`: pages, counters. Only with no writer and no reader
   // (e.g. a swapped-out buffer). 0 or -EINVAL. Record-disable state stays.
@@ -458,6 +508,16 @@ class RingBuffer {
   RBTRACE_COLD uint32_t reclaim_dead_slots();
   // claim_cpu's search, with the thread marked as changing its bindings.
   int32_t claim_free_cpu(int32_t tid);
+  // C2: the buffer of slot `c`: the one there, else a new one mapped now
+  // and published with a CAS from null (a loser unmaps its own and takes
+  // the winner's). Null when memory cannot be had. Any thread, any signal
+  // handler (mmap, munmap: system calls, no allocator).
+  detail::CpuBuffer* slot_buffer(uint32_t c);
+  // A new, empty CPU buffer of this ring's geometry for slot `c` (mmap, no
+  // allocator: a claim may run in a signal handler); null on ENOMEM.
+  detail::CpuBuffer* make_cpu_buffer(uint32_t c);
+  // Makes the slot count at least n (no mapping). n <= limit_.
+  void grow_slots_to(uint32_t n);
 
   // The writer's paths (rbtrace/detail/writer.h), in W order, each named
   // for the writes it is for.
@@ -516,6 +576,8 @@ class RingBuffer {
   friend class Iterator;
 
   Options opts_;
+  uint32_t limit_ = 0;  // max_cpus(): the size of every per-slot array
+  alignas(64) std::atomic<uint32_t> nslots_{0};  // ncpus()
   Clock clock_;
   uint32_t id_ = 0;
   uint32_t max_payload_ = 0;
@@ -552,6 +614,7 @@ class RingBuffer {
   int read_handed_back(DataPage** pagep, uint32_t cpu);
   void count_swap_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
+  std::atomic<uint64_t> swaps_{0};  // swaps()
 };
 
 }  // namespace rbtrace
