@@ -148,6 +148,7 @@ void Consumer::Impl::start() {
 // control
 
 int Consumer::Impl::flush() {
+  if (in_child()) return -ECHILD;  // the parent's threads; a mutex maybe held at the fork
   std::unique_lock<std::mutex> lk(sh.mu);
   if (stopped || sh.drain_stop) return -ESRCH;
   const uint64_t gen = ++sh.flush_req;
@@ -159,6 +160,7 @@ int Consumer::Impl::flush() {
 }
 
 int Consumer::Impl::stop() {
+  if (in_child()) return -ECHILD;
   if (stopped) return 0;
   int rc = flush();
   if (drain.waker) ctx.rb.set_page_hook(nullptr);
@@ -194,7 +196,16 @@ int Consumer::Impl::stop() {
 
 Consumer::Consumer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Consumer::~Consumer() {
-  if (impl_) impl_->stop();
+  if (!impl_) return;
+  if (impl_->in_child()) {
+    // A forked child: the drain and publish threads are the parent's (not
+    // here: joining them would wait for ever), and so are the spool, the
+    // lock and the recording. Nothing is stopped, unlinked or closed; the
+    // object is left as it is (a leak of the child's copy, by design).
+    (void)impl_.release();  // its std::threads too: not here, never joined
+    return;
+  }
+  impl_->stop();
 }
 int Consumer::flush() { return impl_->flush(); }
 int Consumer::stop() { return impl_->stop(); }

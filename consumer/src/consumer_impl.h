@@ -14,6 +14,8 @@
 // mu is never held across I/O or across read_page.
 #pragma once
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -211,6 +213,12 @@ struct Consumer::Impl {
   detail::Drainer drain;
   detail::Publisher pub;
   int lock_fd = -1;
+  // The process that made it. In a forked child (another pid) the threads
+  // do not exist and the spool, the lock and the ring's recording are the
+  // parent's: flush/stop answer -ECHILD and touch nothing, and the
+  // destructor forgets the object (in_child).
+  pid_t owner_pid = getpid();
+  bool in_child() const { return getpid() != owner_pid; }
   std::thread drain_thread;
   std::thread pub_thread;
   bool stopped = false;

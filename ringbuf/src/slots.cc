@@ -166,6 +166,9 @@ void detail::mark_dead(uint32_t id) {
 
 void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
   // relaxed throughout: the child has a single thread here.
+  // No reader records the child's ring (a Consumer of the parent has no
+  // threads here): a snapshot in the child hands nothing back.
+  recorded_.store(false, std::memory_order_relaxed);
   const uint32_t n = nslots_.load(std::memory_order_relaxed);
   for (uint32_t c = 0; c < n; c++) {
     const int32_t o = owners_[c].load(std::memory_order_relaxed);
@@ -174,6 +177,7 @@ void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
     CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
     // A slot another thread was mapping at the fork: the child maps it
     // when a thread claims it.
+    handback_on_[c].store(0, std::memory_order_relaxed);  // the parent's runs
     if (!cb) continue;
     // A swap or a reader of another thread may have been half way through
     // at the fork; that thread does not exist here.

@@ -54,7 +54,8 @@ std::string swap_failure_reason(int32_t rc) {
     case EAGAIN:
       return "recording is disabled on the CPU";
     case ENOSYS:
-      return "the thread does not take the doorbell signal, and a swap without a signal "
+      return "the thread does not take the doorbell signal (it blocks it, or the "
+             "application replaced rbtrace's handler for it), and a swap without a signal "
              "needs membarrier(2), which the process cannot use (kernel before 4.14, "
              "seccomp, or RBTRACE_MEMBARRIER=0)";
     default:

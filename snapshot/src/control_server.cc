@@ -35,7 +35,21 @@ struct Server::Impl {
   mutable std::mutex mu;
   ServerCounters counters;
 
+  pid_t pid = getpid();  // the process whose server this is
+
   ~Impl() {
+    if (getpid() != pid) {
+      // A forked child: the server thread, the socket's name and the stop
+      // eventfd are the parent's. Writing the eventfd would stop the
+      // parent's server and unlinking would take its name: only the
+      // child's own descriptors are closed.
+      // std::thread cannot be detached here (no such thread: ESRCH) nor
+      // destroyed joinable: its handle is moved out and forgotten.
+      if (thread.joinable()) (void)new std::thread(std::move(thread));
+      for (int fd : {listen_fd, stop_fd, dirfd})
+        if (fd >= 0) close(fd);
+      return;
+    }
     if (stop_fd >= 0) {
       uint64_t one = 1;
       (void)!write(stop_fd, &one, sizeof one);

@@ -31,6 +31,17 @@ std::unique_ptr<Snapshot> Snapshot::attach(RingBuffer& live, Error* err) {
   s->spare_ = RingBuffer::create(live.options(), err);
   if (!s->spare_) return nullptr;
   s->retired_.resize(live.max_cpus());  // every slot the ring may make
+  // The doorbell's handler now, not at the first swap (from the control
+  // server's thread, long after the application set up its signals): an
+  // application that later replaces it is seen at each swap (swap.h).
+  // -EBUSY: installed already, for another signal.
+  if (const int rc = install_swap_doorbell(0); rc != 0 && rc != -EBUSY) {
+    if (err) {
+      err->code = -rc;
+      err->message = std::string("cannot install the snapshot doorbell: ") + std::strerror(-rc);
+    }
+    return nullptr;
+  }
   return s;
 }
 

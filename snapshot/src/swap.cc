@@ -107,6 +107,13 @@ struct CpuMailbox {
   // `requesters`.
   int32_t blocking_owner = 0;
   int32_t answering_owner = 0;
+  // The thread a doorbell was sent to for this CPU that no handler run has
+  // taken yet (0: none). A request for that same thread sends no new one:
+  // the pending doorbell serves it when it is delivered (the handler
+  // serves every mailbox of the thread's CPUs). So at most one doorbell
+  // per mailbox is ever pending: an owner that blocks the signal for good
+  // does not pile up queued signals (SigQ), one per timed-out request.
+  std::atomic<int32_t> rung{0};
 };
 
 // The mailboxes of one live RingBuffer. Never freed: a doorbell handler may
@@ -137,7 +144,11 @@ void serve(Request& r) {
   // store of its PENDING, and the kernel's signal delivery (the signal
   // queue's lock) orders the handler it causes after the send, so that
   // handler's load sees the PENDING (or a later state).
-  uint32_t st = r.state.load(std::memory_order_relaxed);
+  // seq_cst: the second half of a Dekker pair with post_request (its
+  // seq_cst store of PENDING, then its load of `rung`), after the
+  // handler's seq_cst clearing of `rung`: either this load sees the
+  // PENDING, or the requester sees `rung` cleared and rings again.
+  uint32_t st = r.state.load(std::memory_order_seq_cst);
   if (phase_of(st) != kPending) return;  // idle, running, done or withdrawn
   const uint32_t gen = gen_of(st);
   // acquire: pairs with the release store of PENDING in post_request; the
@@ -192,6 +203,9 @@ void doorbell_handler(int sig, siginfo_t* si, void* ctx) {
     if (id == 0) continue;
     const int32_t cpu = detail::thread_cpu(id);
     if (cpu < 0 || static_cast<uint32_t>(cpu) >= e->ncpus) continue;
+    // seq_cst: this doorbell is taken, before we look at the request (the
+    // Dekker pair with post_request, see serve).
+    e->boxes[cpu].rung.store(0, std::memory_order_seq_cst);
     serve(e->boxes[cpu].req);
   }
   if (!ours) chain(sig, si, ctx);
@@ -218,6 +232,7 @@ void after_fork_in_child() {
       pthread_mutex_init(e->boxes[c].requesters.native_handle(), nullptr);
       e->boxes[c].req.state.store(state_of(e->boxes[c].req.gen, kIdle),
                                   std::memory_order_relaxed);
+      e->boxes[c].rung.store(0, std::memory_order_relaxed);  // no signal is pending in a child
     }
   }
 }
@@ -244,6 +259,7 @@ Entry* mailbox_for(const RingBuffer& live) {
     for (uint32_t c = 0; c < free_fit->ncpus; c++) {  // another ring's owners
       free_fit->boxes[c].blocking_owner = 0;
       free_fit->boxes[c].answering_owner = 0;
+      free_fit->boxes[c].rung.store(0, std::memory_order_relaxed);  // under the registry mutex
     }
     free_fit->rb_id.store(live.id(), std::memory_order_relaxed);  // see doorbell_handler
     return free_fit;
@@ -300,33 +316,69 @@ int wait_done(Request& r, uint32_t gen) {
   }
 }
 
+// Whether bit `signo` is set in the mask on the line `key` of thread
+// `tid`'s /proc status (SigBlk: blocked; SigPnd: pending for the thread).
+bool status_mask_has(int32_t tid, const char* key, int signo) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/status", static_cast<int>(tid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  char line[256];
+  bool set = false;
+  const size_t klen = std::strlen(key);
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::strncmp(line, key, klen) != 0) continue;
+    const unsigned long long mask = std::strtoull(line + klen, nullptr, 16);
+    set = signo >= 1 && signo <= 64 && ((mask >> (signo - 1)) & 1);
+    break;
+  }
+  std::fclose(f);
+  return set;
+}
+
+bool blocks_signal(int32_t tid, int signo) { return status_mask_has(tid, "SigBlk:", signo); }
+
 // One marshalled attempt to the owner thread `owner`.
 int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, int32_t owner,
                  SteadyClock::time_point deadline, SwapTrace& t) {
-  Request& r = e->boxes[cpu].req;
+  CpuMailbox& mb = e->boxes[cpu];
+  Request& r = mb.req;
   const uint32_t gen = r.gen = (r.gen + 1) & kGenMask;
   r.live = &live;
   r.spare = &spare;
   r.cpu = cpu;
   r.result = 0;
-  // release: publishes the fields above; pairs with the acquire CAS in serve.
-  // The previous request is over (DONE seen, or withdrawn): no handler reads
-  // the fields while we write them.
-  r.state.store(state_of(gen, kPending), std::memory_order_release);
+  // seq_cst (a release and more): publishes the fields above, pairing with
+  // the acquire CAS in serve; and the first half of the Dekker pair on
+  // `rung` (see serve). The previous request is over (DONE seen, or
+  // withdrawn): no handler reads the fields while we write them.
+  r.state.store(state_of(gen, kPending), std::memory_order_seq_cst);
   siginfo_t si{};
   si.si_signo = g_signo.load(std::memory_order_relaxed);  // set before any request
   si.si_code = SI_QUEUE;
   si.si_pid = getpid();
   si.si_uid = getuid();
   si.si_value.sival_int = kDoorbellCookie;
-  t.signals++;
   t.attempts++;
-  if (syscall(SYS_rt_tgsigqueueinfo, getpid(), owner, si.si_signo, &si) != 0) {
-    const int err = errno;
-    if (!withdraw(r, gen)) return wait_done(r, gen);
-    // ESRCH: the owner is gone (it will have unbound); EAGAIN: the queued
-    // signal limit. Both: look again after a pause.
-    return err == ESRCH ? kNotOwner : -EBUSY;
+  // seq_cst: the Dekker pair with the handler's clearing (see serve). A
+  // doorbell to this owner still pending serves this request: none sent.
+  bool rang = false;
+  if (mb.rung.load(std::memory_order_seq_cst) == owner) {
+    t.doorbells_pending++;
+  } else {
+    rang = true;
+    // seq_cst: as above (the handler that takes this doorbell clears it).
+    mb.rung.store(owner, std::memory_order_seq_cst);
+    t.signals++;
+    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), owner, si.si_signo, &si) != 0) {
+      const int err = errno;
+      // seq_cst: as above; nothing was sent, so nothing is pending.
+      mb.rung.store(0, std::memory_order_seq_cst);
+      if (!withdraw(r, gen)) return wait_done(r, gen);
+      // ESRCH: the owner is gone (it will have unbound); EAGAIN: the queued
+      // signal limit. Both: look again after a pause.
+      return err == ESRCH ? kNotOwner : -EBUSY;
+    }
   }
   for (;;) {
     // acquire: pairs with the release store of DONE in serve.
@@ -334,7 +386,18 @@ int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, in
     if (st == state_of(gen, kDone)) return r.result;
     const auto now = SteadyClock::now();
     if (phase_of(st) == kPending) {
-      if (now >= deadline) return withdraw(r, gen) ? -ETIMEDOUT : wait_done(r, gen);
+      if (now >= deadline) {
+        if (!withdraw(r, gen)) return wait_done(r, gen);
+        // We rang no doorbell, counting on a pending one. If none is
+        // pending after all (its handler ran while the thread owned no
+        // CPU of ours, so nobody cleared `rung`), the next request rings.
+        if (!rang && !status_mask_has(owner, "SigPnd:", si.si_signo)) {
+          int32_t expected = owner;
+          // seq_cst: as the other accesses of `rung` (see serve).
+          mb.rung.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
+        }
+        return -ETIMEDOUT;
+      }
       if (live.cpu_owner(cpu) != owner)  // the owner left: re-route
         return withdraw(r, gen) ? kNotOwner : wait_done(r, gen);
     }
@@ -375,6 +438,18 @@ int install_swap_doorbell(int signo) {
 
 int swap_doorbell_signal() { return g_signo.load(std::memory_order_relaxed); }
 
+namespace {
+// Whether the doorbell's signal still has our handler: an application may
+// have replaced it since (sigaction, signal). A doorbell sent then would
+// kill the process (SIG_DFL of a real-time signal), be dropped (SIG_IGN)
+// or reach the application's handler.
+bool doorbell_is_ours(int signo) {
+  struct sigaction cur {};
+  if (sigaction(signo, nullptr, &cur) != 0) return false;
+  return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == doorbell_handler;
+}
+}  // namespace
+
 void swap_release_mailboxes(const RingBuffer& live) {
   std::lock_guard<std::mutex> g(g_registry_mu);
   const size_t n = g_nentries.load(std::memory_order_relaxed);  // under the mutex
@@ -394,22 +469,6 @@ namespace {
 
 // True if thread `tid` of this process blocks signal `signo` (SigBlk in
 // /proc/self/task/TID/status); false if that cannot be read.
-bool blocks_signal(int32_t tid, int signo) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/status", static_cast<int>(tid));
-  FILE* f = std::fopen(path, "re");
-  if (!f) return false;
-  char line[256];
-  bool blocked = false;
-  while (std::fgets(line, sizeof line, f)) {
-    if (std::strncmp(line, "SigBlk:", 7) != 0) continue;
-    const unsigned long long mask = std::strtoull(line + 7, nullptr, 16);
-    blocked = signo >= 1 && signo <= 64 && ((mask >> (signo - 1)) & 1);
-    break;
-  }
-  std::fclose(f);
-  return blocked;
-}
 
 }  // namespace
 
@@ -462,6 +521,11 @@ int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
       rc = -EBUSY;  // claimed by an Iterator or another claim_cpu_for
     } else {
       t.owner = owner;
+      if (!remote && !doorbell_is_ours(g_signo.load(std::memory_order_relaxed))) {
+        // The application replaced the doorbell's handler: never send it.
+        if (path != SwapPath::kAuto || RingBuffer::membarrier_status() != 0) return -ENOSYS;
+        remote = true;
+      }
       if (path == SwapPath::kAuto && !remote && owner != looked_at &&
           owner != e->boxes[cpu].answering_owner) {
         looked_at = owner;

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -368,6 +370,95 @@ TEST_F(Marshalled, BlockedDoorbellTimesOutAndTheLateHandlerDoesNothing) {
   EXPECT_EQ(spare_->cpu_buffer(1), original);
 }
 
+// The queued signals of the process (SigQ in /proc/self/status).
+long queued_signals() {
+  FILE* f = std::fopen("/proc/self/status", "re");
+  if (!f) return -1;
+  char line[256];
+  long n = -1;
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, "SigQ:", 5) == 0) n = std::strtol(line + 5, nullptr, 10);
+  std::fclose(f);
+  return n;
+}
+
+// An owner that blocks the doorbell for good, 1,000 requests that time out
+// (the signal path only): one doorbell is sent and stays pending; every
+// later request finds it pending and rings none (each used to queue one
+// more signal, filling the user's RLIMIT_SIGPENDING). When the owner
+// unblocks, that one doorbell is taken and the next request is served.
+TEST_F(Marshalled, ABlockedOwnerHasOneDoorbellPendingNotOnePerRequest) {
+  OwnerThread owner(*live_, 1);
+  owner.run([&] { block_doorbell(true); });
+  detail::CpuBuffer* original = live_->cpu_buffer(1);
+  const long before = queued_signals();
+  ASSERT_GE(before, 0);
+  uint64_t rung = 0, skipped = 0;
+  for (int i = 0; i < 1000; i++) {
+    SwapTrace t;
+    ASSERT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 1ms, &t, kSignalOnly), -ETIMEDOUT);
+    rung += t.signals;
+    skipped += t.doorbells_pending;
+  }
+  const long after = queued_signals();
+  EXPECT_EQ(rung, 1u);
+  EXPECT_EQ(skipped, 999u);
+  EXPECT_LE(after - before, 1) << "SigQ grew from " << before << " to " << after;
+  bool pending = false;
+  owner.run([&] {
+    pending = doorbell_pending();
+    block_doorbell(false);  // the one pending doorbell is taken here
+  });
+  EXPECT_TRUE(pending);
+  EXPECT_EQ(live_->cpu_buffer(1), original) << "a withdrawn request was acted on";
+  SwapTrace t;
+  EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2000ms, &t, kSignalOnly), 0);
+  EXPECT_EQ(t.signals, 1u) << "the next request rings again";
+  EXPECT_EQ(spare_->cpu_buffer(1), original);
+  std::printf("blocked owner: 1000 timed-out requests, %llu doorbell sent, SigQ %ld -> %ld\n",
+              static_cast<unsigned long long>(rung), before, after);
+}
+
+// The application replaces the doorbell's handler after rbtrace installed
+// it: SIG_DFL (a doorbell would kill the process), SIG_IGN (it would be
+// dropped, every swap timing out), its own handler (it would get every
+// doorbell). Each swap sees it and sends no signal: the swap is done
+// without one (membarrier), and with SwapPath::kSignal it fails with
+// -ENOSYS; the process lives and the application's handler sees nothing.
+TEST_F(Marshalled, AReplacedDoorbellHandlerIsNeverSignalled) {
+  if (RingBuffer::membarrier_status() != 0)
+    GTEST_FAIL() << "membarrier unavailable here: " << RingBuffer::membarrier_status();
+  OwnerThread owner(*live_, 1);
+  struct sigaction ours {};
+  ASSERT_EQ(sigaction(doorbell(), nullptr, &ours), 0);
+  struct sigaction app {};
+  app.sa_sigaction = app_handler;
+  app.sa_flags = SA_SIGINFO;
+  sigemptyset(&app.sa_mask);
+  struct sigaction dfl {}, ign {};
+  dfl.sa_handler = SIG_DFL;
+  ign.sa_handler = SIG_IGN;
+  const int app_before = g_app_signals.load();
+  int round = 0;
+  for (const struct sigaction* replaced : {&dfl, &ign, &app}) {
+    SCOPED_TRACE(round++);
+    ASSERT_EQ(sigaction(doorbell(), replaced, nullptr), 0);
+    detail::CpuBuffer* before = live_->cpu_buffer(1);
+    SwapTrace t;
+    EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2000ms, &t), 0);
+    EXPECT_EQ(t.signals, 0u);
+    EXPECT_GE(t.remote, 1u);
+    EXPECT_NE(live_->cpu_buffer(1), before);
+    EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 200ms, &t, kSignalOnly), -ENOSYS);
+    EXPECT_EQ(t.signals, 0u);
+  }
+  EXPECT_EQ(g_app_signals.load(), app_before) << "the application's handler got a doorbell";
+  ASSERT_EQ(sigaction(doorbell(), &ours, nullptr), 0);  // rbtrace's again
+  SwapTrace t;
+  EXPECT_EQ(swap_cpu_marshalled(*live_, *spare_, 1, 2000ms, &t, kSignalOnly), 0);
+  EXPECT_EQ(t.signals, 1u);
+}
+
 TEST_F(Marshalled, OwnerRequestingRunsInPlace) {
   OwnerThread owner(*live_, 1);
   int rc = 1;
@@ -461,8 +552,8 @@ TEST_F(Marshalled, IgnoredDoorbellFallsBackToASwapWithoutASignal) {
   const int rc = swap_cpu_marshalled(*live_, *spare_, 1, 50ms, &t);
   ASSERT_EQ(sigaction(doorbell(), &ours, nullptr), 0);
   EXPECT_EQ(rc, 0);
-  EXPECT_EQ(t.signals, 1u);  // rung, discarded by the kernel
-  EXPECT_GE(t.remote, 1u);   // then without a signal
+  EXPECT_EQ(t.signals, 0u);  // seen replaced (SIG_IGN): none rung
+  EXPECT_GE(t.remote, 1u);   // without a signal
   EXPECT_EQ(spare_->cpu_buffer(1), original);
   int w = 1;
   owner.run([&] { w = write_tag(*live_, 5); });  // refused once: the binding moves

@@ -52,7 +52,9 @@ inline constexpr int kDefaultDoorbellOffset = 3;
 // previous action to chain it. Idempotent for the same signal. Any thread,
 // not a signal handler. 0; -EINVAL (not a usable signal number); -EBUSY
 // (already installed for another signal); -errno from sigaction.
-// swap_cpu_marshalled calls it with 0 if nothing is installed yet.
+// Snapshot::attach (and create) call it with 0, so that the handler is in
+// place before the application's later sigaction calls; swap_cpu_marshalled
+// does if nothing is installed yet.
 int install_swap_doorbell(int signo = 0);
 // The doorbell signal number, or 0 if none is installed.
 int swap_doorbell_signal();
@@ -69,6 +71,8 @@ struct SwapTrace {
   uint32_t attempts = 0;   // S2..S4 runs asked for (in place or marshalled)
   uint32_t busy = 0;       // of which answered -EBUSY (then retried)
   uint32_t signals = 0;    // doorbells rung
+  uint32_t doorbells_pending = 0;  // requests that rang none: a doorbell
+                                   // to the owner was still pending
   uint32_t in_place = 0;   // runs done by the requester itself (owner or claim)
   uint32_t not_owner = 0;  // the owner changed under a request: re-routed
   uint32_t remote = 0;     // runs done without a signal (swap_cpu_remote)
@@ -93,7 +97,10 @@ struct SwapTrace {
 // not answer its doorbell in time and the swap without a signal stayed busy:
 // the request is withdrawn, and a later handler run finds it withdrawn and
 // does nothing; also when membarrier is not available); -ENOSYS when the
-// owner blocks the doorbell and membarrier is not available
+// owner blocks the doorbell and membarrier is not available, or when the
+// application replaced the doorbell's handler (SIG_DFL, SIG_IGN or its
+// own: checked before every doorbell, none is sent then) and no swap
+// without a signal is possible (membarrier, or SwapPath::kSignal)
 // (RingBuffer::membarrier_status() says why); -ENOMEM (no mailbox could be
 // made); or an install error.
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
