@@ -60,13 +60,20 @@ using namespace detail;
 
 namespace {
 
+// YYYYmmdd-HHMMSS-NNNNNNNNN-PID: the time to the nanosecond, then the pid.
+// Two sessions of one pid in one second (pid 1 in containers, a process
+// that records twice) never share a name, as they did with the second
+// alone: recover takes a public file of the same name for this session's,
+// already published. Names sort in the order the sessions began.
 std::string session_name() {
-  time_t now = time(nullptr);
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
   tm t;
-  localtime_r(&now, &t);
-  char b[64];
-  std::snprintf(b, sizeof b, "%04d%02d%02d-%02d%02d%02d-%d", t.tm_year + 1900, t.tm_mon + 1,
-                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(getpid()));
+  localtime_r(&ts.tv_sec, &t);
+  char b[80];
+  std::snprintf(b, sizeof b, "%04d%02d%02d-%02d%02d%02d-%09ld-%d", t.tm_year + 1900,
+                t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec,
+                static_cast<int>(getpid()));
   return b;
 }
 
@@ -112,21 +119,46 @@ int Consumer::Impl::open_session(Error* err) {
   if (rc) return fail_errno(err, -rc, "create " + dir);
   rc = make_dirs(dir + "/spool", 0700);
   if (rc) return fail_errno(err, -rc, "create " + dir + "/spool");
-  ctx.session = session_name();
+  // The session directory appears under its name with its lock already
+  // held: it is made as ".new-<session>" (recover skips names that start
+  // with a dot), locked, then renamed into place without replacing
+  // anything. A recover that lists the spool meanwhile never sees a
+  // session directory whose lock is missing or free while it is alive.
+  const std::string spool_dir = dir + "/spool/";
   for (int k = 0;; k++) {
-    std::string s = k ? ctx.session + "." + std::to_string(k) : ctx.session;
-    ctx.spool = dir + "/spool/" + s;
-    if (mkdir(ctx.spool.c_str(), 0700) == 0) {
-      ctx.session = s;
-      break;
+    ctx.session = session_name();
+    const std::string tmp = spool_dir + ".new-" + ctx.session;
+    ctx.spool = spool_dir + ctx.session;
+    if (mkdir(tmp.c_str(), 0700) != 0) {
+      if (errno == EEXIST && k < 100) continue;
+      return fail_errno(err, errno, "create " + tmp);
     }
-    if (errno != EEXIST || k > 1000) return fail_errno(err, errno, "create " + ctx.spool);
-  }
-  lock_fd = open((ctx.spool + "/lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    rmdir(ctx.spool.c_str());
-    return fail_errno(err, e, "lock " + ctx.spool + "/lock");
+    lock_fd = open((tmp + "/lock").c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW,
+                   0600);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      if (lock_fd >= 0) close(lock_fd);
+      lock_fd = -1;
+      unlink((tmp + "/lock").c_str());
+      rmdir(tmp.c_str());
+      return fail_errno(err, e, "lock " + tmp + "/lock");
+    }
+    int rc2 = renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, ctx.spool.c_str(), RENAME_NOREPLACE);
+    if (rc2 != 0 && (errno == EINVAL || errno == ENOSYS)) {
+      // A file system without RENAME_NOREPLACE: rename when the name is
+      // free (the random part makes a race for it all but impossible).
+      struct stat st;
+      rc2 = lstat(ctx.spool.c_str(), &st) == 0 ? (errno = EEXIST, -1)
+                                              : rename(tmp.c_str(), ctx.spool.c_str());
+    }
+    if (rc2 == 0) break;
+    const int e = errno;
+    close(lock_fd);
+    lock_fd = -1;
+    unlink((tmp + "/lock").c_str());
+    rmdir(tmp.c_str());
+    if (e == EEXIST && k < 100) continue;  // a name taken meanwhile: another
+    return fail_errno(err, e, "rename " + tmp + " to " + ctx.spool);
   }
   drain.cmdlines.rb = &ctx.rb;
   drain.cmdlines.fd =

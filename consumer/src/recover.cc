@@ -253,11 +253,13 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
   }
   int first = 0;
   for (const std::string& s : sessions) {
-    if (!safe_name(s)) continue;
+    // ".new-*": a session being made (consumer.cc, open_session); it gets
+    // its name only once its lock is held.
+    if (!safe_name(s) || s[0] == '.') continue;
     const std::string sdir = spool + "/" + s;
     struct stat st;
     if (lstat(sdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-    int lock = open((sdir + "/lock").c_str(), O_RDWR | O_CLOEXEC);
+    int lock = open((sdir + "/lock").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0) {
       close(lock);
       res->sessions_live++;
