@@ -117,8 +117,14 @@ int Consumer::Impl::open_session(Error* err) {
   const std::string& dir = ctx.opts.dir;
   int rc = make_dirs(dir, 0755);
   if (rc) return fail_errno(err, -rc, "create " + dir);
-  rc = make_dirs(dir + "/spool", 0700);
-  if (rc) return fail_errno(err, -rc, "create " + dir + "/spool");
+  // Nobody else may replace what we check below (spool/, tmp/, sessions):
+  // the directory is ours or root's and not writable by others (unless
+  // sticky), and spool/ and tmp/ are ours, real directories, 0700.
+  std::string why;
+  if ((rc = check_output_dir(dir, &why)) != 0 ||
+      (rc = check_own_dir(dir + "/spool", true, 0700, &why)) != 0 ||
+      (rc = check_own_dir(dir + "/tmp", true, 0700, &why)) != 0)
+    return set_error(err, -rc, "consumer: " + why);
   // The session directory appears under its name with its lock already
   // held: it is made as ".new-<session>" (recover skips names that start
   // with a dot), locked, then renamed into place without replacing

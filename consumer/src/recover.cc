@@ -97,11 +97,15 @@ struct CpuData {
 // Copies the valid pages of one spool file into a scratch file.
 int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, uint32_t page_size,
                 CpuData* out, std::string* err) {
-  int in = open(spool_file.c_str(), O_RDONLY | O_CLOEXEC);
+  // Never through a link, only a regular file of ours: the spool may be
+  // anyone's work, and recover may run as root.
+  int in = open(spool_file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (in < 0) {
     if (errno == ENOENT) return 0;  // this CPU had no page in the segment
-    *err = "open " + spool_file + ": " + std::strerror(errno);
-    return -errno;
+    const int e = errno;
+    *err = "open " + spool_file + ": " +
+           (e == ELOOP ? std::string("a symbolic link; refused") : std::string(std::strerror(e)));
+    return -e;
   }
   struct stat st;
   if (fstat(in, &st) != 0) {
@@ -109,6 +113,11 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
     close(in);
     *err = "stat " + spool_file + ": " + std::strerror(e);
     return -e;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+    close(in);
+    *err = spool_file + ": not a regular file of ours; refused";
+    return -EPERM;
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size % page_size) out->rejected++;  // a torn last page
@@ -244,6 +253,19 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
   std::string e2;
   if (!err) err = &e2;
   const std::string spool = dir + "/spool";
+  // Only a directory nobody else can change under us (spool.h): recover
+  // deletes and publishes what it finds there, as whoever runs it (root).
+  std::string why;
+  if (int rc = check_output_dir(dir, &why); rc != 0) {
+    *err = "recover: " + why;
+    return rc;
+  }
+  if (int rc = check_own_dir(spool, false, 0, &why); rc != 0) {
+    if (rc == -ENOENT) return 0;  // nothing was ever spooled here
+    *err = "recover: " + why;
+    return rc;
+  }
+  const bool tmp_ok = check_own_dir(dir + "/tmp", false, 0, &why) == 0;
   int lerr = 0;
   std::vector<std::string> sessions = list_dir(spool, &lerr);
   if (lerr == ENOENT) return 0;
@@ -257,8 +279,10 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
     // its name only once its lock is held.
     if (!safe_name(s) || s[0] == '.') continue;
     const std::string sdir = spool + "/" + s;
-    struct stat st;
-    if (lstat(sdir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (check_own_dir(sdir, false, 0, &why) != 0) {  // a link, or not ours: not touched
+      res->messages.push_back("skipped: " + why);
+      continue;
+    }
     int lock = open((sdir + "/lock").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0) {
       close(lock);
@@ -289,8 +313,9 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
       // segments whose meta never made it, temporary metas, the lock).
       for (const std::string& f : list_dir(sdir, &lerr)) unlink((sdir + "/" + f).c_str());
       rmdir(sdir.c_str());
-      for (const std::string& f : list_dir(dir + "/tmp", &lerr))
-        if (starts_with(f, s + "-")) unlink((dir + "/tmp/" + f).c_str());
+      if (tmp_ok)  // tmp/ is ours too (else it is not touched)
+        for (const std::string& f : list_dir(dir + "/tmp", &lerr))
+          if (starts_with(f, s + "-")) unlink((dir + "/tmp/" + f).c_str());
     }
     if (lock >= 0) close(lock);
   }

@@ -2,6 +2,7 @@
 #include "spool.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -249,8 +250,65 @@ std::vector<std::pair<int32_t, std::string>> parse_cmdlines(const std::string& t
   return out;
 }
 
+int check_output_dir(const std::string& dir, std::string* err) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) {
+    const int e = errno;
+    *err = dir + ": " + std::strerror(e);
+    return -e;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    *err = dir + ": not a directory";
+    return -ENOTDIR;
+  }
+  if (st.st_uid != geteuid() && st.st_uid != 0) {
+    *err = dir + ": owned by uid " + std::to_string(st.st_uid) +
+           ", not by this user or root: its owner could replace what is in it (run as that "
+           "user, or choose a directory of yours)";
+    return -EPERM;
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+    *err = dir + ": writable by others without the sticky bit: anyone could replace what is "
+                 "in it (chmod go-w, or +t)";
+    return -EPERM;
+  }
+  return 0;
+}
+
+int check_own_dir(const std::string& path, bool create, unsigned mode, std::string* err) {
+  if (create && mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    const int e = errno;
+    *err = "cannot create " + path + ": " + std::strerror(e);
+    return -e;
+  }
+  const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    *err = path + ": " +
+           (e == ELOOP || e == ENOTDIR ? std::string("a symbolic link or not a directory; refused")
+                                       : std::string(std::strerror(e)));
+    return -e;
+  }
+  struct stat st;
+  const int rc = fstat(fd, &st);
+  close(fd);
+  if (rc != 0) {
+    *err = path + ": " + std::strerror(errno);
+    return -EIO;
+  }
+  if (st.st_uid != geteuid()) {
+    *err = path + ": owned by uid " + std::to_string(st.st_uid) + ", not by us; refused";
+    return -EPERM;
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    *err = path + ": writable by group or others; refused";
+    return -EPERM;
+  }
+  return 0;
+}
+
 int read_small_file(const std::string& path, size_t limit, std::string* out) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return -errno;
   out->clear();
   char buf[65536];

@@ -62,9 +62,19 @@ bool check_page(const unsigned char* page, uint32_t page_size, uint64_t* events,
 // Parses "tid comm\n" lines; malformed lines are skipped.
 std::vector<std::pair<int32_t, std::string>> parse_cmdlines(const std::string& text);
 
-// Reads a whole (small) file, at most `limit` bytes. 0 or -errno
-// (-EFBIG when larger).
+// Reads a whole (small) file, at most `limit` bytes, never through a
+// symbolic link. 0 or -errno (-EFBIG when larger, -ELOOP for a link).
 int read_small_file(const std::string& path, size_t limit, std::string* out);
+
+// The output directory (the consumer's, recover's): it must be owned by
+// us or root, and not writable by others unless sticky (/tmp-like), so
+// that nobody else can replace the entries we check below it. 0 or -errno
+// with a sentence in *err.
+int check_output_dir(const std::string& dir, std::string* err);
+// A directory of ours below it (spool, tmp, a session): made with `mode`
+// when `create` and missing; never a symbolic link, owned by us, not
+// writable by group or others. 0 or -errno with a sentence in *err.
+int check_own_dir(const std::string& path, bool create, unsigned mode, std::string* err);
 
 std::string segment_file(uint64_t seg, const char* suffix);
 
