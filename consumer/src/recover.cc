@@ -42,11 +42,6 @@ std::vector<std::string> list_dir(const std::string& path, int* err) {
   return v;
 }
 
-bool exists(const std::string& p) {
-  struct stat st;
-  return lstat(p.c_str(), &st) == 0;
-}
-
 bool starts_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
 }
@@ -167,8 +162,16 @@ void remove_segment(const std::string& sdir, uint64_t seq, uint32_t ncpus) {
 }
 
 // One segment. 0, or -errno with *err.
+// A public file of ours (a regular file owned by us, not a link): one
+// another user planted under the name in a sticky directory is not taken
+// for our published segment.
+bool published_by_us(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid();
+}
+
 int recover_segment(const std::string& dir, const std::string& sdir, const std::string& meta_name,
-                    const std::vector<std::pair<int32_t, std::string>>& cmdlines,
+                    const std::vector<std::pair<int32_t, std::string>>& cmdlines, bool tmp_ok,
                     RecoverResult* res, std::string* err) {
   std::string text;
   int rc = read_small_file(sdir + "/" + meta_name, 64u << 20, &text);
@@ -185,7 +188,7 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
     *err = sdir + "/" + meta_name + ": segment number does not match the file name";
     return -EINVAL;
   }
-  if (exists(dir + "/" + m.public_name)) {
+  if (published_by_us(dir + "/" + m.public_name)) {
     // Published before the crash; only the clean-up was missing.
     res->messages.push_back(m.public_name + " was already published; spool removed");
     remove_segment(sdir, m.segment, m.ncpus);
@@ -224,17 +227,26 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
   }
   AtomicFile f;  // abandoned unless published
   const std::string priv = dir + "/tmp/" + m.session + "-" + segment_file(m.segment, ".dat");
-  rc = f.open(dir, priv, atomic_how_from_env(AtomicHow::kAuto), err);
+  // Through tmp/ only when it is ours (checked by the caller): else an
+  // unnamed file in DIR (O_TMPFILE), or nothing.
+  rc = f.open(dir, priv, tmp_ok ? atomic_how_from_env(AtomicHow::kAuto) : AtomicHow::kTmpFile,
+              err);
   if (rc) return rc;
   rc = write_trace_dat(f.fd(), in, err);
-  if (rc == 0) rc = f.publish(dir + "/" + m.public_name, true, err);
-  if (rc == -EEXIST) {
-    // Someone else recovered it meanwhile.
-    remove_segment(sdir, m.segment, m.ncpus);
-    return 0;
+  std::string name = m.public_name;
+  if (rc == 0) rc = f.publish(dir + "/" + name, true, err);
+  for (int k = 1; rc == -EEXIST && k < 100; k++) {
+    if (published_by_us(dir + "/" + m.public_name)) {
+      // Someone else recovered it meanwhile.
+      remove_segment(sdir, m.segment, m.ncpus);
+      return 0;
+    }
+    // The name is taken by a file not ours: publish beside it.
+    name = m.public_name + "." + std::to_string(k);
+    rc = f.publish(dir + "/" + name, true, err);
   }
   if (rc) return rc;
-  res->published.push_back(dir + "/" + m.public_name);
+  res->published.push_back(dir + "/" + name);
   res->segments++;
   res->pages += pages;
   res->events += events;
@@ -265,7 +277,8 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
     *err = "recover: " + why;
     return rc;
   }
-  const bool tmp_ok = check_own_dir(dir + "/tmp", false, 0, &why) == 0;
+  // tmp/ made if missing; a link or a directory not ours is never used.
+  const bool tmp_ok = check_own_dir(dir + "/tmp", true, 0700, &why) == 0;
   int lerr = 0;
   std::vector<std::string> sessions = list_dir(spool, &lerr);
   if (lerr == ENOENT) return 0;
@@ -284,6 +297,13 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
       continue;
     }
     int lock = open((sdir + "/lock").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (lock < 0 && errno != ENOENT) {
+      // Only a missing lock says "dead" (a crash before it was made);
+      // a lock we cannot open (a link, EMFILE...) says nothing: not touched.
+      res->messages.push_back(s + ": cannot open its lock (" + std::strerror(errno) +
+                              "); left alone");
+      continue;
+    }
     if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0) {
       close(lock);
       res->sessions_live++;
@@ -298,7 +318,7 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
     for (const std::string& f : list_dir(sdir, &lerr)) {
       if (!ends_with(f, ".meta")) continue;
       std::string e;
-      int r = recover_segment(dir, sdir, f, cmdlines, res, &e);
+      int r = recover_segment(dir, sdir, f, cmdlines, tmp_ok, res, &e);
       if (r) {
         res->messages.push_back("cannot recover " + sdir + "/" + f + ": " + e);
         if (!rc) rc = r;

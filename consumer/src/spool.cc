@@ -267,7 +267,10 @@ int check_output_dir(const std::string& dir, std::string* err) {
            "user, or choose a directory of yours)";
     return -EPERM;
   }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+  // Group-writable is accepted for the caller's own group (a user-private
+  // group, umask 002); any other group, or everyone, needs the sticky bit.
+  const bool others = (st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) && st.st_gid != getegid());
+  if (others && !(st.st_mode & S_ISVTX)) {
     *err = dir + ": writable by others without the sticky bit: anyone could replace what is "
                  "in it (chmod go-w, or +t)";
     return -EPERM;
@@ -308,8 +311,13 @@ int check_own_dir(const std::string& path, bool create, unsigned mode, std::stri
 }
 
 int read_small_file(const std::string& path, size_t limit, std::string* out) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // not a fifo, a device...
+    close(fd);
+    return -EINVAL;
+  }
   out->clear();
   char buf[65536];
   for (;;) {

@@ -177,7 +177,16 @@ void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
     CpuBuffer* cb = buffers_[c].load(std::memory_order_relaxed);
     // A slot another thread was mapping at the fork: the child maps it
     // when a thread claims it.
-    handback_on_[c].store(0, std::memory_order_relaxed);  // the parent's runs
+    // The hand-back state of a snapshot that another parent thread had under
+    // way: its mutex may be held for ever, its holds never released, its
+    // runs are the parent's pages. Made anew (the child's copies of the
+    // run descriptors closed).
+    HandBack& h = handback_[c];
+    pthread_mutex_init(h.mu.native_handle(), nullptr);
+    for (const HandBackRun& r : h.runs) close(r.fd);
+    h.runs.clear();
+    h.holds = 0;
+    handback_on_[c].store(0, std::memory_order_relaxed);
     if (!cb) continue;
     // A swap or a reader of another thread may have been half way through
     // at the fork; that thread does not exist here.

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "control_internal.h"
 #include "rbtrace/control.h"
@@ -45,7 +46,8 @@ struct Server::Impl {
       // child's own descriptors are closed.
       // std::thread cannot be detached here (no such thread: ESRCH) nor
       // destroyed joinable: its handle is moved out and forgotten.
-      if (thread.joinable()) (void)new std::thread(std::move(thread));
+      static auto* forgotten = new std::vector<std::thread*>;  // reachable
+      if (thread.joinable()) forgotten->push_back(new std::thread(std::move(thread)));
       for (int fd : {listen_fd, stop_fd, dirfd})
         if (fd >= 0) close(fd);
       return;

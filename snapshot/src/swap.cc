@@ -140,10 +140,10 @@ long futex(std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts
 // Runs on the owner thread, in the doorbell handler (every signal blocked):
 // takes the request PENDING in `r`, if any, and answers it.
 void serve(Request& r) {
-  // relaxed: only a filter, the CAS decides. A doorbell is sent after the
-  // store of its PENDING, and the kernel's signal delivery (the signal
-  // queue's lock) orders the handler it causes after the send, so that
-  // handler's load sees the PENDING (or a later state).
+  // Only a filter, the CAS decides. A doorbell is sent after the store of
+  // its PENDING, and the kernel's signal delivery (the signal queue's
+  // lock) orders the handler it causes after the send, so that handler's
+  // load sees the PENDING (or a later state).
   // seq_cst: the second half of a Dekker pair with post_request (its
   // seq_cst store of PENDING, then its load of `rung`), after the
   // handler's seq_cst clearing of `rung`: either this load sees the
@@ -336,6 +336,8 @@ bool status_mask_has(int32_t tid, const char* key, int signo) {
   return set;
 }
 
+// True if thread `tid` of this process blocks signal `signo` (SigBlk in
+// /proc/self/task/TID/status); false if that cannot be read.
 bool blocks_signal(int32_t tid, int signo) { return status_mask_has(tid, "SigBlk:", signo); }
 
 // One marshalled attempt to the owner thread `owner`.
@@ -362,11 +364,14 @@ int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, in
   t.attempts++;
   // seq_cst: the Dekker pair with the handler's clearing (see serve). A
   // doorbell to this owner still pending serves this request: none sent.
-  bool rang = false;
-  if (mb.rung.load(std::memory_order_seq_cst) == owner) {
+  // "Still pending" is asked of /proc too (SigPnd), since a doorbell can
+  // be used up without clearing `rung`: its handler ran while the thread
+  // owned no CPU of ours, or the thread took it with sigwait. (Under an
+  // emulator /proc shows the host thread: then we ring.)
+  if (mb.rung.load(std::memory_order_seq_cst) == owner &&
+      status_mask_has(owner, "SigPnd:", si.si_signo)) {
     t.doorbells_pending++;
   } else {
-    rang = true;
     // seq_cst: as above (the handler that takes this doorbell clears it).
     mb.rung.store(owner, std::memory_order_seq_cst);
     t.signals++;
@@ -386,20 +391,15 @@ int post_request(Entry* e, RingBuffer& live, RingBuffer& spare, uint32_t cpu, in
     if (st == state_of(gen, kDone)) return r.result;
     const auto now = SteadyClock::now();
     if (phase_of(st) == kPending) {
-      if (now >= deadline) {
+      if (now >= deadline) return withdraw(r, gen) ? -ETIMEDOUT : wait_done(r, gen);
+      if (live.cpu_owner(cpu) != owner) {  // the owner left: re-route
         if (!withdraw(r, gen)) return wait_done(r, gen);
-        // We rang no doorbell, counting on a pending one. If none is
-        // pending after all (its handler ran while the thread owned no
-        // CPU of ours, so nobody cleared `rung`), the next request rings.
-        if (!rang && !status_mask_has(owner, "SigPnd:", si.si_signo)) {
-          int32_t expected = owner;
-          // seq_cst: as the other accesses of `rung` (see serve).
-          mb.rung.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
-        }
-        return -ETIMEDOUT;
+        int32_t expected = owner;
+        // seq_cst: as the other accesses of `rung` (see serve). Its
+        // doorbell, if any, finds no CPU of ours on that thread.
+        mb.rung.compare_exchange_strong(expected, 0, std::memory_order_seq_cst);
+        return kNotOwner;
       }
-      if (live.cpu_owner(cpu) != owner)  // the owner left: re-route
-        return withdraw(r, gen) ? kNotOwner : wait_done(r, gen);
     }
     // Sleep until the handler's wake, at most 10 ms (to re-check the owner).
     const auto left = std::min<SteadyClock::duration>(deadline - now, std::chrono::milliseconds(10));
@@ -464,13 +464,6 @@ void swap_release_mailboxes(const RingBuffer& live) {
 constexpr uint32_t kImmediateRetries = 32;
 // After a doorbell timed out: how long the swap without a signal is retried.
 constexpr auto kRemoteGrace = std::chrono::milliseconds(20);
-
-namespace {
-
-// True if thread `tid` of this process blocks signal `signo` (SigBlk in
-// /proc/self/task/TID/status); false if that cannot be read.
-
-}  // namespace
 
 int swap_cpu_marshalled(RingBuffer& live, RingBuffer& spare, uint32_t cpu,
                         std::chrono::milliseconds timeout, SwapTrace* trace, SwapPath path) {

@@ -155,12 +155,41 @@ TEST(HostileDir, ATmpLinkIsNotFollowed) {
   touch(victim + "/" + s + "-precious");
   ASSERT_EQ(rmdir((dir + "/tmp").c_str()), 0);
   plant_link(victim, dir + "/tmp");
+  // With the private-name publish path (no O_TMPFILE) too: nothing is
+  // written through the link either.
+  setenv("RBTRACE_PUBLISH", "private", 1);
   rbtrace::RecoverResult r;
   std::string e;
-  (void)rbtrace::recover_spool(dir, &r, &e);  // publishes with O_TMPFILE, or fails: either way
+  (void)rbtrace::recover_spool(dir, &r, &e);  // unnamed file in DIR, or fails: either way
+  unsetenv("RBTRACE_PUBLISH");
   EXPECT_TRUE(exists(victim + "/" + s + "-precious")) << "recover deleted through tmp/";
+  EXPECT_EQ(ctest::list(victim).size(), 1u) << "recover wrote through tmp/";
   ctest::remove_tree(dir);
   ctest::remove_tree(victim);
+}
+
+// In a sticky directory another user can create the public name of our
+// unpublished segment first: recover does not take that file for ours
+// (and drop the spool as "already published"), it publishes beside it.
+TEST(HostileDir, APlantedPublicNameDoesNotDropTheSpool) {
+  if (geteuid() != 0) GTEST_FAIL() << "needs root (to plant a file as another uid)";
+  const std::string dir = ctest::make_temp_dir("/tmp", "hostile-p");
+  ASSERT_EQ(chmod(dir.c_str(), 01777), 0);
+  record_and_die(dir);
+  const std::string s = only_session(dir);
+  ASSERT_FALSE(s.empty());
+  const std::string name = dir + "/trace-" + s + "-000001.dat";
+  touch(name, "not a trace");
+  ASSERT_EQ(chown(name.c_str(), kNobody, kNobody), 0);
+  rbtrace::RecoverResult r;
+  std::string e;
+  ASSERT_EQ(rbtrace::recover_spool(dir, &r, &e), 0) << e;
+  ASSERT_EQ(r.published.size(), 1u) << "the spool was dropped as already published";
+  EXPECT_EQ(r.published[0], name + ".1");
+  ctest::Trace t;
+  EXPECT_EQ(ctest::walk_trace(r.published[0], &t), "");
+  EXPECT_GT(t.cpus.empty() ? 0 : t.cpus[0].nevents, 0u);
+  ctest::remove_tree(dir);
 }
 
 TEST(HostileDir, ASpoolFileLinkIsNotRead) {

@@ -23,7 +23,10 @@
 //       timeout.
 //
 // The doorbell signal defaults to SIGRTMIN+3 (kDefaultDoorbellOffset) and is
-// configurable with install_swap_doorbell before the first swap. A handler
+// configurable with install_swap_doorbell before Snapshot::attach (which
+// installs it) and the first swap. A handler the application installs for
+// that signal afterwards replaces rbtrace's: no doorbell is sent then
+// (swap_cpu_marshalled swaps without a signal, or fails with -ENOSYS). A handler
 // the application had installed for that signal is saved and chained: a
 // signal that is not a doorbell (wrong si_code, pid or cookie) is passed to
 // it, with its siginfo and context. SIG_IGN and SIG_DFL are honoured as
