@@ -528,18 +528,25 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   // change_cpu_disable (ctl_) and fork_prepare (forking).
   swaps_in_flight.fetch_add(1, std::memory_order_seq_cst);
   if (forking.load(std::memory_order_seq_cst)) {
+    // seq_cst: pairs with fork_prepare's load of swaps_in_flight (Dekker).
     swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return -EBUSY;  // a fork is being prepared: retried after it
   }
   uint32_t za = 0, zb = 0;
+  // seq_cst (both CASes): pair with change_cpu_disable's CAS of the word and
+  // its ctl_ add (Dekker), as said above.
   if (!a->record_disabled.compare_exchange_strong(za, CpuBuffer::kSwapping,
                                                   std::memory_order_seq_cst)) {
+    // seq_cst: pairs with fork_prepare's load of swaps_in_flight.
     swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return -EAGAIN;
   }
+  // seq_cst: as a's CAS above (change_cpu_disable on the other ring's slot).
   if (!b->record_disabled.compare_exchange_strong(zb, CpuBuffer::kSwapping,
                                                   std::memory_order_seq_cst)) {
+    // seq_cst: pairs with change_cpu_disable's seq_cst loads of the word.
     a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
+    // seq_cst: pairs with fork_prepare's load of swaps_in_flight.
     swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return -EAGAIN;
   }

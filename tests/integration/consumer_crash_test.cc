@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -202,6 +203,29 @@ TEST(CrashSafety, RecoverSkipsHolesCorruptAndTornPages) {
 // A segment that grew while open (the ring made a slot after the segment's
 // sidecar was written) and a crash before it was published: the sidecar
 // was rewritten with the new CPU count, so recovery finds the new CPU's
+
+namespace {
+
+// A producer/consumer ring of one slot (more made on demand) and consumer
+// options for `dir` that keep one segment until stop or a crash.
+std::unique_ptr<rbtrace::RingBuffer> one_slot_ring() {
+  rbtrace::Options o;
+  o.ncpus = 1;
+  o.pages_per_cpu = 64;
+  o.mode = rbtrace::Mode::kProducerConsumer;
+  return rbtrace::RingBuffer::create(o);
+}
+rbtrace::ConsumerOptions one_segment(const std::string& dir) {
+  rbtrace::ConsumerOptions co;
+  co.dir = dir;
+  co.period_us = 1000;
+  co.segment_bytes = 0;  // one segment: nothing published before a stop
+  co.fsync = false;
+  return co;
+}
+
+}  // namespace
+
 // spool file and its events are in the recovered trace.
 TEST(CrashSafety, ASegmentThatGrewIsRecoveredWithItsNewCpus) {
   const std::string dir = ctest::make_temp_dir("/tmp", "grown");
@@ -210,18 +234,9 @@ TEST(CrashSafety, ASegmentThatGrewIsRecoveredWithItsNewCpus) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    rbtrace::Options o;
-    o.ncpus = 1;  // slot 1 is made on demand below
-    o.pages_per_cpu = 64;
-    o.mode = rbtrace::Mode::kProducerConsumer;
-    auto rb = rbtrace::RingBuffer::create(o);
+    auto rb = one_slot_ring();  // slot 1 is made on demand below
     if (!rb) _exit(10);
-    rbtrace::ConsumerOptions co;
-    co.dir = dir;
-    co.period_us = 1000;
-    co.segment_bytes = 0;  // one segment: nothing published before the kill
-    co.fsync = false;
-    auto c = rbtrace::Consumer::create(*rb, co);
+    auto c = rbtrace::Consumer::create(*rb, one_segment(dir));
     if (!c) _exit(11);
     auto write_cpu = [&](uint32_t cpu) {
       unsigned char p[ctest::kPayload];
@@ -293,17 +308,9 @@ TEST(CrashSafety, TwoSessionsOfOnePidInOneSecondAreBothKept) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     close(pfd[0]);
-    rbtrace::Options o;
-    o.ncpus = 1;
-    o.pages_per_cpu = 64;
-    o.mode = rbtrace::Mode::kProducerConsumer;
-    auto rb = rbtrace::RingBuffer::create(o);
+    auto rb = one_slot_ring();
     if (!rb) _exit(10);
-    rbtrace::ConsumerOptions co;
-    co.dir = dir;
-    co.period_us = 1000;
-    co.segment_bytes = 0;
-    co.fsync = false;
+    const rbtrace::ConsumerOptions co = one_segment(dir);
     auto write_n = [&](uint64_t from, uint64_t n) {
       std::thread([&] {
         unsigned char p[ctest::kPayload];
