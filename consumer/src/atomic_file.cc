@@ -61,11 +61,12 @@ AtomicHow atomic_how_from_env(AtomicHow dflt) {
 }
 
 int AtomicFile::open(const std::string& dir, const std::string& private_prefix, AtomicHow how,
-                     std::string* err) {
+                     std::string* err, unsigned mode) {
+  const mode_t m = static_cast<mode_t>(mode & 07777);
   abandon();
   dir_ = dir;
   if (how != AtomicHow::kPrivate) {
-    fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, m);
     if (fd_ >= 0) {
       tmpfile_ = true;
       return 0;
@@ -81,7 +82,7 @@ int AtomicFile::open(const std::string& dir, const std::string& private_prefix, 
   for (int k = 0; k < 100; k++) {
     const uint64_t n = g_private_seq.fetch_add(1, std::memory_order_relaxed);
     const std::string p = stem + std::to_string(n);
-    fd_ = ::open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+    fd_ = ::open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, m);
     if (fd_ >= 0) {
       private_path_ = p;
       return 0;
@@ -91,8 +92,9 @@ int AtomicFile::open(const std::string& dir, const std::string& private_prefix, 
   return fail(err, EEXIST, "create " + stem + "*");
 }
 
-int AtomicFile::open_for(const std::string& path, AtomicHow how, std::string* err) {
-  return open(dir_of(path), path, how, err);
+int AtomicFile::open_for(const std::string& path, AtomicHow how, std::string* err,
+                         unsigned mode) {
+  return open(dir_of(path), path, how, err, mode);
 }
 
 int AtomicFile::publish(const std::string& path, bool durable, std::string* err) {

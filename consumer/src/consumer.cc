@@ -116,7 +116,10 @@ void Consumer::Impl::configure() {
 // cmdlines file. 0 or an errno (err set).
 int Consumer::Impl::open_session(Error* err) {
   const std::string& dir = ctx.opts.dir;
-  int rc = make_dirs(dir, 0755);
+  // Directories we create: searchable by whom the traces are readable by.
+  const unsigned fm = ctx.opts.file_mode;
+  const unsigned dmode = 0700 | ((fm & 0040) ? 0050 : 0) | ((fm & 0004) ? 0005 : 0);
+  int rc = make_dirs(dir, dmode);
   if (rc) return fail_errno(err, -rc, "create " + dir);
   // Nobody else may replace what we check below (spool/, tmp/, sessions):
   // the directory is ours or root's and not writable by others (unless
@@ -282,6 +285,14 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
   }
   if (!safe_name(o.prefix)) {
     set_error(err, EINVAL, "consumer: bad file prefix '" + o.prefix + "'");
+    return nullptr;
+  }
+  if ((o.file_mode & ~0666u) != 0 || (o.file_mode & 0600u) != 0600u) {
+    char m[16];
+    std::snprintf(m, sizeof m, "%04o", o.file_mode);
+    set_error(err, EINVAL,
+              std::string("consumer: file_mode ") + m +
+                  " must let the owner read and write and set nothing beyond 0666");
     return nullptr;
   }
   auto impl = std::make_unique<Impl>(rb, o);

@@ -49,7 +49,7 @@ int Publisher::write_and_link(Segment& s, std::string* err) {
   const std::string& dir = ctx.opts.dir;
   AtomicFile f;  // abandoned unless published
   const std::string priv = dir + "/tmp/" + ctx.session + "-" + segment_file(s.seq, ".dat");
-  int rc = f.open(dir, priv, ctx.publish_how, err);
+  int rc = f.open(dir, priv, ctx.publish_how, err, ctx.opts.file_mode);
   if (rc != 0) return rc;
   rc = write_trace_dat(f.fd(), trace_input(s), err);
   if (rc != 0) return rc;

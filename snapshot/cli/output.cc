@@ -15,7 +15,10 @@ int write_output(const Args& args, const std::string& out, bool durable,
   std::string err;
   if (AtomicFile::refuse_existing(out, &err) != 0) return args.fail(err);
   AtomicFile f;  // abandoned (nothing left behind) unless published
-  if (f.open_for(out, atomic_how_from_env(AtomicHow::kAuto), &err) != 0) return args.fail(err);
+  // 0666 less the umask, as any file a user's command creates (cp, trace-cmd
+  // record -o): the CLI runs as the user who names the file.
+  if (f.open_for(out, atomic_how_from_env(AtomicHow::kAuto), &err, 0666) != 0)
+    return args.fail(err);
   if (const int rc = fill(f.fd())) return rc;
   if (f.publish(out, durable, &err) != 0) return args.fail(err);
   return 0;

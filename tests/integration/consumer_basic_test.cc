@@ -204,6 +204,45 @@ TEST(Consumer, PublishPathsTmpfileAndPrivate) {
   }
 }
 
+// Traces are the owner's to read unless file_mode says otherwise, on both
+// publish paths, whatever the umask lets through; a directory the consumer
+// creates is searchable by the same people; a mode beyond 0666 or without
+// the owner's read and write is refused.
+TEST(Consumer, TracesAreTheOwnersUnlessFileModeSaysOtherwise) {
+  const mode_t old_umask = umask(022);
+  for (auto how : {rbtrace::PublishKind::kTmpFile, rbtrace::PublishKind::kPrivate}) {
+    for (unsigned want : {0600u, 0640u, 0644u}) {
+      SCOPED_TRACE(std::to_string(want));
+      Fixture fx("mode");
+      auto co = fx.opts();
+      co.dir = fx.dir + "/made";  // created by the consumer
+      co.publish = how;
+      co.file_mode = want;
+      auto c = rbtrace::Consumer::create(*fx.rb, co);
+      ASSERT_TRUE(c);
+      fx.write(0, 0, 10);
+      ASSERT_EQ(c->stop(), 0);
+      ASSERT_EQ(c->published().size(), 1u);
+      struct stat st;
+      ASSERT_EQ(stat(c->published()[0].c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 07777, want);
+      ASSERT_EQ(stat(co.dir.c_str(), &st), 0);
+      const unsigned dir_want = want == 0600 ? 0700u : want == 0640 ? 0750u : 0755u;
+      EXPECT_EQ(st.st_mode & 07777, dir_want);
+    }
+  }
+  umask(old_umask);
+  Fixture fx("badmode");
+  for (unsigned bad : {0400u, 0200u, 0700u, 04600u, 0606u | 01000u}) {
+    auto co = fx.opts();
+    co.file_mode = bad;
+    rbtrace::Error err;
+    EXPECT_FALSE(rbtrace::Consumer::create(*fx.rb, co, &err)) << bad;
+    EXPECT_EQ(err.code, EINVAL);
+    EXPECT_NE(err.message.find("file_mode"), std::string::npos) << err.message;
+  }
+}
+
 TEST(Consumer, BackendFromEnvironmentAndFixedBuffers) {
   {
     Fixture fx("env");

@@ -40,12 +40,14 @@ class AtomicFile {
   // in `dir`: unnamed (O_TMPFILE) or, with kPrivate or where the file
   // system has no O_TMPFILE (kAuto), under a private name that starts with
   // `private_prefix` (a path; its directory is created with mode 0700 when
-  // it is not `dir`). 0 or -errno with *err.
+  // it is not `dir`). `mode` is the file's mode as open(2) takes it (the
+  // umask applies): 0600 by default, a trace is the owner's to read. 0 or
+  // -errno with *err.
   int open(const std::string& dir, const std::string& private_prefix, AtomicHow how,
-           std::string* err);
+           std::string* err, unsigned mode = 0600);
   // open() for a file to be named `path`: in its directory, a private name
   // beside it (<path>.<pid>.<n>).
-  int open_for(const std::string& path, AtomicHow how, std::string* err);
+  int open_for(const std::string& path, AtomicHow how, std::string* err, unsigned mode = 0600);
   int fd() const { return fd_; }
   // Names the file `path` (in the directory given to open) and closes it;
   // with `durable`, fsyncs the file before and the directory after. 0;

@@ -47,7 +47,13 @@ enum class PublishKind : uint8_t {
 };
 
 struct ConsumerOptions {
-  std::string dir;                 // output directory (created, 0755)
+  std::string dir;                 // output directory (created if missing,
+                                   // 0700, or 0750/0755 when file_mode
+                                   // lets the group/others read)
+  // The published traces' mode (the umask applies too). 0600 by default: a
+  // trace holds what the application did, the owner's to read. 0640 or 0644
+  // to share them.
+  unsigned file_mode = 0600;
   std::string prefix = "trace";    // public names: <prefix>-<session>-<seg>.dat
   IoBackendKind backend = IoBackendKind::kAuto;
   // io_uring only: write consecutive pages of one spool file as one
