@@ -33,7 +33,12 @@ void Cmdlines::scan_if_due() {
 void Cmdlines::read_claimed() {
   if (!rb) return;
   std::vector<RingBuffer::ThreadName> v;
-  (void)rb->read_thread_names(&name_cursor_, &v);  // a lost one falls back to /proc
+  {
+    std::unique_lock<std::mutex> g;
+    if (ring_mu) g = std::unique_lock<std::mutex>(*ring_mu);
+    if (ring_gone && *ring_gone) return;
+    (void)rb->read_thread_names(&name_cursor_, &v);  // a lost one falls back to /proc
+  }
   for (const RingBuffer::ThreadName& t : v) {
     std::string c(t.comm);
     for (char& ch : c)

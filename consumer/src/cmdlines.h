@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -30,6 +31,9 @@ class Cmdlines {
 
   int fd = -1;  // the spool's cmdlines file (appended), or -1
   const RingBuffer* rb = nullptr;  // its names at claim (read_thread_names)
+  // Held around rb's use; rb is not used once *ring_gone (ConsumerShared).
+  std::mutex* ring_mu = nullptr;
+  const bool* ring_gone = nullptr;
 
  private:
   void scan_threads();

@@ -171,6 +171,8 @@ int Consumer::Impl::open_session(Error* err) {
     return fail_errno(err, e, "rename " + tmp + " to " + ctx.spool);
   }
   drain.cmdlines.rb = &ctx.rb;
+  drain.cmdlines.ring_mu = &sh.ring_mu;
+  drain.cmdlines.ring_gone = &sh.ring_gone;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
   return 0;
@@ -182,8 +184,30 @@ void Consumer::Impl::start() {
   ctx.rb.set_recorded(true);
   // Threads of rbtrace's own: every signal blocked, no CPU slot (an
   // on_message callback that traces is refused and counted).
-  pub_thread = start_library_thread("rbtrace-publish", [this] { pub.run(); });
-  drain_thread = start_library_thread("rbtrace-drain", [this] { drain.run(); });
+  sh.threads_running = 2;
+  pub_thread = start_library_thread("rbtrace-publish", [this] {
+    pub.run();
+    thread_ended();
+  });
+  drain_thread = start_library_thread("rbtrace-drain", [this] {
+    drain.run();
+    thread_ended();
+  });
+}
+
+// The end of one of the two threads. After a stop() that gave up, the last
+// one releases the session's lock: nothing writes to the spool any more,
+// and `rbtrace recover` may take it (a lock held until exit would do too,
+// later).
+void Consumer::Impl::thread_ended() {
+  std::lock_guard<std::mutex> g(sh.mu);
+  if (--sh.threads_running == 0) {
+    sh.cv.notify_all();
+    if (sh.abandoned && lock_fd >= 0) {
+      close(lock_fd);
+      lock_fd = -1;
+    }
+  }
 }
 
 // ===========================================================================
@@ -203,21 +227,49 @@ int Consumer::Impl::flush() {
 
 int Consumer::Impl::stop() {
   if (in_child()) return -ECHILD;
-  if (stopped) return 0;
-  int rc = flush();
+  if (stopped) return abandoned ? -ETIMEDOUT : 0;
+  // One deadline for the whole of it: the last flush, then both threads'
+  // end (each may be stuck in a system call on a file system that hangs).
+  const uint32_t limit = ctx.opts.stop_timeout_ms;
+  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(limit);
+  int rc = 0;
+  bool timed_out = false;
+  {
+    std::unique_lock<std::mutex> lk(sh.mu);
+    if (sh.drain_stop) {
+      rc = -ESRCH;
+    } else {
+      const uint64_t gen = ++sh.flush_req;
+      lk.unlock();
+      drain.wake();
+      lk.lock();
+      auto flushed = [&] { return sh.flush_done >= gen; };
+      if (limit == 0) sh.cv.wait(lk, flushed);
+      else timed_out = !sh.cv.wait_until(lk, deadline, flushed);
+      rc = sh.flush_result;
+    }
+  }
+  if (timed_out) return give_up();  // sh.mu not held: give_up takes it
   if (drain.waker) ctx.rb.set_page_hook(nullptr);
   {
-    std::lock_guard<std::mutex> g(sh.mu);
+    std::unique_lock<std::mutex> lk(sh.mu);
     sh.drain_stop = true;
+    sh.pub_stop = true;  // the publisher ends once its queue is empty
+    sh.cv.notify_all();
+    lk.unlock();
+    drain.wake();
+    lk.lock();
+    auto ended = [&] { return sh.threads_running == 0; };
+    bool in_time = true;
+    if (limit == 0) sh.cv.wait(lk, ended);
+    else in_time = sh.cv.wait_until(lk, deadline, ended);
+    if (!in_time) {
+      lk.unlock();
+      return give_up();
+    }
   }
-  drain.wake();
   if (drain_thread.joinable()) drain_thread.join();
   ctx.rb.set_recorded(false);  // the recording is over
-  {
-    std::lock_guard<std::mutex> g(sh.mu);
-    sh.pub_stop = true;
-    sh.cv.notify_all();
-  }
   if (pub_thread.joinable()) pub_thread.join();
   // Publish anything the last flush did not cover (nothing, normally).
   for (auto& s : sh.queue)
@@ -232,6 +284,39 @@ int Consumer::Impl::stop() {
   if (lock_fd >= 0) close(lock_fd);
   lock_fd = -1;
   return rc;
+}
+
+// stop() waited stop_timeout_ms: the threads are stuck in the file system.
+// From here the ring is not touched (ring_gone, under ring_mu: once we
+// hold it no access is under way), the threads end on their own when their
+// system calls return, and this object is never freed (they use it).
+int Consumer::Impl::give_up() {
+  if (drain.waker) ctx.rb.set_page_hook(nullptr);
+  {
+    std::lock_guard<std::mutex> g(sh.ring_mu);
+    sh.ring_gone = true;
+  }
+  ctx.rb.set_recorded(false);
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.abandoned = true;
+    sh.drain_stop = true;
+    sh.pub_stop = true;
+    sh.cv.notify_all();
+    if (sh.threads_running == 0 && lock_fd >= 0) {  // they ended meanwhile
+      close(lock_fd);
+      lock_fd = -1;
+    }
+  }
+  drain.wake();
+  if (drain_thread.joinable()) drain_thread.detach();
+  if (pub_thread.joinable()) pub_thread.detach();
+  stopped = abandoned = true;
+  ctx.message("rbtrace consumer: stop() gave up after " + std::to_string(ctx.opts.stop_timeout_ms) +
+              " ms: the file system under " + ctx.opts.dir +
+              " does not answer. The recording is over; what was not published stays in " +
+              ctx.spool + " for `rbtrace recover " + ctx.opts.dir + "`");
+  return -ETIMEDOUT;
 }
 
 // ===========================================================================
@@ -257,6 +342,12 @@ Consumer::~Consumer() {
     return;
   }
   impl_->stop();
+  if (impl_->abandoned) {
+    // stop() gave up on threads stuck in the file system: they still use
+    // the object. Kept, reachable, for the life of the process.
+    static auto* given_up = new std::vector<Impl*>;
+    given_up->push_back(impl_.release());
+  }
 }
 int Consumer::flush() { return impl_->flush(); }
 int Consumer::stop() { return impl_->stop(); }

@@ -77,6 +77,10 @@ struct ConsumerShared {
   int flush_result = 0;       // error of the flush that completed last
   bool drain_stop = false;
   bool pub_stop = false;
+  // stop() gave up waiting (stop_timeout_ms): the threads end on their own,
+  // the last one to end releases the session's lock (Impl::thread_ended).
+  bool abandoned = false;
+  int threads_running = 0;
   bool episode_reported = false;  // disk-full message given for this episode
   ConsumerStats st;
   std::vector<std::string> published;
@@ -87,6 +91,13 @@ struct ConsumerShared {
   // that cannot be published. relaxed: a hint between two threads, no data
   // rides on it.
   std::atomic<int64_t> pub_blocked_until{0};
+
+  // The drain thread touches the ring only while it holds ring_mu and
+  // ring_gone is false; stop() that gave up sets ring_gone under ring_mu,
+  // after which the application may destroy the ring at any time. Never
+  // held across a system call that can block on the file system.
+  std::mutex ring_mu;
+  bool ring_gone = false;
 };
 
 // The drain thread: read_page -> io_uring/pwritev -> spool files.
@@ -207,6 +218,8 @@ struct Consumer::Impl {
   // ---- control ----
   int flush();
   int stop();
+  void thread_ended();
+  int give_up();
 
   detail::ConsumerContext ctx;
   detail::ConsumerShared sh;
@@ -222,6 +235,7 @@ struct Consumer::Impl {
   std::thread drain_thread;
   std::thread pub_thread;
   bool stopped = false;
+  bool abandoned = false;  // stop() timed out: never deleted (see ~Consumer)
 };
 
 }  // namespace rbtrace

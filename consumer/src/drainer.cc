@@ -37,6 +37,10 @@ std::string errstr(int e) {
 
 }  // namespace
 
+// relaxed: a test installs it before it starts the consumer (the thread's
+// creation orders it) and removes it after.
+std::atomic<void (*)()> g_write_hook{nullptr};
+
 // ---- create's steps ------------------------------------------------------------
 
 // The I/O backend: the option, else RBTRACE_IO_BACKEND, else io_uring,
@@ -192,7 +196,12 @@ int Drainer::open_segment() {
 // segment is closed with the old count, which none of the new CPUs' pages
 // are in.
 void Drainer::grow() {
-  const uint32_t n = ctx.rb.ncpus();
+  uint32_t n = 0;
+  {
+    std::lock_guard<std::mutex> g(sh.ring_mu);
+    if (sh.ring_gone) return;
+    n = ctx.rb.ncpus();
+  }
   if (n <= ncpus) return;
   {
     std::lock_guard<std::mutex> g(sh.mu);
@@ -277,9 +286,11 @@ void Drainer::finish(std::unique_ptr<Segment> s, uint64_t gen) {
   }
   if (s) {
     s->stats.resize(s->cpus.size());
+    std::lock_guard<std::mutex> g(sh.ring_mu);
     for (uint32_t c = 0; c < s->cpus.size(); c++)
-      s->stats[c] = cpu_stats_text(ctx.rb.stats(c)) + s->stats_text(c);
-    s->stats[0] += ring_stats_text(ctx.rb.no_cpu_dropped());  // no CPU's (tracedat.h)
+      s->stats[c] = (sh.ring_gone ? std::string() : cpu_stats_text(ctx.rb.stats(c))) +
+                    s->stats_text(c);
+    if (!sh.ring_gone) s->stats[0] += ring_stats_text(ctx.rb.no_cpu_dropped());  // no CPU's (tracedat.h)
     s->cmdlines = cmdlines.seen();
   }
   if (!s) s = std::make_unique<Segment>();  // a bare flush marker (seq 0)
@@ -332,6 +343,7 @@ void Drainer::take_page(uint32_t i, uint32_t cpu) {
   sl.cpu = cpu;
   sl.events = events;
   sl.off = s->submit(cpu, events);
+  if (void (*h)() = g_write_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h)) h();
   io->prep_write(fd, sl.page, ctx.page_size, sl.off, i);
   if (ctx.opts.segment_bytes && s->bytes >= ctx.opts.segment_bytes) close_current();
 }
@@ -426,9 +438,14 @@ uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
         } while (flushing && free_slots.empty());
         if (free_slots.empty()) break;
       }
-      check_swap();
       const uint32_t i = free_slots.back();
-      int rc = ctx.rb.read_page(&slots[i].page, cpu, full);
+      int rc;
+      {
+        std::lock_guard<std::mutex> g(sh.ring_mu);
+        if (sh.ring_gone) return taken;  // stop() gave up on us (Impl::stop)
+        check_swap();
+        rc = ctx.rb.read_page(&slots[i].page, cpu, full);
+      }
       if (rc <= 0) break;
       free_slots.pop_back();
       take_page(i, cpu);
@@ -471,9 +488,15 @@ void Drainer::wait_all_io() {
 void Drainer::do_flush(uint64_t gen) {
   uint32_t handed_back = 0;
   grow();
-  for (uint32_t c = 0; c < ncpus; c++)
-    handed_back = std::max(handed_back, ctx.rb.handed_back_pages(c));
-  const uint32_t bound = ctx.rb.options().pages_per_cpu + 2 + handed_back;
+  uint32_t bound = 0;
+  {
+    std::lock_guard<std::mutex> g(sh.ring_mu);
+    if (!sh.ring_gone) {
+      for (uint32_t c = 0; c < ncpus; c++)
+        handed_back = std::max(handed_back, ctx.rb.handed_back_pages(c));
+      bound = ctx.rb.options().pages_per_cpu + 2 + handed_back;
+    }
+  }
   pass(true, bound, /*flushing=*/true);
   pass(false, bound, /*flushing=*/true);
   wait_all_io();
@@ -537,9 +560,19 @@ void Drainer::run() {
     }
     sleep();
   }
+  {
+    // stop() gave up on us: whatever is in flight or open stays in the
+    // spool for recover; nothing more is handed over.
+    std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.abandoned) return;
+  }
   wait_all_io();
   close_current();
   hand_over_finished();
 }
 
 }  // namespace rbtrace::detail
+
+void rbtrace::set_consumer_write_hook(void (*hook)()) {
+  detail::g_write_hook.store(hook, std::memory_order_relaxed);  // relaxed: see g_write_hook
+}

@@ -6,7 +6,10 @@
 // unchanged after the disk filled up); per CPU the accounting is exact:
 //   committed == events in published files + consumer losses.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -220,6 +223,112 @@ void file_size_limit(int backend, bool ignore_sigxfsz) {
 
 TEST_P(DiskFull, FileSizeLimit) { file_size_limit(GetParam(), true); }
 TEST_P(DiskFull, FileSizeLimitWithSigxfszAtItsDefault) { file_size_limit(GetParam(), false); }
+
+// A file system that stops answering: the drain thread's first page write
+// blocks (the write hook: a stand-in for a hung NFS server) until the test
+// lets it go. stop() gives up after stop_timeout_ms with -ETIMEDOUT and a
+// message; the ring is destroyed while the thread is still stuck (it must
+// not touch it again: its memory is unmapped, a touch faults); once let
+// go, the threads end, the session's lock is released, and recover
+// publishes every event the consumer had taken, seqs 0..n-1 in order.
+int g_hang_fd = -1;
+std::atomic<int> g_hang_calls{0};
+void hang_once() {
+  if (g_hang_calls.fetch_add(1) != 0) return;
+  uint64_t v;
+  while (read(g_hang_fd, &v, sizeof v) < 0 && errno == EINTR) {
+  }
+}
+
+TEST_P(DiskFull, StopGivesUpOnAFileSystemThatHangsAndRecoverGetsWhatWasTaken) {
+  const std::string dir = ctest::make_temp_dir("/tmp", "hang");
+  ASSERT_FALSE(dir.empty());
+  g_hang_fd = eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(g_hang_fd, 0);
+  g_hang_calls = 0;
+  rbtrace::Options o;
+  o.ncpus = 1;
+  o.max_cpus = 1;
+  o.pages_per_cpu = 32;
+  o.mode = rbtrace::Mode::kProducerConsumer;
+  auto rb = rbtrace::RingBuffer::create(o);
+  ASSERT_TRUE(rb);
+  std::vector<std::string> msgs;
+  std::mutex mm;
+  rbtrace::ConsumerOptions co;
+  co.dir = dir;
+  co.backend = kind_of(GetParam());
+  co.io_uring_vectored = GetParam() == 1;
+  co.fsync = false;
+  co.stop_timeout_ms = 300;
+  co.on_message = [&](const std::string& m) {
+    std::lock_guard<std::mutex> g(mm);
+    msgs.push_back(m);
+  };
+  rbtrace::set_consumer_write_hook(hang_once);
+  auto c = rbtrace::Consumer::create(*rb, co);
+  ASSERT_TRUE(c);
+  constexpr uint64_t kEvents = 1500;  // several pages, fewer than the ring holds
+  std::thread w([&] {
+    ASSERT_EQ(rb->bind_thread(0), 0);
+    unsigned char p[ctest::kPayload];
+    for (uint64_t s = 0; s < kEvents; s++) {
+      ctest::make_payload(p, 0, s);
+      ASSERT_EQ(rb->write(p, ctest::kPayload), 0);
+    }
+    rb->unbind_thread();
+  });
+  w.join();
+  EXPECT_EQ(c->stop(), -ETIMEDOUT);  // the first write never returned
+  EXPECT_EQ(c->stop(), -ETIMEDOUT);  // and says so again
+  EXPECT_EQ(c->flush(), -ESRCH);
+  {
+    std::lock_guard<std::mutex> g(mm);
+    ASSERT_FALSE(msgs.empty());
+    EXPECT_NE(msgs.back().find("gave up"), std::string::npos) << msgs.back();
+    EXPECT_NE(msgs.back().find("rbtrace recover"), std::string::npos) << msgs.back();
+  }
+  EXPECT_GE(g_hang_calls.load(), 1);
+  const std::string lock = c->spool_dir() + "/lock";
+  rb.reset();  // the application is done with its ring; the thread is still stuck
+
+  // The file system answers again.
+  const uint64_t one = 1;
+  ASSERT_EQ(write(g_hang_fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  // The threads end and release the lock (bounded wait: they have nothing
+  // left that blocks).
+  bool released = false;
+  for (int i = 0; i < 2000 && !released; i++) {
+    const int fd = open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;  // the session was cleaned up: not expected here
+    released = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd);
+    if (!released) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(released) << "the session's lock was not released after the threads ended";
+  const rbtrace::ConsumerStats st = c->stats();
+  ASSERT_EQ(st.events_read.size(), 1u);
+  const uint64_t taken = st.events_read[0];
+  EXPECT_GT(taken, 0u);
+
+  rbtrace::RecoverResult r;
+  std::string err;
+  ASSERT_EQ(rbtrace::recover_spool(dir, &r, &err), 0) << err;
+  EXPECT_EQ(r.sessions_live, 0u);
+  std::vector<int64_t> seqs(1, -1);
+  uint64_t n = 0;
+  for (const std::string& f : ctest::traces(dir)) {  // published by the thread, or recovered
+    ctest::Trace t;
+    ASSERT_EQ(ctest::walk_trace(f, &t, &seqs), "") << f;
+    for (auto& cpu : t.cpus) n += cpu.nevents;
+  }
+  EXPECT_EQ(n, taken) << "every event the consumer took is in a file";
+  EXPECT_EQ(seqs[0] + 1, static_cast<int64_t>(taken)) << "and they are the first ones, in order";
+  rbtrace::set_consumer_write_hook(nullptr);
+  close(g_hang_fd);
+  c.reset();  // kept alive inside (its threads used it); destroying the handle is fine
+  ctest::remove_tree(dir);
+}
 
 INSTANTIATE_TEST_SUITE_P(Backends, DiskFull, ::testing::Values(0, 1, 2),
                          [](const ::testing::TestParamInfo<int>& i) {

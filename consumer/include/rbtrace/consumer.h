@@ -83,6 +83,15 @@ struct ConsumerOptions {
   uint32_t segment_seconds = 0;    // rotate by time (0: never)
   bool fsync = true;               // fsync a trace before naming it
   uint32_t slow_us_per_page = 0;   // testing: sleep this long per page read
+  // How long stop() waits for the last flush and the threads' end. A file
+  // system that stops answering (a hung NFS server, a stalled device)
+  // blocks the consumer's threads in the kernel, where nothing can cut them
+  // short. After this long stop() gives up on them: it returns -ETIMEDOUT,
+  // the ring is no longer touched (it may be destroyed), the threads end
+  // when their system calls return, and the session stays in the spool,
+  // whole, for `rbtrace recover` (its lock is released when both threads
+  // have ended, or at exit). 0: wait as long as it takes.
+  uint32_t stop_timeout_ms = 60000;
   // Called (from a consumer thread) with a clear sentence when something
   // goes wrong: once per episode of write failures (disk full), once per
   // failed publication, and once for the io_uring fallback. Default: stderr.
@@ -118,6 +127,10 @@ struct ConsumerStats {
   std::vector<uint64_t> pages_lost;
 };
 
+// For tests: called by the drain thread before each page write (a stand-in
+// for a write that hangs). Null (the default): nothing.
+void set_consumer_write_hook(void (*hook)());
+
 class Consumer {
  public:
   // Starts the consumer on `rb`. Null on failure, with `err` filled.
@@ -131,7 +144,10 @@ class Consumer {
   // the writes, closes the current segment and publishes it. Blocks until
   // done. 0, or -errno of a failure in that segment (details: on_message).
   int flush();
-  // flush(), then ends both threads. Idempotent.
+  // flush(), then ends both threads. Idempotent. -ETIMEDOUT when that took
+  // longer than options().stop_timeout_ms (the file system hangs): the
+  // recording is over, the ring is not touched again, and what did not
+  // reach a published file is left in the spool for `rbtrace recover`.
   int stop();
 
   ConsumerStats stats() const;
