@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,8 @@
 #include "rbtrace/atomic_file.h"
 #include "rbtrace/consumer.h"
 #include "rbtrace/tracedat.h"
+#include "rbtrace/tracedat_page.h"
+#include "rbtrace/tracedat_reader.h"
 #include "spool.h"
 
 namespace rbtrace {
@@ -78,20 +81,30 @@ int write_all_at(int fd, const void* p, size_t n, uint64_t off) {
   return 0;
 }
 
+// Pages named in a segment's messages, at most (then "and N more").
+constexpr size_t kCorruptNamed = 5;
+
 struct CpuData {
   int fd = -1;  // scratch file with the valid pages, back to back
   uint64_t size = 0;
   uint64_t pages = 0;
-  uint64_t rejected = 0;
+  uint64_t rejected = 0;    // all skipped pages: incomplete + corrupt
+  uint64_t incomplete = 0;  // holes (never written), short reads, a torn tail
+  uint64_t corrupt = 0;     // failed the reader's page check
   uint64_t events = 0;
+  std::vector<std::string> why;  // the first kCorruptNamed corrupt pages: where, what
   ~CpuData() {
     if (fd >= 0) close(fd);
   }
 };
 
-// Copies the valid pages of one spool file into a scratch file.
+// Copies the pages of one spool file that pass the trace.dat reader's page
+// check (check_trace_page, against the segment's event formats) into a
+// scratch file; counts the others: a hole (a page that was never written:
+// length 0), a short read or a torn tail as incomplete, a page the check
+// refuses as corrupt.
 int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, uint32_t page_size,
-                CpuData* out, std::string* err) {
+                const TraceEventTable& formats, CpuData* out, std::string* err) {
   // Never through a link, only a regular file of ours: the spool may be
   // anyone's work, and recover may run as root.
   int in = open(spool_file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -115,9 +128,10 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
     return -EPERM;
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size % page_size) out->rejected++;  // a torn last page
+  if (size % page_size) out->incomplete++;  // a torn last page
   std::unique_ptr<unsigned char[]> buf(new unsigned char[page_size]);
   int rc = 0;
+  std::string why;
   for (uint64_t off = 0; off + page_size <= size; off += page_size) {
     ssize_t r = pread(in, buf.get(), page_size, static_cast<off_t>(off));
     if (r < 0 && errno == EINTR) {
@@ -125,14 +139,22 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
       continue;
     }
     if (r != static_cast<ssize_t>(page_size)) {
-      out->rejected++;
+      out->incomplete++;
       continue;
     }
-    uint64_t ev = 0;
-    if (!check_page(buf.get(), page_size, &ev, nullptr)) {
-      out->rejected++;
+    TracePageInfo info;
+    if (!check_trace_page(buf.get(), page_size, formats, &info, &why)) {
+      out->corrupt++;
+      if (out->why.size() < kCorruptNamed)
+        out->why.push_back("page " + std::to_string(off / page_size) + " (offset " +
+                           std::to_string(off) + "): " + why);
       continue;
     }
+    if (info.header.length == 0) {  // a hole: a write the crash cut
+      out->incomplete++;
+      continue;
+    }
+    const uint64_t ev = info.records;
     if (out->fd < 0) {
       out->fd = scratch_file(scratch_dir);
       if (out->fd < 0) {
@@ -152,7 +174,30 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
     out->events += ev;
   }
   close(in);
+  out->rejected = out->incomplete + out->corrupt;
   return rc;
+}
+
+// Reads the trace written in `fd` to its end as `rbtrace report` does
+// (every page checked, every record returned): 0, or -EINVAL with *err.
+// Every page passed check_trace_page already; this also covers the
+// header the writer made from the sidecar.
+int read_back(int fd, std::string* err) {
+  std::string e;
+  auto r = TraceDatReader::open_fd(fd, &e);
+  if (!r) {
+    *err = "the recovered trace does not open in the reader: " + e;
+    return -EINVAL;
+  }
+  TraceRecord rec;
+  int n;
+  while ((n = r->next(&rec)) > 0) {
+  }
+  if (n < 0) {
+    *err = "the recovered trace does not read to its end: " + r->error();
+    return -EINVAL;
+  }
+  return 0;
 }
 
 void remove_segment(const std::string& sdir, uint64_t seq, uint32_t ncpus) {
@@ -194,6 +239,18 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
     remove_segment(sdir, m.segment, m.ncpus);
     return 0;
   }
+  // The formats as the reader will parse them from the trace: the pages
+  // are checked against them. One the reader would refuse makes the whole
+  // trace unreadable: an error, the spool is kept.
+  TraceEventTable formats;
+  for (size_t i = 0; i < m.events.size(); i++) {
+    std::string why;
+    if (!formats.add(m.events[i].system, m.events[i].format, &why)) {
+      *err = sdir + "/" + meta_name + ": event format " + std::to_string(i) + " (system " +
+             m.events[i].system + ") is not one the trace.dat reader reads: " + why;
+      return -EINVAL;
+    }
+  }
   std::vector<CpuData> cpus(m.ncpus);
   TraceDatInput in;
   in.page_size = m.page_size;
@@ -203,25 +260,54 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
   in.events = m.events;
   in.cmdlines = cmdlines;
   in.cpus.resize(m.ncpus);
-  uint64_t pages = 0, rejected = 0, events = 0;
+  uint64_t pages = 0, rejected = 0, incomplete = 0, corrupt = 0, events = 0;
   for (uint32_t c = 0; c < m.ncpus; c++) {
     const std::string f = sdir + "/" + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str());
-    rc = collect_cpu(f, sdir, m.page_size, &cpus[c], err);
+    rc = collect_cpu(f, sdir, m.page_size, formats, &cpus[c], err);
     if (rc) return rc;
     in.cpus[c].fd = cpus[c].fd;
     in.cpus[c].size = cpus[c].size;
     in.cpus[c].stats = "recovered pages: " + std::to_string(cpus[c].pages) +
                        "\nrejected pages: " + std::to_string(cpus[c].rejected) +
+                       "\ncorrupt pages: " + std::to_string(cpus[c].corrupt) +
                        "\nrecovered events: " + std::to_string(cpus[c].events) + "\n";
     pages += cpus[c].pages;
     rejected += cpus[c].rejected;
+    incomplete += cpus[c].incomplete;
+    corrupt += cpus[c].corrupt;
     events += cpus[c].events;
   }
+  // Counted whether or not the segment is published: these pages are gone.
   res->pages_rejected += rejected;
+  res->pages_corrupt += corrupt;
+  if (res->corrupt_per_cpu.size() < m.ncpus) res->corrupt_per_cpu.resize(m.ncpus, 0);
+  for (uint32_t c = 0; c < m.ncpus; c++) res->corrupt_per_cpu[c] += cpus[c].corrupt;
+  const std::string what =
+      pages ? m.public_name : "segment " + std::to_string(m.segment) + " of " + m.session;
+  if (corrupt) {
+    // "N corrupt pages skipped (cpu 0: 2, cpu 3: 1)", then the first few.
+    std::string per;
+    for (uint32_t c = 0; c < m.ncpus; c++)
+      if (cpus[c].corrupt)
+        per += (per.empty() ? "" : ", ") + ("cpu " + std::to_string(c)) + ": " +
+               std::to_string(cpus[c].corrupt);
+    res->messages.push_back(what + ": " + std::to_string(corrupt) +
+                            " corrupt pages skipped (" + per +
+                            "): they fail the trace.dat reader's page check");
+    for (uint32_t c = 0; c < m.ncpus; c++) {
+      for (const std::string& w : cpus[c].why)
+        res->messages.push_back("  " + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str()) +
+                                " " + w);
+      if (cpus[c].corrupt > cpus[c].why.size())
+        res->messages.push_back("  " + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str()) +
+                                ": and " + std::to_string(cpus[c].corrupt - cpus[c].why.size()) +
+                                " more");
+    }
+  }
   if (pages == 0) {
-    res->messages.push_back("segment " + std::to_string(m.segment) + " of " + m.session +
-                            " held no complete page (" + std::to_string(rejected) +
-                            " rejected); nothing to publish");
+    res->messages.push_back(what + " held no valid page (" + std::to_string(incomplete) +
+                            " incomplete, " + std::to_string(corrupt) +
+                            " corrupt); nothing to publish");
     remove_segment(sdir, m.segment, m.ncpus);
     return 0;
   }
@@ -233,6 +319,7 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
               err);
   if (rc) return rc;
   rc = write_trace_dat(f.fd(), in, err);
+  if (rc == 0) rc = read_back(f.fd(), err);  // never publish what the reader stops in
   std::string name = m.public_name;
   if (rc == 0) rc = f.publish(dir + "/" + name, true, err);
   for (int k = 1; rc == -EEXIST && k < 100; k++) {
@@ -250,11 +337,156 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
   res->segments++;
   res->pages += pages;
   res->events += events;
-  if (rejected)
-    res->messages.push_back(m.public_name + ": " + std::to_string(rejected) +
+  if (incomplete)
+    res->messages.push_back(m.public_name + ": " + std::to_string(incomplete) +
                             " incomplete pages skipped (writes cut by the crash)");
   remove_segment(sdir, m.segment, m.ncpus);
   return 0;
+}
+
+// ---- `.new-*`: session directories a crash left before their rename ----
+
+// A `.new-*` directory younger than this may be a consumer between its
+// mkdir and its flock (consumer.cc, open_session: mkdir, lock created,
+// flock, rename; microseconds): left alone whatever its lock says.
+constexpr int64_t kStaleNewSeconds = 60;
+
+// The names in the directory `dfd` (not closed), "." and ".." left out;
+// false with errno when it cannot be read.
+bool names_at(int dfd, std::vector<std::string>* out) {
+  const int d2 = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+  if (d2 < 0) return false;
+  DIR* d = fdopendir(d2);
+  if (!d) {
+    const int e = errno;
+    close(d2);
+    errno = e;
+    return false;
+  }
+  rewinddir(d);
+  out->clear();
+  while (dirent* e = readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") out->push_back(n);
+  }
+  closedir(d);
+  return true;
+}
+
+int64_t age_seconds(const struct stat& st) {
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<int64_t>(now.tv_sec) - static_cast<int64_t>(st.st_mtim.tv_sec);
+}
+
+// One `spool/.new-<session>` entry (`name`, in the spool directory
+// `spool_fd`). Removed only when all of this holds, checked through
+// descriptors, never through a link: a real directory (O_NOFOLLOW), owned
+// by us and not writable by group or others; not modified for
+// kStaleNewSeconds (it nor its lock); holding nothing but `lock` (what a
+// consumer puts there before the rename); and that lock, if present, a
+// regular file of ours whose flock we take (LOCK_EX|LOCK_NB): a consumer
+// holding it is between its lock and its rename, alive. Anything else is
+// left alone, and said (a young one silently: a consumer making it).
+void clean_new_dir(int spool_fd, const std::string& spool, const std::string& name,
+                   RecoverResult* res) {
+  const std::string path = spool + "/" + name;
+  auto leave = [&](const std::string& why) {
+    res->messages.push_back(path + ": " + why + "; left alone");
+  };
+  const int dfd = openat(spool_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    const int e = errno;
+    if (e == ENOENT) return;  // gone meanwhile (the consumer renamed it)
+    struct stat lst;
+    if ((e == ELOOP || e == ENOTDIR) &&
+        fstatat(spool_fd, name.c_str(), &lst, AT_SYMLINK_NOFOLLOW) == 0)
+      leave(S_ISLNK(lst.st_mode) ? "a symbolic link (not followed; a consumer never makes one)"
+                                 : "not a directory");
+    else
+      leave(std::string("cannot open: ") + std::strerror(e));
+    return;
+  }
+  struct stat st;
+  if (fstat(dfd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+    leave("not a directory of ours (owner, or writable by others)");
+    close(dfd);
+    return;
+  }
+  std::vector<std::string> names;
+  if (!names_at(dfd, &names)) {
+    leave(std::string("cannot list it: ") + std::strerror(errno));
+    close(dfd);
+    return;
+  }
+  int lock = -1;
+  struct stat lst {};
+  bool has_lock = false;
+  for (const std::string& n : names) {
+    if (n == "lock") {
+      has_lock = true;
+      continue;
+    }
+    leave("holds '" + n + "', more than the lock a consumer makes there");
+    close(dfd);
+    return;
+  }
+  if (has_lock) {
+    lock = openat(dfd, "lock", O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (lock < 0) {
+      const int e = errno;
+      if (e != ENOENT)
+        leave(e == ELOOP ? std::string("its lock is a symbolic link (not followed)")
+                         : std::string("cannot open its lock: ") + std::strerror(e));
+      close(dfd);
+      return;
+    }
+    if (fstat(lock, &lst) != 0 || !S_ISREG(lst.st_mode) || lst.st_uid != geteuid()) {
+      leave("its lock is not a regular file of ours");
+      close(lock);
+      close(dfd);
+      return;
+    }
+  }
+  if (age_seconds(st) < kStaleNewSeconds || (has_lock && age_seconds(lst) < kStaleNewSeconds)) {
+    // Maybe a consumer between mkdir and rename: not a word, not a touch.
+    if (lock >= 0) close(lock);
+    close(dfd);
+    return;
+  }
+  if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    leave("its lock is held (a consumer is making this session)");
+    close(lock);
+    close(dfd);
+    return;
+  }
+  // Ours, old, only its lock, and the lock is ours now: remove the lock,
+  // then the directory (not a link: AT_REMOVEDIR removes only an empty
+  // directory, and this name was a directory when opened above).
+  if (has_lock && unlinkat(dfd, "lock", 0) != 0 && errno != ENOENT) {
+    leave(std::string("cannot remove its lock: ") + std::strerror(errno));
+  } else if (unlinkat(spool_fd, name.c_str(), AT_REMOVEDIR) != 0) {
+    leave(std::string("cannot remove it: ") + std::strerror(errno));
+  } else {
+    res->stale_new_dirs_removed++;
+    res->messages.push_back(path + ": a session directory a crash left before its rename (" +
+                            (has_lock ? "only its free lock" : "empty") + "); removed");
+  }
+  if (lock >= 0) close(lock);
+  close(dfd);
+}
+
+// Every `.new-*` entry of the spool directory, through its descriptor.
+void clean_new_dirs(const std::string& spool, RecoverResult* res) {
+  const int spool_fd = open(spool.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (spool_fd < 0) return;  // checked by the caller just before: a race, nothing to do
+  struct stat st;
+  std::vector<std::string> names;
+  if (fstat(spool_fd, &st) == 0 && st.st_uid == geteuid() && names_at(spool_fd, &names)) {
+    for (const std::string& n : names)
+      if (starts_with(n, ".new-")) clean_new_dir(spool_fd, spool, n, res);
+  }
+  close(spool_fd);
 }
 
 }  // namespace
@@ -277,6 +509,8 @@ int recover_spool(const std::string& dir, RecoverResult* res, std::string* err) 
     *err = "recover: " + why;
     return rc;
   }
+  // Session directories a crash left while they were being made.
+  clean_new_dirs(spool, res);
   // tmp/ made if missing; a link or a directory not ours is never used.
   const bool tmp_ok = check_own_dir(dir + "/tmp", true, 0700, &why) == 0;
   int lerr = 0;

@@ -50,9 +50,13 @@ bool decode_meta(const std::string& bytes, SpoolMeta* out, std::string* err);
 // "." or "..".
 bool safe_name(const std::string& s);
 
-// Checks one spool page: its header as the trace.dat reader checks it
-// (read_page_header: commit flags, length within the page) and not empty,
-// every event well formed. Counts the data events into *events; appends to *tids
+// The drain thread's walk of a page it took from the ring: its header as
+// the trace.dat reader checks it (read_page_header: commit flags, length
+// within the page) and not empty, every event well formed; records are not
+// checked against their formats (raw write() payloads carry no common
+// header). Recovery does not use it: it checks spool pages with the
+// reader's own check_trace_page (rbtrace/tracedat_page.h), formats and
+// all. Counts the data events into *events; appends to *tids
 // the common_pid of records whose common_type is a registered event id in
 // [type_lo, type_hi) (raw events carry no common header), deduplicated
 // against the last one. False for holes (never written) and torn pages.

@@ -168,10 +168,18 @@ class Consumer {
 // `rbtrace recover DIR`: for every spool session under DIR/spool whose
 // process is gone (its lock can be taken), turns each segment into a
 // trace.dat published under the segment's public name, using only what the
-// spool holds (sidecar meta, cmdlines, pages; every page validated, holes
-// and torn pages skipped and counted), then removes the session and its
-// private temp files. Segments already published (killed between link and
-// cleanup) are only cleaned up. Sessions of live processes are left alone.
+// spool holds (sidecar meta, cmdlines, pages), then removes the session and
+// its private temp files. Every page is checked with the trace.dat
+// reader's own page check (check_trace_page, rbtrace/tracedat_page.h)
+// against the segment's event formats: holes and torn pages (writes the
+// crash cut) and pages that fail the check (corrupt) are skipped and
+// counted, so every file recover publishes is one the reader (and
+// `rbtrace report`) reads to the end; each trace is also read back to its
+// end before it is published. Segments already published (killed between
+// link and cleanup) are only cleaned up. Sessions of live processes are
+// left alone. A `.new-*` directory (a session being made) that a crash
+// left is removed when it is ours, old, holds only its lock and that lock
+// is free (DESIGN.md, "A session directory appears locked").
 struct RecoverResult {
   std::vector<std::string> published;  // paths written
   std::vector<std::string> messages;   // one sentence per notable thing
@@ -179,8 +187,11 @@ struct RecoverResult {
   uint64_t sessions_live = 0;          // skipped: still recording
   uint64_t segments = 0;               // segments turned into traces
   uint64_t pages = 0;                  // valid pages kept
-  uint64_t pages_rejected = 0;         // holes, torn or corrupt pages
+  uint64_t pages_rejected = 0;         // all skipped: holes, torn and corrupt pages
+  uint64_t pages_corrupt = 0;          // ... of which failed the reader's page check
+  std::vector<uint64_t> corrupt_per_cpu;  // pages_corrupt by CPU number (all segments)
   uint64_t events = 0;                 // events in the traces written
+  uint64_t stale_new_dirs_removed = 0; // `.new-*` directories left by a crash, removed
 };
 // 0 when every dead session was handled (or there was none), else -errno of
 // the first failure (details in messages / err).

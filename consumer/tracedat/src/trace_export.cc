@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "rbtrace/tracedat.h"
+#include "tracedat_text.h"
 
 namespace rbtrace {
 
@@ -195,8 +196,13 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
   std::string fields;
   const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
     if (rec.missed) lost_line(&s, rec);
-    std::string comm = r.comm(rec.pid);
-    appendf(&s, "%16s-%-5d [%03u] ", comm.c_str(), rec.pid, rec.cpu);
+    // The comm comes from the file: escaped (tracedat_text.h) before it is
+    // padded, NUL bytes included.
+    std::string comm;
+    tracedat::append_escaped(&comm, r.comm(rec.pid));
+    if (comm.size() < 16) s.append(16 - comm.size(), ' ');
+    s += comm;
+    appendf(&s, "-%-5d [%03u] ", rec.pid, rec.cpu);
     if (opts.ns) {
       appendf(&s, "%5" PRIu64 ".%09" PRIu64 ": ", rec.ts_ns / UINT64_C(1000000000), rec.ts_ns % UINT64_C(1000000000));
     } else {

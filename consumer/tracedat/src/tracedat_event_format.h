@@ -24,6 +24,14 @@ bool parse_format(std::string_view text, const std::string& system, TraceEventFo
 // sentence in *err otherwise.
 bool check_header_page(std::string_view text, uint32_t page_size, std::string* err);
 
+// Field `f` of a record of `size` bytes at `rec` can be read: it lies in the
+// record and, for a __data_loc string, so does the string (*dyn_off and
+// *dyn_len, when not null, get its offset and length). False with a
+// sentence in *err. The one bounds check of a field: field_value() decodes
+// through it and check_trace_page() checks every dynamic string with it.
+bool field_in_record(const unsigned char* rec, uint32_t size, const TraceField& f,
+                     uint32_t* dyn_off, uint32_t* dyn_len, std::string* err);
+
 // One conversion of a print fmt: %[flags][width][.precision][length]conv.
 struct Conversion {
   std::string_view flags;  // of "-+ #0"

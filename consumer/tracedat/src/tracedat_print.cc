@@ -9,10 +9,12 @@
 
 #include "rbtrace/tracedat_reader.h"
 #include "tracedat_event_format.h"
+#include "tracedat_text.h"
 
 namespace rbtrace {
 
 namespace td = tracedat;
+using td::append_escaped;
 
 namespace {
 
@@ -20,19 +22,6 @@ uint64_t load_le(const unsigned char* p, uint32_t n) {
   uint64_t v = 0;
   std::memcpy(&v, p, n);  // n <= 8; little endian
   return v;
-}
-
-void append_escaped(std::string* out, const unsigned char* p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    const unsigned char c = p[i];
-    if (c < 0x20 || c == 0x7f) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\x%02x", c);
-      *out += b;
-    } else {
-      *out += static_cast<char>(c);
-    }
-  }
 }
 
 std::string value_text(const TraceValue& v) {
@@ -114,8 +103,17 @@ std::string integer_text(const td::Conversion& c, uint64_t raw) {
 void format_one(std::string* out, const td::Conversion& c, const TraceValue& v) {
   const bool is_num = v.kind == TraceValue::Kind::kSigned || v.kind == TraceValue::Kind::kUnsigned;
   if (c.conv == 's' || !is_num) {
-    std::string s = value_text(v);
-    if (c.conv == 's' && c.prec >= 0 && s.size() > static_cast<size_t>(c.prec)) s.resize(static_cast<size_t>(c.prec));
+    // The precision cuts the string's bytes, before they are escaped (an
+    // escape is never cut in half).
+    const bool cut = c.conv == 's' && c.prec >= 0 && v.kind == TraceValue::Kind::kString &&
+                     v.s.size() > static_cast<size_t>(c.prec);
+    std::string s;
+    if (cut) {
+      append_escaped(&s, reinterpret_cast<const unsigned char*>(v.s.data()), static_cast<size_t>(c.prec));
+    } else {
+      s = value_text(v);
+      if (c.conv == 's' && c.prec >= 0 && s.size() > static_cast<size_t>(c.prec)) s.resize(static_cast<size_t>(c.prec));
+    }
     pad_into(out, s, c.flags, c.width);
     return;
   }
@@ -148,11 +146,8 @@ void zero_extend_small(TraceValue* v, uint32_t size, uint32_t below) {
 
 bool TraceDatReader::field_value(const TraceRecord& rec, const TraceField& f, TraceValue* out,
                                  std::string* err) {
-  if (f.offset > rec.size || f.size > rec.size - f.offset) {
-    *err = "field '" + f.name + "' (offset " + std::to_string(f.offset) + ", size " +
-           std::to_string(f.size) + ") is outside the " + std::to_string(rec.size) + "-byte record";
-    return false;
-  }
+  uint32_t off = 0, len = 0;  // a __data_loc string's
+  if (!td::field_in_record(rec.data, rec.size, f, &off, &len, err)) return false;
   const unsigned char* p = rec.data + f.offset;
   switch (f.kind) {
     case TraceField::Kind::kInt: {
@@ -168,13 +163,6 @@ bool TraceDatReader::field_value(const TraceRecord& rec, const TraceField& f, Tr
       return true;
     }
     case TraceField::Kind::kDynString: {
-      const uint32_t loc = static_cast<uint32_t>(load_le(p, 4));
-      const uint32_t off = loc & 0xffff, len = loc >> 16;
-      if (off > rec.size || len > rec.size - off) {
-        *err = "__data_loc of '" + f.name + "' (offset " + std::to_string(off) + ", length " +
-               std::to_string(len) + ") is outside the " + std::to_string(rec.size) + "-byte record";
-        return false;
-      }
       const char* s = reinterpret_cast<const char*>(rec.data + off);
       out->kind = TraceValue::Kind::kString;
       out->s.assign(s, strnlen(s, len));
@@ -227,8 +215,8 @@ bool TraceDatReader::format_fields(const TraceRecord& rec, std::string* out, std
   const std::string& f = ev.print_format;
   size_t arg = 0;
   for (size_t k = 0; k < f.size(); k++) {
-    if (f[k] != '%') {
-      *out += f[k];
+    if (f[k] != '%') {  // the format's own text: escaped like the values
+      append_escaped(out, reinterpret_cast<const unsigned char*>(&f[k]), 1);
       continue;
     }
     k++;

@@ -4,7 +4,8 @@
 // then records read page by page. Beside it: tracedat_source.* (byte
 // sources, the bounds-checked parser), tracedat_event_format.* (event
 // format texts), tracedat_print.cc (field values and their text),
-// tracedat_page.cc (the page-header check, shared with the spool check).
+// tracedat_page.cc (the page check and the event table, shared with spool
+// recovery).
 //
 // Rule of the parser: every length, count and offset read from the file is
 // compared with the bytes left in the file (and with a fixed cap) before it
@@ -42,8 +43,7 @@ struct TraceDatReader::Impl {
   bool tsc2nsec = false;
   uint32_t mult = 0, shift = 0;
   int64_t ts_offset = 0;
-  std::vector<TraceEventFormat> events;
-  std::unordered_map<uint16_t, size_t> by_id;
+  TraceEventTable events;  // the file's formats; every page is checked against them
   std::map<int32_t, std::string> cmdlines;
   std::vector<TraceCpuData> cpus;
   bool has_trace_clock = false;  // the TRACECLOCK option: the clock text follows flyrecord
@@ -174,14 +174,13 @@ bool TraceDatReader::Impl::add_event_format(Parser& p, const std::string& system
   if (events.size() >= td::kMaxEvents) return p.fail("more than 65536 event formats");
   TraceEventFormat ev;
   std::string why;
-  if (!td::parse_format(fmt, system, &ev, &why))
+  if (!parse_event_format(fmt, system, &ev, &why))
     return p.fail("event format at offset " + std::to_string(at) + " (system " + system +
                   "): " + why);
-  if (by_id.count(ev.id))
+  const uint16_t id = ev.id;
+  if (!events.insert(std::move(ev)))
     return p.fail("event format at offset " + std::to_string(at) + ": ID " +
-                  std::to_string(ev.id) + " used twice");
-  by_id[ev.id] = events.size();
-  events.push_back(std::move(ev));
+                  std::to_string(id) + " used twice");
   return true;
 }
 
@@ -438,7 +437,7 @@ int TraceDatReader::Impl::peek(uint32_t cpu) {
     }
     PageEvent ev;
     if (c.walker.next(&ev)) return make_record(cpu, ev);
-    if (c.walker.error())
+    if (c.walker.error())  // a guard: load_page's check walked this page already
       return fail("CPU " + std::to_string(cpu) + ", page " + std::to_string(c.next_page - 1) +
                   " (file offset " + std::to_string(c.page_off) + "): corrupt event at data offset " +
                   std::to_string(c.walker.offset()));
@@ -446,8 +445,10 @@ int TraceDatReader::Impl::peek(uint32_t cpu) {
   }
 }
 
-// Reads the CPU's next page, checks its header, counts it and carries its
-// lost events to the next record.
+// Reads the CPU's next page, checks it whole (check_trace_page: the header,
+// every event, every record against its format; the check spool recovery
+// makes before it publishes a page), counts it and carries its lost events
+// to the next record. A page that fails gives none of its records.
 int TraceDatReader::Impl::load_page(uint32_t cpu) {
   Cursor& c = cursors[cpu];
   const uint64_t off = cpus[cpu].offset + c.next_page * page_size;
@@ -456,8 +457,9 @@ int TraceDatReader::Impl::load_page(uint32_t cpu) {
   if (c.page.size() != page_size) c.page.assign(page_size, 0);
   std::string e;
   if (!src->read(off, c.page.data(), page_size, &e)) return fail(where + ": " + e);
-  TracePageHeader h;
-  if (!read_page_header(c.page.data(), page_size, &h, &e)) return fail(where + ": " + e);
+  TracePageInfo info;
+  if (!check_trace_page(c.page.data(), page_size, events, &info, &e)) return fail(where + ": " + e);
+  const TracePageHeader& h = info.header;
   TraceCpuCounts& k = counts[cpu];
   k.pages++;
   if (h.missed) {
@@ -477,14 +479,12 @@ int TraceDatReader::Impl::load_page(uint32_t cpu) {
   return 0;
 }
 
-// Checks the walker's event `ev` of the CPU's page and makes it the peeked
-// record: 1, or -1.
+// Makes the walker's event `ev` of the CPU's page the peeked record (the
+// page passed check_trace_page in load_page: the record is at least the
+// common header, fits its format and its strings lie inside it): 1.
 int TraceDatReader::Impl::make_record(uint32_t cpu, const PageEvent& ev) {
   Cursor& c = cursors[cpu];
   const uint64_t at = c.page_off + kPageHeaderSize + ev.offset;
-  if (ev.length < sizeof(CommonHeader))
-    return fail("CPU " + std::to_string(cpu) + ": record at file offset " + std::to_string(at) +
-                " is " + std::to_string(ev.length) + " bytes, shorter than the 8-byte common header");
   TraceRecord& r = c.peek;
   r = TraceRecord{};
   r.cpu = cpu;
@@ -496,16 +496,10 @@ int TraceDatReader::Impl::make_record(uint32_t cpu, const PageEvent& ev) {
   r.flags = h.common_flags;
   r.preempt_count = h.common_preempt_count;
   r.pid = h.common_pid;
-  const auto it = by_id.find(h.common_type);
-  r.event = it == by_id.end() ? nullptr : &events[it->second];
+  r.event = events.find(h.common_type);
   r.data = ev.data;
   r.size = ev.length;
   r.file_offset = at;
-  if (r.event && r.size < r.event->min_size)
-    return fail("CPU " + std::to_string(cpu) + ": record of " + r.event->system + ":" +
-                r.event->name + " at file offset " + std::to_string(at) + " is " +
-                std::to_string(r.size) + " bytes, its format needs " +
-                std::to_string(r.event->min_size));
   if (c.missed) {
     r.missed = true;
     r.missed_known = c.missed_known;
@@ -585,10 +579,9 @@ uint32_t TraceDatReader::tsc2nsec_mult() const { return impl_->mult; }
 uint32_t TraceDatReader::tsc2nsec_shift() const { return impl_->shift; }
 int64_t TraceDatReader::ts_offset_ns() const { return impl_->ts_offset; }
 uint64_t TraceDatReader::to_ns(uint64_t ts) const { return impl_->to_ns(ts); }
-const std::vector<TraceEventFormat>& TraceDatReader::events() const { return impl_->events; }
+const std::vector<TraceEventFormat>& TraceDatReader::events() const { return impl_->events.events(); }
 const TraceEventFormat* TraceDatReader::find_event(uint16_t id) const {
-  const auto it = impl_->by_id.find(id);
-  return it == impl_->by_id.end() ? nullptr : &impl_->events[it->second];
+  return impl_->events.find(id);
 }
 const std::map<int32_t, std::string>& TraceDatReader::cmdlines() const { return impl_->cmdlines; }
 std::string TraceDatReader::comm(int32_t pid) const {

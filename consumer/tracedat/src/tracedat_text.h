@@ -63,6 +63,29 @@ inline bool is_ident(std::string_view s) {
   return true;
 }
 
+// Appends the bytes [p, p + n) as text safe for a terminal: printable
+// ASCII (0x20..0x7e) as itself, every other byte — control bytes, DEL, and
+// every byte >= 0x80 (so UTF-8 too: no byte of a record reaches a terminal
+// as anything but printable ASCII) — as \xNN (two lower-case hex digits).
+// A backslash stays itself (trace-cmd's text for ASCII strings is kept),
+// so the text is not reversible; `rbtrace report --json` is. Used for every
+// string of a record, a comm and a print fmt's literal text.
+inline void append_escaped(std::string* out, const unsigned char* p, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char c = p[i];
+    if (c >= 0x20 && c < 0x7f) {
+      *out += static_cast<char>(c);
+    } else {
+      const char b[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+      out->append(b, 4);
+    }
+  }
+}
+inline void append_escaped(std::string* out, std::string_view s) {
+  append_escaped(out, reinterpret_cast<const unsigned char*>(s.data()), s.size());
+}
+
 // The lines of `s` (split at '\n'; a last line without '\n' counts).
 inline std::vector<std::string_view> split_lines(std::string_view s) {
   std::vector<std::string_view> v;

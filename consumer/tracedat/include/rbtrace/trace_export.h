@@ -30,6 +30,12 @@ struct ReportOptions {
 //   [N EVENTS REFUSED: NO FREE CPU SLOT (all CPUs)]   (last, when the file's
 //                                         ring-wide count is not 0; tracedat.h)
 // A record whose type has no format prints "[unknown event type N]".
+// Nothing from the file reaches the output but printable ASCII: in the
+// comm, the string fields and the print fmt's text, every byte outside
+// 0x20..0x7e (control bytes such as ESC and newline, DEL, every byte >=
+// 0x80, UTF-8 included) prints as \xNN; a backslash prints as itself (as
+// trace-cmd prints ASCII strings), so the text is for reading — the JSON
+// below is the lossless form.
 int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& opts,
                       std::string* err);
 
@@ -38,8 +44,10 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
 //    "name":"tick","fields":{"seq":1,"who":"x"}}
 // with "lost_before":M (or "lost_before":null when the count was not stored)
 // on a record whose page reports lost events. Integers are JSON numbers,
-// strings are escaped (bytes >= 0x80 that are not valid UTF-8 become \u00XX),
-// byte arrays are hex strings. Unknown types have "system":null,"name":null.
+// strings are escaped (control bytes and DEL as \n, \t, \r or \u00XX; a
+// valid UTF-8 sequence is kept; every other byte >= 0x80 becomes \u00XX,
+// its Latin-1 code point), so the output is valid JSON and valid UTF-8
+// whatever the file holds; byte arrays are hex strings. Unknown types have "system":null,"name":null.
 int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
 
 // Chrome trace-event JSON (opens in the Perfetto UI and chrome://tracing):

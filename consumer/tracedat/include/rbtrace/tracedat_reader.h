@@ -15,10 +15,14 @@
 // in the file).
 //
 // Records are then read page by page (pread, one page buffer per CPU): each
-// page's commit word is checked (length <= page_size - 16, no unknown flag
-// bits, room for a stored lost-event count), its events are walked with
-// PageWalker, and each record is checked against its format (long enough
-// for every field; each __data_loc string inside the record).
+// page is checked whole before any of its records is returned, by
+// check_trace_page (rbtrace/tracedat_page.h, the check `rbtrace recover`
+// also makes before it publishes a page): its commit word (length <=
+// page_size - 16, no unknown flag bits, room for a stored lost-event
+// count), its events walked with PageWalker, and each record checked
+// against its format (long enough for every field; each __data_loc string
+// inside the record). So a record next() returns can be printed:
+// field_value() fails only on a record that did not come from next().
 //
 // Thread safety: a reader is used by one thread at a time; distinct readers
 // are independent.
@@ -164,8 +168,10 @@ class TraceDatReader {
                           std::string* err);
   // The record's text as trace-cmd prints it after "name: ": the print fmt
   // applied to the fields when understood, else "name=value" for every
-  // non-common field. Strings print up to their NUL; control bytes print as
-  // \xNN. As libtraceevent (and so trace-cmd), a print-fmt argument is the
+  // non-common field. Strings print up to their NUL; every byte that is not
+  // printable ASCII (0x20..0x7e) — control bytes, DEL, bytes >= 0x80, UTF-8
+  // included — prints as \xNN, in values and in the print fmt's own text
+  // alike, so the result is printable ASCII only. As libtraceevent (and so trace-cmd), a print-fmt argument is the
   // field's bytes zero-extended, then cast to the conversion's type: an s8
   // field holding -69 printed with "%d" shows 187 (use "%hhd" to print -69);
   // field_value() and raw_fields() are sign-correct. False with *err on a
