@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -63,17 +64,34 @@ std::string swap_failure_reason(int32_t rc) {
   }
 }
 
+// How long the CLI waits: for room in the process's connection queue, and
+// for the whole reply (one deadline for the exchange, not one per read).
+constexpr std::chrono::milliseconds kConnectTimeout{2000};
+constexpr std::chrono::milliseconds kReplyTimeout{10000};
+
+// The reply deadline of a request: a snapshot also waits for its swaps,
+// one after another, each up to its --timeout when a thread does not
+// answer (bounded here as if up to 64 CPUs did not).
+std::chrono::milliseconds reply_timeout(const control::Request& req) {
+  if (req.type != control::MsgType::kSnapshot) return kReplyTimeout;
+  const uint64_t cpus = req.cpu >= 0 ? 1 : 64;
+  return kReplyTimeout + std::chrono::milliseconds(cpus * req.timeout_ms);
+}
+
 // Connects and runs one request. 0 with *reply (whose status is 0), or
-// kExitFail after printing why.
+// kExitFail after printing why (naming the process, its socket and, when
+// it did not answer in time, how long we waited).
 int request(const Args& a, pid_t pid, const control::Request& req, int pass_fd,
             control::Reply* reply) {
   std::string err;
-  const int s = control::connect_to(pid, "", &err);
+  const int s = control::connect_to(pid, "", &err, kConnectTimeout);
   if (s < 0) return a.fail(err);
-  const int rc = control::call(s, req, pass_fd, reply, &err);
+  const int rc = control::call(s, req, pass_fd, reply, &err, reply_timeout(req));
   close(s);
-  if (rc != 0) return a.fail("process " + std::to_string(pid) + ": " + err);
-  if (reply->status != 0) return a.fail("process " + std::to_string(pid) + ": " + reply->message);
+  const std::string who =
+      "process " + std::to_string(pid) + " (" + control::socket_path(pid, "") + "): ";
+  if (rc != 0) return a.fail(who + err);
+  if (reply->status != 0) return a.fail(who + reply->message);
   return 0;
 }
 
@@ -106,7 +124,7 @@ int cmd_list(const Args& a) {
     req.type = control::MsgType::kStat;
     control::Reply rep;
     std::string e;
-    const int s = control::connect_to(pid, dir, &e);
+    const int s = control::connect_to(pid, dir, &e, kConnectTimeout);
     bool ok = false;
     if (s >= 0) {
       ok = control::call(s, req, -1, &rep, &e, std::chrono::milliseconds(2000)) == 0 &&

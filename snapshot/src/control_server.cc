@@ -1,16 +1,24 @@
 // control_server.cc - the control server embedded in the application: one
-// thread, one connection at a time. See rbtrace/control.h.
+// thread, a poll loop over the listening socket, the stop eventfd and every
+// open connection; requests read and replies written in pieces, without
+// blocking, each under its deadline; complete requests executed one at a
+// time. See rbtrace/control.h.
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -25,30 +33,101 @@ namespace rbtrace::control {
 
 using namespace detail;
 
+namespace {
+
+// fork(): a child must close its copies of the open connections (else a
+// client that reads until EOF waits for the child too) and nothing else.
+// The list of connections is changed by the server thread (accept, close);
+// a fork taken in the middle of a change would leave the child a list that
+// does not match its descriptor table (an fd in the list that the child
+// does not have, or has as something else). So every change of the list
+// (accept4 and recording, close and forgetting: non-blocking system calls
+// only) holds g_fork_mu, and a pthread_atfork prepare handler takes it
+// around fork: the child's copy of the list is exactly its descriptors.
+std::mutex g_fork_mu;
+
+void install_fork_handlers() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pthread_atfork([] { g_fork_mu.lock(); }, [] { g_fork_mu.unlock(); },
+                   [] { g_fork_mu.unlock(); });
+  });
+}
+
+// The pseudo file systems a snapshot must not be written to: a descriptor
+// of /proc/self/comm or of a /sys or /proc/sys knob passes as an empty
+// regular file open for writing. Null: a real file system.
+const char* pseudo_fs_name(long type) {
+  switch (static_cast<unsigned long>(type)) {
+    case PROC_SUPER_MAGIC: return "procfs";
+    case SYSFS_MAGIC: return "sysfs";
+    case DEBUGFS_MAGIC: return "debugfs";
+    case TRACEFS_MAGIC: return "tracefs";
+    case SECURITYFS_MAGIC: return "securityfs";
+    case CGROUP_SUPER_MAGIC: return "cgroupfs";
+    case CGROUP2_SUPER_MAGIC: return "cgroup2";
+    case BPF_FS_MAGIC: return "bpffs";
+    case PSTOREFS_MAGIC: return "pstore";
+    case EFIVARFS_MAGIC: return "efivarfs";
+    case SELINUX_MAGIC: return "selinuxfs";
+    case SMACK_MAGIC: return "smackfs";
+    case BINFMTFS_MAGIC: return "binfmt_misc";
+    case 0x62656570: return "configfs";  // CONFIGFS_MAGIC (not in every linux/magic.h)
+    case 0x65735543: return "fusectl";   // FUSE_CTL_SUPER_MAGIC
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
 struct Server::Impl {
+  // One open connection: reading its request until it is complete, then
+  // writing its reply; `deadline` is that of the current phase.
+  struct Conn {
+    int fd = -1;  // -1 once closed (then swept out of `conns`)
+    pid_t peer = 0;
+    Clock::time_point deadline;
+    MessageReader in{kMaxRequestPayload, 1};
+    std::unique_ptr<MessageWriter> out;  // the reply, once there is one
+  };
+
   Snapshot* snap = nullptr;
   ServerOptions opts;
   int dirfd = -1;
   int listen_fd = -1;
   int stop_fd = -1;
-  std::string name;
+  int lock_fd = -1;
+  std::string name;       // the socket's name in dirfd, once it is ours (bound)
+  std::string lock_name;  // the lock file's name in dirfd, once locked
   std::thread thread;
   mutable std::mutex mu;
   ServerCounters counters;
+  // Server thread only; the list itself (not the Conns' buffers) changes
+  // under g_fork_mu (see install_fork_handlers).
+  std::vector<std::unique_ptr<Conn>> conns;
+  Clock::time_point accept_paused_until{};  // out of descriptors: accept later
 
   pid_t pid = getpid();  // the process whose server this is
 
   ~Impl() {
     if (getpid() != pid) {
-      // A forked child: the server thread, the socket's name and the stop
-      // eventfd are the parent's. Writing the eventfd would stop the
-      // parent's server and unlinking would take its name: only the
-      // child's own descriptors are closed.
+      // A forked child: the server thread, the socket's name, the lock file
+      // and the stop eventfd are the parent's. Writing the eventfd would stop
+      // the parent's server, unlinking would take its names, and the lock
+      // (flock belongs to the open file, which the parent keeps) is the
+      // parent's: only the child's own copies of the descriptors are closed.
       // std::thread cannot be detached here (no such thread: ESRCH) nor
-      // destroyed joinable: its handle is moved out and forgotten.
+      // destroyed joinable: its handle is moved out and forgotten; so are
+      // the connections (a reader's received descriptors may have been in
+      // the middle of a change at the fork), once their copies are closed.
       static auto* forgotten = new std::vector<std::thread*>;  // reachable
+      static auto* forgotten_conns = new std::vector<std::unique_ptr<Conn>>;  // reachable
       if (thread.joinable()) forgotten->push_back(new std::thread(std::move(thread)));
-      for (int fd : {listen_fd, stop_fd, dirfd})
+      for (auto& c : conns) {
+        if (c->fd >= 0) close(c->fd);
+        forgotten_conns->push_back(std::move(c));
+      }
+      for (int fd : {listen_fd, stop_fd, lock_fd, dirfd})
         if (fd >= 0) close(fd);
       return;
     }
@@ -57,8 +136,14 @@ struct Server::Impl {
       (void)!write(stop_fd, &one, sizeof one);
     }
     if (thread.joinable()) thread.join();
+    for (auto& c : conns) close_conn(c.get());
+    // The name goes before the listening socket closes and the lock before
+    // it is released: a server starting meanwhile finds the path free, or
+    // finds it held (and fails); never our socket with nobody to serve it.
     if (dirfd >= 0 && !name.empty()) unlinkat(dirfd, name.c_str(), 0);
     if (listen_fd >= 0) close(listen_fd);
+    if (dirfd >= 0 && !lock_name.empty()) unlinkat(dirfd, lock_name.c_str(), 0);
+    if (lock_fd >= 0) close(lock_fd);
     if (stop_fd >= 0) close(stop_fd);
     if (dirfd >= 0) close(dirfd);
   }
@@ -68,47 +153,196 @@ struct Server::Impl {
     counters.*field += 1;
   }
 
-  void run() {
-    for (;;) {
-      pollfd p[2] = {{listen_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
-      if (poll(p, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      if (p[1].revents) return;
-      if (!(p[0].revents & POLLIN)) continue;
-      const int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      serve_connection(c);
-      close(c);
-    }
-  }
-
-  void reply_error(int c, MsgType t, int status, const std::string& msg) {
+  static Reply error_reply(MsgType t, int status, const std::string& msg) {
     Reply r;
     r.for_type = t;
     r.status = status;
     r.message = msg;
-    (void)send_all(c, encode_reply(r), -1);
+    return r;
   }
 
-  void serve_connection(int c) {
-    set_timeouts(c, opts.io_timeout);
-    ucred cred{};
-    socklen_t cl = sizeof cred;
-    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
-        (cred.uid != geteuid() && cred.uid != 0)) {
-      count(&ServerCounters::refused);
-      reply_error(c, MsgType::kStat, -EACCES, "permission denied: peer uid differs");
+  // A short answer to a connection about to be closed: one non-blocking
+  // send (the socket is new or idle: it fits), whatever it gives.
+  static void answer_once(int fd, const Reply& r) {
+    MessageWriter w(encode_reply(r), -1);
+    (void)w.write_some(fd);
+  }
+
+  void close_conn(Conn* c) {
+    if (c->fd < 0) return;
+    std::lock_guard<std::mutex> g(g_fork_mu);
+    close(c->fd);
+    c->fd = -1;
+  }
+
+  // Forgets closed connections.
+  void sweep() {
+    std::lock_guard<std::mutex> g(g_fork_mu);
+    conns.erase(std::remove_if(conns.begin(), conns.end(),
+                               [](const std::unique_ptr<Conn>& c) { return c->fd < 0; }),
+                conns.end());
+  }
+
+  void run() {
+    std::vector<pollfd> pfds;
+    std::vector<Conn*> polled;
+    for (;;) {
+      pfds.clear();
+      polled.clear();
+      pfds.push_back({stop_fd, POLLIN, 0});
+      const auto now = Clock::now();
+      const bool accepting = now >= accept_paused_until;
+      pfds.push_back({accepting ? listen_fd : -1, POLLIN, 0});
+      Clock::time_point next = accepting ? Clock::time_point::max() : accept_paused_until;
+      for (auto& c : conns) {
+        pfds.push_back({c->fd, static_cast<short>(c->out ? POLLOUT : POLLIN), 0});
+        polled.push_back(c.get());
+        next = std::min(next, c->deadline);
+      }
+      const int timeout = next == Clock::time_point::max() ? -1 : poll_timeout(next);
+      if (poll(pfds.data(), pfds.size(), timeout) < 0) {
+        if (errno == EINTR || errno == ENOMEM || errno == EAGAIN) continue;
+        return;
+      }
+      if (pfds[0].revents) return;
+      // Connections first: what arrived is served before deadlines are
+      // enforced (and a request that completed while another was executing
+      // is read in expire(), not timed out).
+      for (size_t i = 0; i < polled.size(); i++)
+        if (pfds[i + 2].revents && polled[i]->fd >= 0) step(polled[i]);
+      if (pfds[1].revents & POLLIN) accept_some();
+      expire();
+      sweep();
+    }
+  }
+
+  // Accepts what is waiting (a bounded number per round): checks the peer
+  // and the caps at once, so a refused connection costs one accept and one
+  // close.
+  void accept_some() {
+    for (int n = 0; n < 256; n++) {
+      std::lock_guard<std::mutex> g(g_fork_mu);  // the accept and the list change: see above
+      const int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Left in the queue: poll would report it at once for ever.
+          accept_paused_until = Clock::now() + std::chrono::milliseconds(100);
+          return;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        return;  // EAGAIN: nothing more waiting
+      }
+      ucred cred{};
+      socklen_t cl = sizeof cred;
+      if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
+          (cred.uid != geteuid() && cred.uid != 0)) {
+        count(&ServerCounters::refused);
+        answer_once(c, error_reply(MsgType::kStat, -EACCES, "permission denied: peer uid differs"));
+        close(c);
+        continue;
+      }
+      const size_t max_total = std::max<uint32_t>(opts.max_connections, 1);
+      const size_t max_peer = std::max<uint32_t>(opts.max_per_peer, 1);
+      size_t open = 0, of_peer = 0;
+      for (auto& k : conns) {
+        if (k->fd < 0) continue;
+        open++;
+        if (k->peer == cred.pid) of_peer++;
+      }
+      if (open >= max_total || of_peer >= max_peer) {
+        count(&ServerCounters::over_cap);
+        const std::string why =
+            open >= max_total
+                ? "the control server has " + std::to_string(open) +
+                      " connections open, its limit: try again later"
+                : "process " + std::to_string(cred.pid) + " has " + std::to_string(of_peer) +
+                      " connections open, the limit per process: try again later";
+        answer_once(c, error_reply(MsgType::kStat, -EBUSY, why));
+        close(c);
+        continue;
+      }
+      auto conn = std::make_unique<Conn>();
+      conn->fd = c;
+      conn->peer = cred.pid;
+      conn->deadline = Clock::now() + io_timeout();
+      conns.push_back(std::move(conn));
+    }
+  }
+
+  std::chrono::milliseconds io_timeout() const {
+    return std::max(opts.io_timeout, std::chrono::milliseconds(1));
+  }
+
+  // Progress on one connection that poll reported.
+  void step(Conn* c) {
+    if (c->out) {
+      flush(c);
       return;
     }
-    std::vector<int> fds;
-    std::vector<uint8_t> buf;
-    uint16_t type = 0;
     std::string why;
-    int rc = recv_message(c, kMaxRequestPayload, 1, &buf, &fds, &type, &why);
+    const int rc = c->in.read_some(c->fd, &why);
+    if (rc == 0) return;
+    if (rc < 0) {
+      reject(c, rc, why);
+      return;
+    }
+    execute(c);
+  }
+
+  // Writes what the socket takes of the reply; closes once it is all sent
+  // (or the peer is gone).
+  void flush(Conn* c) {
+    if (c->out->write_some(c->fd) != 0) close_conn(c);
+  }
+
+  void reply(Conn* c, const Reply& r) {
+    c->out = std::make_unique<MessageWriter>(encode_reply(r), -1);
+    c->deadline = Clock::now() + io_timeout();
+    flush(c);  // most replies go at once
+  }
+
+  void reject(Conn* c, int rc, const std::string& why) {
+    std::vector<int> fds = c->in.take_fds();
+    close_all(&fds);
+    count(&ServerCounters::malformed);
+    reply(c, error_reply(static_cast<MsgType>(c->in.type()), rc, "rejected: " + why));
+  }
+
+  // Closes the connections whose deadline passed. A reading one is read
+  // once more first: its request may have come while the server was
+  // executing another (that time is the server's, not the client's).
+  void expire() {
+    for (size_t i = 0; i < conns.size(); i++) {
+      Conn* c = conns[i].get();
+      if (c->fd < 0 || Clock::now() < c->deadline) continue;
+      if (!c->out) {
+        std::string why;
+        const int rc = c->in.read_some(c->fd, &why);
+        if (rc == 1) {
+          execute(c);
+          continue;
+        }
+        if (rc < 0) {
+          reject(c, rc, why);
+          continue;
+        }
+        count(&ServerCounters::timed_out);
+        answer_once(c->fd, error_reply(static_cast<MsgType>(c->in.type()), -ETIMEDOUT,
+                                       "the request was not complete within " +
+                                           std::to_string(io_timeout().count()) + " ms"));
+      } else {
+        count(&ServerCounters::timed_out);  // the client did not take its reply
+      }
+      close_conn(c);
+    }
+  }
+
+  // Runs a complete request and starts its reply.
+  void execute(Conn* c) {
+    std::vector<int> fds = c->in.take_fds();
+    std::string why;
     Request req;
-    if (rc == 0) rc = parse_request(buf.data(), buf.size(), &req, &why);
+    int rc = parse_request(c->in.bytes().data(), c->in.bytes().size(), &req, &why);
     if (rc == 0 && req.type != MsgType::kSnapshot && !fds.empty()) {
       rc = -EBADMSG;
       why = "unexpected file descriptor";
@@ -116,7 +350,7 @@ struct Server::Impl {
     if (rc != 0) {
       close_all(&fds);
       count(&ServerCounters::malformed);
-      reply_error(c, static_cast<MsgType>(type), rc, "rejected: " + why);
+      reply(c, error_reply(static_cast<MsgType>(c->in.type()), rc, "rejected: " + why));
       return;
     }
     Reply r;
@@ -136,7 +370,7 @@ struct Server::Impl {
     }
     close_all(&fds);
     count(r.status == 0 ? &ServerCounters::served : &ServerCounters::failed);
-    (void)send_all(c, encode_reply(r), -1);
+    reply(c, r);
   }
 
   void fill_stat(Reply* r) {
@@ -167,6 +401,20 @@ struct Server::Impl {
         (fl & O_ACCMODE) == O_RDONLY || st.st_size != 0 || (fl & O_APPEND)) {
       r->status = -EINVAL;
       r->message = "the descriptor must be an empty regular file open for writing";
+      return;
+    }
+    // A /proc or /sys file is "regular", empty and may be writable (a
+    // thread's comm, a sysctl): the trace would go into the kernel's knob.
+    struct statfs fs {};
+    if (fstatfs(fd, &fs) != 0) {
+      r->status = -errno;
+      r->message = std::string("the descriptor's file system: ") + std::strerror(errno);
+      return;
+    }
+    if (const char* pseudo = pseudo_fs_name(static_cast<long>(fs.f_type))) {
+      r->status = -EINVAL;
+      r->message = std::string("the descriptor is a file on ") + pseudo +
+                   ", not on a real file system: refused";
       return;
     }
     if (req.cpu >= static_cast<int32_t>(snap->live().ncpus())) {
@@ -208,6 +456,92 @@ struct Server::Impl {
       r->message = "no event " + req.event;
     }
   }
+
+  // One server per socket path. A lock file <pid>.lock beside the socket,
+  // flock()ed for the server's life, decides between servers that could
+  // claim the same path: two Servers of one process (flock is per open
+  // file, so two opens in one process exclude each other too), or two
+  // processes with the same pid in different pid namespaces sharing the
+  // directory. A probe alone (connect, then unlink and bind if refused) is
+  // not enough: two starts can both see "nobody" and the second's unlink
+  // takes the first's socket. The lock is race-free, is released by the
+  // kernel when a process dies (a crashed server's lock file is stale, not
+  // held), and lives in the private directory (0700, ours: nobody else can
+  // plant it; opened O_NOFOLLOW|O_NONBLOCK through the directory's
+  // descriptor and checked to be a regular file all the same). Once the
+  // lock is ours, a socket at the path that still accepts connections is a
+  // server that does not take the lock (an older rbtrace, a forked child
+  // that kept a dead parent's socket): also refused; one that refuses
+  // (ECONNREFUSED: nobody listens) is stale and replaced.
+  //
+  // The lock file is removed at stop, before it is unlocked; a starter that
+  // opened it just before, and locks it just after, holds a lock on a file
+  // that is no longer there: it checks that the name still leads to the
+  // file it locked, and starts over when not.
+  int claim_path(const std::string& path, std::string* err) {
+    const std::string lname = std::to_string(pid) + ".lock";
+    for (int attempt = 0;; attempt++) {
+      const int fd = openat(dirfd, lname.c_str(),
+                            O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        const int e = errno;
+        *err = "cannot open the lock file " + lname + " beside " + path + ": " + std::strerror(e);
+        return -e;
+      }
+      struct stat st {};
+      if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        close(fd);
+        *err = "the lock file " + lname + " beside " + path + " is not a regular file of ours";
+        return -EEXIST;
+      }
+      if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int e = errno;
+        const bool unlinked = fstat(fd, &st) == 0 && st.st_nlink == 0;  // its server is stopping
+        close(fd);
+        if (e == EWOULDBLOCK && unlinked && attempt < 16) continue;
+        if (e == EWOULDBLOCK) {
+          *err = "a control server already serves " + path +
+                 " (another Server in this process, or a process with the same pid in another "
+                 "pid namespace sharing the directory: give each its own RBTRACE_CONTROL_DIR)";
+          return -EADDRINUSE;
+        }
+        *err = "cannot lock " + lname + " beside " + path + ": " + std::strerror(e);
+        return -e;
+      }
+      struct stat named {};
+      if (fstatat(dirfd, lname.c_str(), &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+          named.st_ino != st.st_ino || named.st_dev != st.st_dev) {
+        close(fd);  // locked a file its server removed meanwhile: again
+        if (attempt < 16) continue;
+        *err = "the lock file " + lname + " beside " + path + " keeps changing";
+        return -EAGAIN;
+      }
+      lock_fd = fd;
+      lock_name = lname;
+      break;
+    }
+    const std::string sname = std::to_string(pid) + ".sock";
+    sockaddr_un sa;
+    if (!socket_address(dirfd, sname, &sa, err)) return -ENAMETOOLONG;
+    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (probe < 0) {
+      const int e = errno;
+      *err = std::string("socket: ") + std::strerror(e);
+      return -e;
+    }
+    const int rc = connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    const int e = rc == 0 ? 0 : errno;
+    close(probe);
+    if (rc == 0 || e == EAGAIN) {  // someone listens (EAGAIN: with a full queue)
+      *err = "a control server already serves " + path +
+             " (it does not hold the lock file " + lname + ": another rbtrace version?)";
+      return -EADDRINUSE;
+    }
+    // ENOENT: nothing there; ECONNREFUSED: a stale socket (its process
+    // died); anything else is not a live server either.
+    if (e != ENOENT) unlinkat(dirfd, sname.c_str(), 0);
+    return 0;
+  }
 };
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -226,6 +560,7 @@ std::unique_ptr<Server> Server::start(Snapshot& snap, const ServerOptions& opts,
     }
     return nullptr;
   };
+  install_fork_handlers();
   auto impl = std::make_unique<Impl>();
   impl->snap = &snap;
   impl->opts = opts;
@@ -233,21 +568,24 @@ std::unique_ptr<Server> Server::start(Snapshot& snap, const ServerOptions& opts,
   std::string e;
   impl->dirfd = open_private_dir(dir, true, &e);
   if (impl->dirfd < 0) return fail_with(-impl->dirfd, e);
-  impl->name = std::to_string(getpid()) + ".sock";
+  const std::string sname = std::to_string(impl->pid) + ".sock";
+  const std::string path = dir + "/" + sname;
   sockaddr_un sa;
-  if (!socket_address(impl->dirfd, impl->name, &sa, &e)) return fail_with(ENAMETOOLONG, e);
-  // A socket left by a dead process with our pid: the directory is ours.
-  unlinkat(impl->dirfd, impl->name.c_str(), 0);
-  impl->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (!socket_address(impl->dirfd, sname, &sa, &e)) return fail_with(ENAMETOOLONG, e);
+  // Nothing of another server's is touched (and ~Impl removes only what
+  // is ours: `lock_name` once locked, `name` once bound) when this fails.
+  if (int rc = impl->claim_path(path, &e); rc != 0) return fail_with(-rc, e);
+  impl->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (impl->listen_fd < 0) return fail_with(errno, std::string("socket: ") + std::strerror(errno));
-  const std::string path = dir + "/" + impl->name;
   if (bind(impl->listen_fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     const int code = errno;
-    impl->name.clear();
     return fail_with(code, "bind " + path + ": " + std::strerror(code));
   }
+  impl->name = sname;
   fchmodat(impl->dirfd, impl->name.c_str(), 0600, 0);
-  if (listen(impl->listen_fd, 8) != 0)
+  // The kernel's limit (net.core.somaxconn), not 8: a burst of connections
+  // waits in the queue instead of making connect() wait or fail.
+  if (listen(impl->listen_fd, SOMAXCONN) != 0)
     return fail_with(errno, std::string("listen: ") + std::strerror(errno));
   impl->stop_fd = eventfd(0, EFD_CLOEXEC);
   if (impl->stop_fd < 0) return fail_with(errno, std::string("eventfd: ") + std::strerror(errno));

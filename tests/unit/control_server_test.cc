@@ -433,3 +433,376 @@ TEST_F(ControlServer, SnapshotNamesThreadsThatAreGone) {
   ASSERT_TRUE(reader) << err;
   EXPECT_EQ(reader->comm(tid), "ctl-gone");
 }
+
+// ---- one server per path, stale sockets, caps, client deadlines (issue 12) ----
+
+namespace {
+
+long ms_since(std::chrono::steady_clock::time_point t0) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - t0)
+                               .count());
+}
+
+// A listening (or, with backlog < 0, only bound) Unix socket at `path`.
+int raw_listener(const std::string& path, int backlog) {
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  if (bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    close(s);
+    return -1;
+  }
+  if (backlog >= 0 && listen(s, backlog) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+// One stat request to process `pid`'s server in `dir`: the reply (status
+// -1 when the call itself failed, with *err).
+Reply stat_reply(const std::string& dir, std::string* err, pid_t pid = getpid()) {
+  Reply rep;
+  rep.status = -1;
+  const int s = connect_to(pid, dir, err);
+  if (s < 0) return rep;
+  if (call(s, Request{}, -1, &rep, err, 5000ms) != 0) rep.status = -1;
+  close(s);
+  return rep;
+}
+
+}  // namespace
+
+// A second Server for the same socket path fails with a clear error; the
+// first keeps its socket (same inode) and keeps serving. (Before, the second
+// unlinked the first's socket and bound its own.)
+TEST_F(ControlServer, ASecondServerForTheSamePathFails) {
+  struct stat before {}, after {};
+  ASSERT_EQ(stat(server_->socket_path().c_str(), &before), 0);
+  ServerOptions so;
+  so.dir = dir_;
+  Error err;
+  auto second = Server::start(*snap_, so, &err);
+  EXPECT_FALSE(second) << "a second server took over " << server_->socket_path();
+  EXPECT_EQ(err.code, EADDRINUSE);
+  EXPECT_NE(err.message.find("a control server already serves " + server_->socket_path()),
+            std::string::npos)
+      << err.message;
+  second.reset();
+  ASSERT_EQ(stat(server_->socket_path().c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino) << "the socket was replaced";
+  EXPECT_TRUE(stat_works());
+  // Stopped, the server leaves neither its socket nor its lock file; the
+  // path can be served again.
+  server_.reset();
+  const std::string stem = dir_ + "/" + std::to_string(getpid());
+  EXPECT_NE(access((stem + ".sock").c_str(), F_OK), 0) << "socket left behind";
+  EXPECT_NE(access((stem + ".lock").c_str(), F_OK), 0) << "lock file left behind";
+  server_ = Server::start(*snap_, so, &err);
+  ASSERT_TRUE(server_) << err.message;
+  EXPECT_TRUE(stat_works());
+}
+
+// Two threads starting a server for the same fresh path at once: exactly
+// one wins, every time.
+TEST_F(ControlServer, RacingStartsForOnePathOneWins) {
+  for (int round = 0; round < 50; round++) {
+    ServerOptions so;
+    so.dir = base_ + "/race" + std::to_string(round);
+    std::unique_ptr<Server> got[2];
+    Error errs[2];
+    std::atomic<int> ready{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 2; i++) {
+      ts.emplace_back([&, i] {
+        // Relaxed: a start line only (the two starts need no order between them).
+        ready.fetch_add(1, std::memory_order_relaxed);
+        while (ready.load(std::memory_order_relaxed) < 2) {
+        }
+        got[i] = Server::start(*snap_, so, &errs[i]);
+      });
+    }
+    for (auto& t : ts) t.join();
+    ASSERT_EQ((got[0] ? 1 : 0) + (got[1] ? 1 : 0), 1)
+        << "round " << round << ": " << errs[0].message << " / " << errs[1].message;
+    const int loser = got[0] ? 1 : 0;
+    EXPECT_EQ(errs[loser].code, EADDRINUSE) << errs[loser].message;
+    std::string e;
+    EXPECT_EQ(stat_reply(so.dir, &e).status, 0) << e;
+  }
+}
+
+// A socket nobody listens on (its process died; here: bound, then closed)
+// and a stale lock file are replaced.
+TEST_F(ControlServer, AStaleSocketIsReplaced) {
+  const std::string d = base_ + "/stale";
+  ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
+  const std::string sock = d + "/" + std::to_string(getpid()) + ".sock";
+  const int s = raw_listener(sock, -1);
+  ASSERT_GE(s, 0);
+  close(s);
+  const int lk = open((d + "/" + std::to_string(getpid()) + ".lock").c_str(),
+                      O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  ASSERT_GE(lk, 0);
+  close(lk);
+  ServerOptions so;
+  so.dir = d;
+  Error err;
+  auto server = Server::start(*snap_, so, &err);
+  ASSERT_TRUE(server) << err.message;
+  std::string e;
+  EXPECT_EQ(stat_reply(d, &e).status, 0) << e;
+}
+
+// A socket someone else listens on (a server that does not take the lock,
+// e.g. another version) is not taken over.
+TEST_F(ControlServer, AListenerThatIsNotOursIsNotTakenOver) {
+  const std::string d = base_ + "/foreign";
+  ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
+  const std::string sock = d + "/" + std::to_string(getpid()) + ".sock";
+  const int l = raw_listener(sock, 4);
+  ASSERT_GE(l, 0);
+  ServerOptions so;
+  so.dir = d;
+  Error err;
+  auto server = Server::start(*snap_, so, &err);
+  EXPECT_FALSE(server);
+  EXPECT_EQ(err.code, EADDRINUSE);
+  EXPECT_NE(err.message.find("already serves " + sock), std::string::npos) << err.message;
+  // Still the foreign listener's: a connection reaches it.
+  const int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
+  EXPECT_EQ(connect(c, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  const int a = accept4(l, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  EXPECT_GE(a, 0);
+  if (a >= 0) close(a);
+  close(c);
+  close(l);
+}
+
+// Beyond the cap on open connections (in all, and per peer process) a new
+// connection is answered -EBUSY with a message saying which, and counted.
+TEST_F(ControlServer, ConnectionsOverTheCapsAreAnsweredBusy) {
+  for (const bool per_peer : {false, true}) {
+    ServerOptions so;
+    so.dir = base_ + (per_peer ? "/cap-peer" : "/cap-total");
+    so.io_timeout = 20000ms;  // the idle connections stay for the whole test
+    so.max_connections = per_peer ? 64 : 3;
+    so.max_per_peer = per_peer ? 3 : 64;
+    Error err;
+    auto server = Server::start(*snap_, so, &err);
+    ASSERT_TRUE(server) << err.message;
+    std::vector<int> idle;
+    for (int i = 0; i < 3; i++) {
+      const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      std::strncpy(sa.sun_path, server->socket_path().c_str(), sizeof sa.sun_path - 1);
+      ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+      idle.push_back(s);
+    }
+    // Accepted first (the queue is first in, first out): ours is the 4th.
+    std::string e;
+    const Reply rep = stat_reply(so.dir, &e);
+    EXPECT_EQ(rep.status, -EBUSY) << e << rep.message;
+    EXPECT_NE(rep.message.find(per_peer ? "the limit per process" : "connections open, its limit"),
+              std::string::npos)
+        << rep.message;
+    EXPECT_EQ(server->counters().over_cap, 1u);
+    for (int s : idle) close(s);
+    server.reset();
+  }
+}
+
+// The client's connect is bounded: against a listener whose queue is full
+// and never accepted, connect_to fails with -ETIMEDOUT after its timeout,
+// naming the process, the socket and the timeout. (Before, it blocked for
+// ever: here the child would die of its alarm.)
+TEST_F(ControlServer, ConnectTimesOutOnAFullQueue) {
+  const std::string d = base_ + "/full";
+  ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
+  const pid_t me = getpid();
+  const std::string sock = d + "/" + std::to_string(me) + ".sock";
+  const int l = raw_listener(sock, 0);
+  ASSERT_GE(l, 0);
+  std::vector<int> fill;
+  for (int i = 0; i < 64; i++) {
+    const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
+    if (connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      EXPECT_EQ(errno, EAGAIN);
+      close(s);
+      break;
+    }
+    fill.push_back(s);
+  }
+  ASSERT_LT(fill.size(), 64u) << "the queue never filled";
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);  // a connect that blocks for ever becomes SIGALRM
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string err;
+    const int rc = connect_to(me, d, &err, 300ms);
+    const long ms = ms_since(t0);
+    const std::string out = std::to_string(rc) + " " + std::to_string(ms) + " " + err;
+    (void)!write(p[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(p[1]);
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  ASSERT_TRUE(WIFEXITED(st)) << "connect_to did not return (killed by signal " << WTERMSIG(st) << ")";
+  std::string out(4096, '\0');
+  const ssize_t n = read(p[0], out.data(), out.size());
+  close(p[0]);
+  ASSERT_GT(n, 0);
+  out.resize(static_cast<size_t>(n));
+  int rc = 0;
+  long ms = 0;
+  int used = 0;
+  ASSERT_EQ(std::sscanf(out.c_str(), "%d %ld %n", &rc, &ms, &used), 2) << out;
+  const std::string err = out.substr(static_cast<size_t>(used));
+  EXPECT_EQ(rc, -ETIMEDOUT) << err;
+  EXPECT_LT(ms, 3000) << "bounded by 300 ms";
+  EXPECT_NE(err.find("process " + std::to_string(me)), std::string::npos) << err;
+  EXPECT_NE(err.find(sock), std::string::npos) << err;
+  EXPECT_NE(err.find("300 ms"), std::string::npos) << err;
+  std::printf("[ info ] connect_to against a full queue, timeout 300 ms: returned after %ld ms: %s\n",
+              ms, err.c_str());
+  for (int s : fill) close(s);
+  close(l);
+}
+
+// The client's reply deadline is one for the whole exchange: a server that
+// trickles its reply a byte every 50 ms (each read well within the
+// timeout) cannot hold call() past it. (Before, the timeout was per read:
+// the whole reply, at 50 ms a byte, took half a minute.)
+TEST_F(ControlServer, TheClientsReplyDeadlineIsTotal) {
+  const std::string d = base_ + "/slow";
+  ASSERT_EQ(mkdir(d.c_str(), 0700), 0);
+  const int l = raw_listener(d + "/" + std::to_string(getpid()) + ".sock", 4);
+  ASSERT_GE(l, 0);
+  Reply fake;
+  fake.for_type = MsgType::kStat;
+  fake.stat.cpus.resize(2);
+  const std::vector<uint8_t> m = encode_reply(fake);
+  std::thread slow([&] {
+    const int c = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    uint8_t hdr[kHeaderSize];
+    (void)!read(c, hdr, sizeof hdr);
+    for (size_t i = 0; i < m.size(); i++) {
+      if (send(c, m.data() + i, 1, MSG_NOSIGNAL) != 1) break;  // the client gave up
+      std::this_thread::sleep_for(50ms);
+    }
+    close(c);
+  });
+  std::string err;
+  const int s = connect_to(getpid(), d, &err);
+  ASSERT_GE(s, 0) << err;
+  Reply rep;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = call(s, Request{}, -1, &rep, &err, 500ms);
+  const long ms = ms_since(t0);
+  close(s);
+  slow.join();
+  close(l);
+  EXPECT_EQ(rc, -ETIMEDOUT) << err;
+  EXPECT_LT(ms, 3000);
+  EXPECT_NE(err.find("500 ms"), std::string::npos) << err;
+  std::printf("[ info ] call() against a trickled reply (%zu bytes at 50 ms each), timeout 500 ms: "
+              "%ld ms\n",
+              m.size(), ms);
+}
+
+// A snapshot descriptor of a procfs file (here /proc/self/comm: regular,
+// empty, writable by its owner: it passed the old checks) is refused, and
+// nothing is written into it.
+TEST_F(ControlServer, ASnapshotIntoProcfsIsRefused) {
+  auto comm = [] {
+    std::FILE* f = std::fopen("/proc/self/comm", "r");
+    char b[64] = {};
+    if (f) {
+      (void)!std::fgets(b, sizeof b, f);
+      std::fclose(f);
+    }
+    return std::string(b);
+  };
+  const std::string before = comm();
+  const int fd = open("/proc/self/comm", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  std::string err;
+  const int s = connect_to(getpid(), dir_, &err);
+  ASSERT_GE(s, 0) << err;
+  Request req;
+  req.type = MsgType::kSnapshot;
+  Reply rep;
+  ASSERT_EQ(call(s, req, fd, &rep, &err), 0) << err;
+  close(s);
+  close(fd);
+  EXPECT_EQ(rep.status, -EINVAL) << rep.message;
+  EXPECT_NE(rep.message.find("procfs"), std::string::npos) << rep.message;
+  EXPECT_EQ(comm(), before);
+  EXPECT_EQ(snap_->snapshots_taken(), 0u);
+  EXPECT_EQ(server_->counters().failed, 1u);
+}
+
+// fork() while the server holds an open connection: the child's copy of the
+// Server, destroyed, closes the child's copies of the connections (and of
+// nothing of the parent's): the client sees the end of its connection when
+// the parent's server closes it at its deadline, with the child still alive.
+TEST_F(ControlServer, AForkedChildClosesItsCopiesOfOpenConnections) {
+  const int s = raw_connect();
+  ASSERT_GE(s, 0);
+  const auto m = encode_request(Request{});
+  ASSERT_EQ(write(s, m.data(), 3), 3);  // never completed
+  EXPECT_TRUE(stat_works());  // accepted after s: s is open in the server now
+  int up[2], down[2];
+  ASSERT_EQ(pipe2(up, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(down, O_CLOEXEC), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);
+    close(up[0]);
+    close(down[1]);
+    server_.reset();  // the child's copy: its descriptors only
+    char one = 1;
+    (void)!write(up[1], &one, 1);
+    (void)!read(down[0], &one, 1);  // alive until the parent is done
+    _exit(0);
+  }
+  close(up[1]);
+  close(down[0]);
+  char one;
+  ASSERT_EQ(read(up[0], &one, 1), 1);
+  // The server answers -ETIMEDOUT at the deadline (500 ms) and closes: EOF,
+  // though the child lives.
+  bool eof = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<uint8_t> buf(4096);
+  while (!eof && std::chrono::steady_clock::now() - t0 < 10s) {
+    pollfd p{s, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = read(s, buf.data(), buf.size());
+    if (n <= 0) eof = true;
+  }
+  EXPECT_TRUE(eof) << "the child kept the connection open";
+  close(s);
+  close(down[1]);
+  close(up[0]);
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_TRUE(stat_works()) << "the child stopped the parent's server";
+  EXPECT_EQ(server_->counters().timed_out, 1u);
+}

@@ -13,7 +13,10 @@
 //   header  u32 magic 'RBTC' | u16 version | u16 type | u32 length | u32 flags (0)
 //   payload `length` bytes, at most kMaxRequestPayload for a request and
 //           kMaxReplyPayload for a reply; every field is length-checked.
-// One request and one reply per connection. Requests:
+// One request and one reply per connection; the server serves many
+// connections at once, each under a deadline and within caps per peer
+// process and in all (ServerOptions), and the client bounds its connect and
+// the whole exchange (connect_to, call). Requests:
 //   kStat      (empty)                      -> CPUs and their counters
 //   kSnapshot  i32 cpu (-1 all), u32 timeout_ms, + one fd (SCM_RIGHTS): an
 //              empty regular file opened for writing by the client; the
@@ -129,7 +132,17 @@ int open_private_dir(const std::string& dir, bool create, std::string* err);
 
 struct ServerOptions {
   std::string dir;  // empty: default_dir()
+  // The deadline of one connection: from its accept to its whole request
+  // read, and again from its reply being ready to the reply sent. A
+  // connection that misses it is closed (answered -ETIMEDOUT when it was
+  // still sending) and counted in timed_out. One deadline per request, not
+  // per read: a client trickling a byte at a time gets no longer.
   std::chrono::milliseconds io_timeout{2000};
+  // Connections open at once, in all (at least 1) and per peer process (its
+  // pid from SO_PEERCRED; at least 1). One beyond either is answered
+  // -EBUSY and closed at accept, and counted in over_cap.
+  uint32_t max_connections = 64;
+  uint32_t max_per_peer = 4;
 };
 
 // Counters of a running server (for tests and `stat`).
@@ -138,16 +151,28 @@ struct ServerCounters {
   uint64_t refused = 0;    // peers with another uid
   uint64_t malformed = 0;  // bad, oversized or truncated messages
   uint64_t failed = 0;     // well-formed requests that failed
+  uint64_t timed_out = 0;  // connections closed at their deadline (request or reply)
+  uint64_t over_cap = 0;   // connections refused at accept: over max_per_peer or max_connections
 };
 
-// The server: one thread, one connection at a time.
+// The server: one thread serving every open connection at once (a poll
+// loop; each request read and each reply written in pieces, as they come,
+// under its deadline). Complete requests are executed one at a time, in
+// the server thread: a snapshot holds the others while it runs, a slow
+// client never does.
+//
+// One server per socket path: a second start() for <dir>/<pid>.sock, in
+// this process or in another live one (another pid namespace sharing the
+// directory), fails with EADDRINUSE. A socket nobody listens on (left by a
+// dead process with our pid) is replaced.
 class Server {
  public:
   // Starts serving `snap` on <dir>/<pid>.sock. Null with *err on failure
-  // (the directory is not private, bind fails, ...). Any thread.
+  // (the directory is not private, a server already serves the path, bind
+  // fails, ...). Any thread.
   static std::unique_ptr<Server> start(Snapshot& snap, const ServerOptions& opts,
                                        Error* err = nullptr);
-  ~Server();  // stops the thread, removes the socket
+  ~Server();  // stops the thread, removes the socket and its lock file
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
   const std::string& socket_path() const { return path_; }
@@ -162,11 +187,18 @@ class Server {
 
 // ---- client ------------------------------------------------------------------
 
-// Connects to process `pid`'s server in `dir` (empty: default_dir()). A
-// connected socket, or -errno with *err.
-int connect_to(pid_t pid, const std::string& dir, std::string* err);
-// Sends `req` (with `pass_fd` attached when >= 0) and reads the reply.
-// 0 (then reply->status is the server's answer) or -errno with *err.
+// <dir>/<pid>.sock (dir empty: default_dir()), for messages.
+std::string socket_path(pid_t pid, const std::string& dir);
+// Connects to process `pid`'s server in `dir` (empty: default_dir()),
+// waiting at most `timeout` for room in its queue. A connected socket, or
+// -errno with *err naming the process, the socket and, for -ETIMEDOUT, the
+// timeout.
+int connect_to(pid_t pid, const std::string& dir, std::string* err,
+               std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+// Sends `req` (with `pass_fd` attached when >= 0) and reads the reply, all
+// within `timeout` (one deadline for the whole exchange, not per read).
+// 0 (then reply->status is the server's answer) or -errno with *err
+// (-ETIMEDOUT: the deadline passed).
 int call(int sock, const Request& req, int pass_fd, Reply* reply, std::string* err,
          std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 // Processes of this user with a control socket in `dir` whose process is
