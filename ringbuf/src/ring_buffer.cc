@@ -556,6 +556,11 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   // of W6's loop.
   int ret = 0;
   int la = 0, lb = 0;
+  // seq_cst (ctl_): pairs with change_cpu_disable's seq_cst fetch_add of
+  // ctl_ before it loads record_disabled (a Dekker pair with our CAS of
+  // kSwapping above: one of us sees the other). seq_cst (buffers_): pairs
+  // with another swap's release stores of the slots (S4), in the same
+  // total order as the kSwapping words.
   if (ctl_[cpu].load(std::memory_order_seq_cst) != 0 ||
       other.ctl_[cpu].load(std::memory_order_seq_cst) != 0) {
     ret = -EBUSY;  // a disable/enable of this slot is under way
@@ -578,10 +583,10 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
     unlock_reader(a);
     // -EBUSY: a writer is inside; a->buffer was put back as it was.
   } else {
-    // S4 (remote: M4): exchange the slots and the back-pointers. release: a
-    // reader that loads the slot (cpu_buffer, acquire) sees the buffer's
-    // state; so does a writer that refreshes its binding after a remote
-    // swap (count_swap_refusal's acquire load).
+    // S4 (remote: M4): exchange the slots and the back-pointers. release:
+    // pairs with cpu_buffer's acquire load of the slot (a reader sees the
+    // buffer's state) and with count_swap_refusal's acquire load (a writer
+    // that refreshes its binding after a remote swap).
     buffers_[cpu].store(b, std::memory_order_release);
     other.buffers_[cpu].store(a, std::memory_order_release);
     a->buffer.store(&other, std::memory_order_relaxed);  // read by the owner (W3); remote: again

@@ -377,11 +377,14 @@ TEST(Consumer, RefusalsForWantOfASlotReachTheFile) {
     unsigned char p[ctest::kPayload];
     ctest::make_payload(p, 0, 0);
     ASSERT_EQ(fx.rb->write(p, ctest::kPayload), 0);
-    // release/acquire: a plain hand-shake with the test thread.
+    // release: pairs with the test thread's acquire load of `bound` (the
+    // slot is ours before it looks).
     bound.store(true, std::memory_order_release);
+    // acquire: pairs with the test thread's release store of `done`.
     while (!done.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
     fx.rb->unbind_thread();
   });
+  // acquire: pairs with the owner's release store of `bound`.
   while (!bound.load(std::memory_order_acquire)) std::this_thread::sleep_for(1ms);
   std::thread other([&] {  // the one slot is taken: every event is refused
     unsigned char p[ctest::kPayload] = {};
@@ -389,6 +392,7 @@ TEST(Consumer, RefusalsForWantOfASlotReachTheFile) {
   });
   other.join();
   EXPECT_EQ(fx.rb->no_cpu_dropped(), 7u);
+  // release: pairs with the owner's acquire load of `done`.
   done.store(true, std::memory_order_release);
   owner.join();
   ASSERT_EQ(c->stop(), 0);
