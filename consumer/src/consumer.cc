@@ -47,7 +47,10 @@ int set_error(Error* err, int code, std::string msg) {
 }
 
 void ConsumerContext::message(const std::string& m) const {
-  if (opts.on_message) opts.on_message(m);
+  // After stop() gave up, the application may have destroyed what its
+  // callback uses: the threads still running say it on stderr.
+  std::lock_guard<std::mutex> g(msg_mu);
+  if (opts.on_message && !msg_off) opts.on_message(m);
   else std::fprintf(stderr, "%s\n", m.c_str());
 }
 
@@ -58,6 +61,46 @@ std::string ConsumerContext::seg_path(uint64_t seq, const char* suffix) const {
 }  // namespace detail
 
 using namespace detail;
+
+// ===========================================================================
+// fork: a child must not keep a session's lock alive
+// ===========================================================================
+//
+// flock belongs to the open file, which a fork shares: a child that never
+// destroys its copy of the Consumer (a prefork server's worker, a daemon)
+// would keep the session locked after the parent died, and recover would
+// take it for live for as long as the child runs. The atfork child handler
+// closes the child's copies of every live consumer's lock and cmdlines
+// descriptors (the parent's lock stays: it keeps its own descriptor).
+namespace {
+
+std::mutex g_live_mu;                        // held across fork (prepare)
+auto* g_live = new std::vector<Consumer::Impl*>;  // reachable, never freed
+
+void live_prepare() { g_live_mu.lock(); }
+void live_parent() { g_live_mu.unlock(); }
+void live_child() {
+  for (Consumer::Impl* i : *g_live) {
+    if (i->lock_fd >= 0) close(i->lock_fd);
+    if (i->drain.cmdlines.fd >= 0) close(i->drain.cmdlines.fd);
+    i->lock_fd = i->drain.cmdlines.fd = -1;
+  }
+  g_live_mu.unlock();
+}
+
+void live_add(Consumer::Impl* i) {
+  static const int once = pthread_atfork(live_prepare, live_parent, live_child);
+  (void)once;
+  std::lock_guard<std::mutex> g(g_live_mu);
+  g_live->push_back(i);
+}
+
+void live_remove(Consumer::Impl* i) {
+  std::lock_guard<std::mutex> g(g_live_mu);
+  g_live->erase(std::remove(g_live->begin(), g_live->end(), i), g_live->end());
+}
+
+}  // namespace
 
 namespace {
 
@@ -203,10 +246,7 @@ void Consumer::Impl::thread_ended() {
   std::lock_guard<std::mutex> g(sh.mu);
   if (--sh.threads_running == 0) {
     sh.cv.notify_all();
-    if (sh.abandoned && lock_fd >= 0) {
-      close(lock_fd);
-      lock_fd = -1;
-    }
+    if (sh.abandoned) close_lock();
   }
 }
 
@@ -228,10 +268,10 @@ int Consumer::Impl::flush() {
 int Consumer::Impl::stop() {
   if (in_child()) return -ECHILD;
   if (stopped) return abandoned ? -ETIMEDOUT : 0;
-  // One deadline for the whole of it: the last flush, then both threads'
-  // end (each may be stuck in a system call on a file system that hangs).
-  const uint32_t limit = ctx.opts.stop_timeout_ms;
-  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(limit);
+  // The last flush, then both threads' end; each may be stuck in a system
+  // call on a file system that hangs. stop_timeout_ms bounds the time
+  // without progress (wait_progressing), so a slow but working disk gets
+  // all the time it needs.
   int rc = 0;
   bool timed_out = false;
   {
@@ -243,27 +283,21 @@ int Consumer::Impl::stop() {
       lk.unlock();
       drain.wake();
       lk.lock();
-      auto flushed = [&] { return sh.flush_done >= gen; };
-      if (limit == 0) sh.cv.wait(lk, flushed);
-      else timed_out = !sh.cv.wait_until(lk, deadline, flushed);
+      timed_out = !wait_progressing(lk, [&] { return sh.flush_done >= gen; });
       rc = sh.flush_result;
     }
   }
   if (timed_out) return give_up();  // sh.mu not held: give_up takes it
   if (drain.waker) ctx.rb.set_page_hook(nullptr);
   {
+    // The drain thread ends the publisher once it handed its last segment
+    // over (Drainer::run), so the publisher publishes it, not us.
     std::unique_lock<std::mutex> lk(sh.mu);
     sh.drain_stop = true;
-    sh.pub_stop = true;  // the publisher ends once its queue is empty
-    sh.cv.notify_all();
     lk.unlock();
     drain.wake();
     lk.lock();
-    auto ended = [&] { return sh.threads_running == 0; };
-    bool in_time = true;
-    if (limit == 0) sh.cv.wait(lk, ended);
-    else in_time = sh.cv.wait_until(lk, deadline, ended);
-    if (!in_time) {
+    if (!wait_progressing(lk, [&] { return sh.threads_running == 0; })) {
       lk.unlock();
       return give_up();
     }
@@ -276,17 +310,58 @@ int Consumer::Impl::stop() {
     if (s->seq != 0) pub.publish(*s);
   sh.queue.clear();
   stopped = true;
+  live_remove(this);  // before its descriptors close (see live_child)
   drain.release();
   const std::string& spool = ctx.spool;
   unlink((spool + "/cmdlines").c_str());
   unlink((spool + "/lock").c_str());
   rmdir(spool.c_str());
-  if (lock_fd >= 0) close(lock_fd);
-  lock_fd = -1;
+  close_lock();
   return rc;
 }
 
-// stop() waited stop_timeout_ms: the threads are stuck in the file system.
+// Closes the session's lock (releases it). Under g_live_mu: a fork between
+// the close and the store could otherwise leave the child a number the
+// parent reused, which the atfork handler would close.
+void Consumer::Impl::close_lock() {
+  std::lock_guard<std::mutex> g(g_live_mu);
+  if (lock_fd >= 0) close(lock_fd);
+  lock_fd = -1;
+}
+
+// Waits under sh.mu for `done`, giving up (false) once stop_timeout_ms
+// passed without progress: no page taken, written or failed, no segment
+// published or failed, no flush handed over. 0: waits for ever.
+template <class Done>
+bool Consumer::Impl::wait_progressing(std::unique_lock<std::mutex>& lk, Done done) {
+  const uint32_t limit = ctx.opts.stop_timeout_ms;
+  if (limit == 0) {
+    sh.cv.wait(lk, done);
+    return true;
+  }
+  auto progress = [&] {
+    const ConsumerStats& st = sh.st;
+    return st.pages_read + st.pages_written + st.pages_failed + st.segments_published +
+           st.segments_failed + sh.flush_taken;
+  };
+  uint64_t seen = progress();
+  auto deadline = SteadyClock::now() + std::chrono::milliseconds(limit);
+  while (!done()) {
+    const auto now = SteadyClock::now();
+    if (now >= deadline) return false;
+    // Progress is counted under the mutex without a notification: look
+    // every 100 ms.
+    sh.cv.wait_until(lk, std::min(deadline, now + std::chrono::milliseconds(100)), done);
+    if (const uint64_t p = progress(); p != seen) {
+      seen = p;
+      deadline = SteadyClock::now() + std::chrono::milliseconds(limit);
+    }
+  }
+  return true;
+}
+
+// stop() waited stop_timeout_ms without progress: the threads are stuck in
+// the file system.
 // From here the ring is not touched (ring_gone, under ring_mu: once we
 // hold it no access is under way), the threads end on their own when their
 // system calls return, and this object is never freed (they use it).
@@ -303,19 +378,22 @@ int Consumer::Impl::give_up() {
     sh.drain_stop = true;
     sh.pub_stop = true;
     sh.cv.notify_all();
-    if (sh.threads_running == 0 && lock_fd >= 0) {  // they ended meanwhile
-      close(lock_fd);
-      lock_fd = -1;
-    }
+    if (sh.threads_running == 0) close_lock();  // they ended meanwhile
   }
   drain.wake();
   if (drain_thread.joinable()) drain_thread.detach();
   if (pub_thread.joinable()) pub_thread.detach();
   stopped = abandoned = true;
-  ctx.message("rbtrace consumer: stop() gave up after " + std::to_string(ctx.opts.stop_timeout_ms) +
-              " ms: the file system under " + ctx.opts.dir +
-              " does not answer. The recording is over; what was not published stays in " +
-              ctx.spool + " for `rbtrace recover " + ctx.opts.dir + "`");
+  const std::string said = "rbtrace consumer: stop() gave up after " +
+                           std::to_string(ctx.opts.stop_timeout_ms) + " ms without progress: the file system under " +
+                           ctx.opts.dir + " does not answer. The recording is over; what was not published stays in " +
+                           ctx.spool + " for `rbtrace recover " + ctx.opts.dir + "`";
+  ctx.message(said);
+  {
+    // From here the threads' messages go to stderr (message()).
+    std::lock_guard<std::mutex> g(ctx.msg_mu);
+    ctx.msg_off = true;
+  }
   return -ETIMEDOUT;
 }
 
@@ -334,20 +412,23 @@ Consumer::~Consumer() {
     // which the parent keeps; LOCK_UN would release it for both). The rest
     // is kept, reachable (a leak checker in the child stays quiet), never
     // run: its std::threads are not here and are never joined.
+    // (The atfork handler closed them already; this is for a child made
+    // by a raw clone.) The object stays reachable through g_live.
     if (impl_->lock_fd >= 0) close(impl_->lock_fd);
     if (impl_->drain.cmdlines.fd >= 0) close(impl_->drain.cmdlines.fd);
     impl_->lock_fd = impl_->drain.cmdlines.fd = -1;
-    static auto* forgotten = new std::vector<Impl*>;
-    forgotten->push_back(impl_.release());
+    (void)impl_.release();
     return;
   }
   impl_->stop();
   if (impl_->abandoned) {
     // stop() gave up on threads stuck in the file system: they still use
-    // the object. Kept, reachable, for the life of the process.
-    static auto* given_up = new std::vector<Impl*>;
-    given_up->push_back(impl_.release());
+    // the object. Kept, reachable through g_live, for the life of the
+    // process.
+    (void)impl_.release();
+    return;
   }
+  live_remove(impl_.get());
 }
 int Consumer::flush() { return impl_->flush(); }
 int Consumer::stop() { return impl_->stop(); }
@@ -394,6 +475,7 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
   impl->drain.register_fixed();
   impl->drain.init_waker();
   impl->start();
+  live_add(impl.get());
   return std::unique_ptr<Consumer>(new Consumer(std::move(impl)));
 }
 

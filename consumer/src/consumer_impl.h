@@ -62,6 +62,10 @@ struct ConsumerContext {
   bool tsc2nsec = false;
 
   void message(const std::string& m) const;
+  // Set once stop() gave up (Impl::give_up): messages go to stderr, not
+  // to a callback the application may have destroyed since.
+  mutable std::mutex msg_mu;
+  bool msg_off = false;
   std::string seg_path(uint64_t seq, const char* suffix) const;
 };
 
@@ -220,6 +224,9 @@ struct Consumer::Impl {
   int stop();
   void thread_ended();
   int give_up();
+  void close_lock();
+  template <class Done>
+  bool wait_progressing(std::unique_lock<std::mutex>& lk, Done done);
 
   detail::ConsumerContext ctx;
   detail::ConsumerShared sh;

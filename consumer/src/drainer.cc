@@ -424,7 +424,8 @@ void Drainer::check_swap() {
 uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
   grow();
   uint64_t taken = 0;
-  for (uint32_t k = 0; k < ncpus; k++) {
+  bool gone = false;  // stop() gave up on us: the ring is not ours to touch
+  for (uint32_t k = 0; k < ncpus && !gone; k++) {
     const uint32_t cpu = (rr + k) % ncpus;
     for (uint32_t b = 0; b < per_cpu; b++) {
       if (free_slots.empty()) {
@@ -439,10 +440,11 @@ uint64_t Drainer::pass(bool full, uint32_t per_cpu, bool flushing) {
         if (free_slots.empty()) break;
       }
       const uint32_t i = free_slots.back();
-      int rc;
+      int rc = 0;
       {
         std::lock_guard<std::mutex> g(sh.ring_mu);
-        if (sh.ring_gone) return taken;  // stop() gave up on us (Impl::stop)
+        gone = sh.ring_gone;  // stop() gave up on us (Impl::give_up)
+        if (gone) break;      // what was taken is still submitted below
         check_swap();
         rc = ctx.rb.read_page(&slots[i].page, cpu, full);
       }
@@ -560,15 +562,16 @@ void Drainer::run() {
     }
     sleep();
   }
-  {
-    // stop() gave up on us: whatever is in flight or open stays in the
-    // spool for recover; nothing more is handed over.
-    std::lock_guard<std::mutex> g(sh.mu);
-    if (sh.abandoned) return;
-  }
+  // Also after stop() gave up on us (the ring untouched since): what was
+  // taken reaches the spool, whole, before the lock can be released.
   wait_all_io();
   close_current();
   hand_over_finished();
+  // The publisher ends once it has published what we handed over (stop()
+  // waits for both threads; it publishes nothing itself).
+  std::lock_guard<std::mutex> g(sh.mu);
+  sh.pub_stop = true;
+  sh.cv.notify_all();
 }
 
 }  // namespace rbtrace::detail

@@ -7,6 +7,7 @@
 // unlinked its socket, and the child's Consumer destructor waited for ever
 // for drain and publish threads that do not exist in a child.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -107,3 +108,77 @@ TEST(Fork, AChildThatExitsNormallyLeavesTheParentsServerAndRecordingAlone) {
   ctest::remove_tree(out);
   ctest::remove_tree(ctl);
 }
+
+namespace {
+
+// A forked child that never destroys its copy of the Consumer (a prefork
+// worker, a daemon) must not keep the session locked once the process that
+// recorded is gone: recover must then take the session for dead. Process A
+// records, forks B (which just waits) and dies without stopping (_exit);
+// while B is alive, recover publishes A's spool. Before the atfork handler,
+// B's inherited descriptor kept the flock and the session looked live.
+TEST(Fork, AChildThatLivesOnDoesNotKeepADeadParentsSessionLocked) {
+  const std::string out = ctest::make_temp_dir("/tmp", "forklock");
+  ASSERT_FALSE(out.empty());
+  int ready[2], hold[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  const pid_t a = fork();
+  ASSERT_GE(a, 0);
+  if (a == 0) {
+    close(ready[0]);
+    rbtrace::Options o;
+    o.ncpus = 1;
+    o.max_cpus = 1;
+    auto rb = rbtrace::RingBuffer::create(o);
+    rbtrace::ConsumerOptions co;
+    co.dir = out;
+    co.fsync = false;
+    auto c = rb ? rbtrace::Consumer::create(*rb, co) : nullptr;
+    if (!c) _exit(10);
+    unsigned char p[ctest::kPayload];
+    rb->bind_thread(0);
+    for (uint64_t s = 0; s < 1000; s++) {
+      ctest::make_payload(p, 0, s);
+      (void)rb->write(p, ctest::kPayload);
+    }
+    if (c->flush() != 0) _exit(11);  // something in the spool's sidecar at least
+    const pid_t b = fork();
+    if (b == 0) {  // B: lives on, never touches the Consumer
+      close(hold[1]);  // only the test's copy keeps the pipe open
+      const int null = open("/dev/null", O_WRONLY);  // holds no pipe of the caller's
+      dup2(null, 1);
+      dup2(null, 2);
+      // B says it runs (past fork: the atfork handlers ran) only now.
+      const pid_t me = getpid();
+      (void)!write(ready[1], &me, sizeof me);
+      close(ready[1]);  // (ready[0] was closed in A: its number may be reused)
+      char x;
+      (void)!read(hold[0], &x, 1);  // until the test closes its end
+      _exit(0);
+    }
+    (void)b;  // B writes its pid itself, once it runs
+    _exit(0);  // A dies: no stop(), its descriptors close
+  }
+  close(ready[1]);
+  close(hold[0]);
+  pid_t b = 0;
+  ASSERT_EQ(read(ready[0], &b, sizeof b), static_cast<ssize_t>(sizeof b));
+  ASSERT_GT(b, 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(a, &st, 0), a);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  // A is gone, B (A's child, reparented) is alive and holds its copies.
+  ASSERT_EQ(kill(b, 0), 0) << "B must be alive for the test to mean anything";
+  rbtrace::RecoverResult r;
+  std::string err;
+  EXPECT_EQ(rbtrace::recover_spool(out, &r, &err), 0) << err;
+  EXPECT_EQ(r.sessions_live, 0u) << "a child that lives on kept the session locked";
+  EXPECT_EQ(r.sessions, 1u);
+  EXPECT_EQ(kill(b, 0), 0);
+  close(hold[1]);  // B ends
+  close(ready[0]);
+  ctest::remove_tree(out);
+}
+
+}  // namespace
