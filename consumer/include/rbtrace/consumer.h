@@ -83,10 +83,12 @@ struct ConsumerOptions {
   uint32_t segment_seconds = 0;    // rotate by time (0: never)
   bool fsync = true;               // fsync a trace before naming it
   uint32_t slow_us_per_page = 0;   // testing: sleep this long per page read
-  // How long stop() waits for the last flush and the threads' end. A file
-  // system that stops answering (a hung NFS server, a stalled device)
-  // blocks the consumer's threads in the kernel, where nothing can cut them
-  // short. After this long stop() gives up on them: it returns -ETIMEDOUT,
+  // How long stop() waits for the last flush and the threads' end without
+  // progress (no page taken, written or failed, no segment published): a
+  // slow disk that keeps writing is waited for. A file system that stops
+  // answering (a hung NFS server, a stalled device) blocks the consumer's
+  // threads in the kernel, where nothing can cut them short. After this
+  // long without progress stop() gives up on them: it returns -ETIMEDOUT,
   // the ring is no longer touched (it may be destroyed), the threads end
   // when their system calls return, and the session stays in the spool,
   // whole, for `rbtrace recover` (its lock is released when both threads
@@ -144,8 +146,8 @@ class Consumer {
   // the writes, closes the current segment and publishes it. Blocks until
   // done. 0, or -errno of a failure in that segment (details: on_message).
   int flush();
-  // flush(), then ends both threads. Idempotent. -ETIMEDOUT when that took
-  // longer than options().stop_timeout_ms (the file system hangs): the
+  // flush(), then ends both threads. Idempotent. -ETIMEDOUT when that made
+  // no progress for options().stop_timeout_ms (the file system hangs): the
   // recording is over, the ring is not touched again, and what did not
   // reach a published file is left in the spool for `rbtrace recover`.
   int stop();
