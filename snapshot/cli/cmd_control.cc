@@ -6,6 +6,11 @@
 //   rbtrace snapshot PID [--cpu N] [-o FILE] [--timeout MS]
 //   rbtrace events PID (--enable|--disable) SYSTEM:NAME|SYSTEM:*
 //
+// stat, snapshot and events find the process's control directory as the
+// process chose it (its uid and environment, rbtrace/control.h connect_to):
+// as root, another user's process too; RBTRACE_CONTROL_DIR in our own
+// environment overrides.
+//
 // `snapshot` creates FILE itself (write_output: unnamed until the process
 // has written it) and passes the descriptor to the process, which never
 // opens a path. An existing FILE is never replaced.
@@ -80,16 +85,18 @@ std::chrono::milliseconds reply_timeout(const control::Request& req) {
 
 // Connects and runs one request. 0 with *reply (whose status is 0), or
 // kExitFail after printing why (naming the process, its socket and, when
-// it did not answer in time, how long we waited).
+// it did not answer in time, how long we waited; a control directory that
+// is refused is named with what is wrong with it and how to fix it).
 int request(const Args& a, pid_t pid, const control::Request& req, int pass_fd,
             control::Reply* reply) {
-  std::string err;
-  const int s = control::connect_to(pid, "", &err, kConnectTimeout);
+  std::string err, path;
+  // The process's own control directory, found as it chose it (its uid
+  // and environment in /proc): root reaches another user's process.
+  const int s = control::connect_to(pid, "", &err, kConnectTimeout, &path);
   if (s < 0) return a.fail(err);
   const int rc = control::call(s, req, pass_fd, reply, &err, reply_timeout(req));
   close(s);
-  const std::string who =
-      "process " + std::to_string(pid) + " (" + control::socket_path(pid, "") + "): ";
+  const std::string who = "process " + std::to_string(pid) + " (" + path + "): ";
   if (rc != 0) return a.fail(who + err);
   if (reply->status != 0) return a.fail(who + reply->message);
   return 0;

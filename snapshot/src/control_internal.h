@@ -6,6 +6,7 @@
 // than the deadline the caller keeps.
 #pragma once
 
+#include <sys/types.h>
 #include <sys/un.h>
 
 #include <chrono>
@@ -19,6 +20,36 @@
 namespace rbtrace::control::detail {
 
 using Clock = std::chrono::steady_clock;
+
+// What open_dir_checked found at a directory's path.
+struct DirCheck {
+  enum Kind { kOk, kMissing, kSymlink, kNotDir, kOwner, kMode, kError };
+  Kind kind = kError;
+  int err = 0;       // kMissing, kError: the errno
+  uid_t uid = 0;     // the owner found (kSymlink: the link's)
+  mode_t mode = 0;   // its type and permission bits (st_mode)
+  std::string link;  // kSymlink: where it points
+  uid_t want = 0;    // the owner required
+};
+
+// Opens `dir` (with `create`, mkdir 0700 first) with O_PATH|O_NOFOLLOW, so
+// that a symlink as its last component is seen, never followed, and checks
+// what it is: a directory owned by `owner` or `alt_owner` (pass `owner`
+// twice for one) with no group/other bits. The open O_PATH descriptor, or
+// -errno: -ENOENT missing, -EPERM refused (a symlink, another owner, a
+// mode open to others), -ENOTDIR, or what open/mkdir said; *c says what
+// was found.
+int open_dir_checked(const std::string& dir, uid_t owner, uid_t alt_owner, bool create,
+                     DirCheck* c);
+// What is wrong with a refused or failed directory, to follow its path:
+// "is owned by uid 1001", "has mode 0755, which gives access to others
+// (0700 required)", "is a symbolic link (made by uid 1001, to /x), which
+// is never followed", "does not exist", ...
+std::string dir_problem(const DirCheck& c);
+// How to fix a refused directory chosen by `source` (null: given
+// explicitly). `process`: said to the client about the process it asked
+// for (which cannot serve there either), else to the server's user.
+std::string dir_fix(const DirCheck& c, const DirSource* source, bool process);
 
 // The address of `name` inside the directory open as `dirfd`, through
 // /proc/self/fd: binding and connecting through it cannot be redirected by

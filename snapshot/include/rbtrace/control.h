@@ -2,11 +2,15 @@
 // application (opt-in) and the client side the `rbtrace` CLI uses.
 //
 // Transport: a Unix stream socket <dir>/<pid>.sock, where <dir> is private
-// to the user (mode 0700, owned by the effective uid, not a symlink):
-// $RBTRACE_CONTROL_DIR, else $XDG_RUNTIME_DIR/rbtrace, else
-// /tmp/rbtrace-<uid>. The server refuses a directory with another owner or
-// any group/other permission bit. Peers are checked with SO_PEERCRED: same
-// effective uid, or root.
+// to the user (mode 0700, owned by the effective uid, not a symlink), chosen
+// by choose_dir: $RBTRACE_CONTROL_DIR, else $XDG_RUNTIME_DIR/rbtrace, else
+// /run/user/<uid>/rbtrace when the login manager made /run/user/<uid> (ours,
+// 0700), else /tmp/rbtrace-<uid>. The server refuses a directory with
+// another owner, any group/other permission bit, or a symlink, and says how
+// to fix it. Peers are checked with SO_PEERCRED: same effective uid, or
+// root. The client finds a process's directory as that process chose it:
+// from its uid and its environment in /proc (connect_to), so root reaches
+// another user's process.
 //
 // Protocol (version 2, host byte order: both ends are on one machine;
 // version 2 added StatReply::no_slot_dropped and SnapshotReplyCpu::owner):
@@ -122,12 +126,50 @@ std::vector<uint8_t> encode_reply(const Reply& r);
 
 // ---- directory and sockets ---------------------------------------------------
 
-// The control directory for this user (see the top of this file).
+// Where a control directory comes from (choose_dir).
+enum class DirSource : uint8_t {
+  kControlDirEnv,  // $RBTRACE_CONTROL_DIR
+  kRuntimeDirEnv,  // $XDG_RUNTIME_DIR/rbtrace
+  kRunUser,        // <run_user>/<uid>/rbtrace (XDG_RUNTIME_DIR unset)
+  kTmp,            // <tmp>/rbtrace-<uid>
+};
+
+struct DirChoice {
+  std::string dir;
+  DirSource source = DirSource::kTmp;
+};
+
+// Where the defaults live (tests pass directories of their own).
+struct DirBases {
+  std::string run_user = "/run/user";
+  std::string tmp = "/tmp";
+};
+
+// The one rule that places a control directory, used by the server (for
+// itself) and by the client (for the process it addresses), so the two
+// cannot disagree. `control_dir` and `runtime_dir` are the values of
+// RBTRACE_CONTROL_DIR and XDG_RUNTIME_DIR (empty: unset), `uid` the
+// process's effective uid:
+//   control_dir                      when set, else
+//   runtime_dir + "/rbtrace"         when set, else
+//   <run_user>/<uid>/rbtrace         when <run_user>/<uid> is a directory
+//                                    (not a symlink) owned by `uid` with
+//                                    mode 0700: systemd-logind's runtime
+//                                    directory, which another user cannot
+//                                    make before us, else
+//   <tmp>/rbtrace-<uid>              (which another user can: then it is
+//                                    refused, and the error says so).
+DirChoice choose_dir(const std::string& control_dir, const std::string& runtime_dir, uid_t uid,
+                     const DirBases& bases = DirBases());
+// The control directory for this process: choose_dir with our environment
+// and effective uid.
 std::string default_dir();
 // Checks (and with `create`, first creates with mode 0700) `dir`: a real
-// directory, owned by the effective uid, no group/other bits. Returns an
-// open O_DIRECTORY|O_PATH descriptor of the checked directory (use it, not
-// the path, from then on), or -errno with *err.
+// directory, not a symlink, owned by the effective uid, no group/other
+// bits. Returns an open O_PATH descriptor of the checked directory (use it,
+// not the path, from then on), or -errno with *err: EPERM when refused,
+// naming the directory, what is wrong with it (its owner, its mode, or
+// that it is a symbolic link and whose) and how to fix it.
 int open_private_dir(const std::string& dir, bool create, std::string* err);
 
 struct ServerOptions {
@@ -189,12 +231,29 @@ class Server {
 
 // <dir>/<pid>.sock (dir empty: default_dir()), for messages.
 std::string socket_path(pid_t pid, const std::string& dir);
-// Connects to process `pid`'s server in `dir` (empty: default_dir()),
-// waiting at most `timeout` for room in its queue. A connected socket, or
-// -errno with *err naming the process, the socket and, for -ETIMEDOUT, the
-// timeout.
+// Connects to process `pid`'s server, waiting at most `timeout` for room in
+// its queue. A connected socket, or -errno with *err naming the process,
+// the socket and, for -ETIMEDOUT, the timeout; *path (when given) is the
+// socket it connected to (or failed to).
+//
+// `dir` given (or, when it is empty, $RBTRACE_CONTROL_DIR set in our own
+// environment): that directory, which must be owned by our effective uid,
+// or (when we are root) by the process's.
+// Else the process's directory as it chose it: its effective uid from
+// /proc/<pid>/status, and choose_dir with its RBTRACE_CONTROL_DIR and
+// XDG_RUNTIME_DIR from /proc/<pid>/environ (the environment it was started
+// with; readable by its user and root), else with none; with our own
+// environment too when it is our uid (what the client did before); then
+// <tmp>/rbtrace-<uid> after <run_user>/<uid>/rbtrace (a server started
+// before the runtime directory appeared). Each is opened without following
+// a symlink and must be owned by the process's uid with no group/other
+// bits: root never goes through a directory another user made. When it is
+// not ours, the server behind the socket must run as that uid
+// (SO_PEERCRED). Another non-root user's process is refused at once (its
+// server would refuse us). No /proc/<pid>: default_dir(), as before.
 int connect_to(pid_t pid, const std::string& dir, std::string* err,
-               std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+               std::chrono::milliseconds timeout = std::chrono::milliseconds(2000),
+               std::string* path = nullptr);
 // Sends `req` (with `pass_fd` attached when >= 0) and reads the reply, all
 // within `timeout` (one deadline for the whole exchange, not per read).
 // 0 (then reply->status is the server's answer) or -errno with *err
