@@ -84,6 +84,7 @@ class MessageReader {
   // *why.
   int read_some(int fd, std::string* why);
   bool complete() const { return complete_; }
+  bool started() const { return have_ != 0 || header_; }  // a byte has come
   // Header and payload (complete once read_some returned 1).
   const std::vector<uint8_t>& bytes() const { return buf_; }
   // The header's type, once the header parsed (else 0).

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,13 +45,22 @@ namespace {
 // (accept4 and recording, close and forgetting: non-blocking system calls
 // only) holds g_fork_mu, and a pthread_atfork prepare handler takes it
 // around fork: the child's copy of the list is exactly its descriptors.
+//
+// The child also closes its copies of every live server's listening
+// socket, lock, stop eventfd and directory (fork_child): a child that
+// never destroys its copy of the Server (a prefork worker, a daemon) would
+// otherwise keep the lock held and the socket accepting after the parent
+// died; a later process with the parent's pid could not serve, and a
+// client of the dead process would wait for its reply timeout instead of
+// being refused at once. The registry of live servers changes under
+// g_fork_mu too.
 std::mutex g_fork_mu;
+void fork_child();  // below Server::Impl
 
 void install_fork_handlers() {
   static std::once_flag once;
   std::call_once(once, [] {
-    pthread_atfork([] { g_fork_mu.lock(); }, [] { g_fork_mu.unlock(); },
-                   [] { g_fork_mu.unlock(); });
+    pthread_atfork([] { g_fork_mu.lock(); }, [] { g_fork_mu.unlock(); }, fork_child);
   });
 }
 
@@ -109,7 +119,22 @@ struct Server::Impl {
 
   pid_t pid = getpid();  // the process whose server this is
 
+  // The child's copies of every descriptor of this server (fork_child;
+  // g_fork_mu held). Nothing is unlinked, written or unlocked: the names,
+  // the eventfd and the lock are the parent's.
+  void close_child_copies() {
+    for (auto& c : conns) {
+      if (c->fd >= 0) close(c->fd);
+      c->fd = -1;
+    }
+    for (int* fd : {&listen_fd, &stop_fd, &lock_fd, &dirfd}) {
+      if (*fd >= 0) close(*fd);
+      *fd = -1;
+    }
+  }
+
   ~Impl() {
+    if (getpid() == pid) unregister();
     if (getpid() != pid) {
       // A forked child: the server thread, the socket's name, the lock file
       // and the stop eventfd are the parent's. Writing the eventfd would stop
@@ -147,6 +172,9 @@ struct Server::Impl {
     if (stop_fd >= 0) close(stop_fd);
     if (dirfd >= 0) close(dirfd);
   }
+
+  void register_live();
+  void unregister();
 
   void count(uint64_t ServerCounters::*field) {
     std::lock_guard<std::mutex> g(mu);
@@ -244,10 +272,27 @@ struct Server::Impl {
       const size_t max_total = std::max<uint32_t>(opts.max_connections, 1);
       const size_t max_peer = std::max<uint32_t>(opts.max_per_peer, 1);
       size_t open = 0, of_peer = 0;
+      Conn* idle = nullptr;  // the oldest connection that has sent nothing
       for (auto& k : conns) {
         if (k->fd < 0) continue;
         open++;
         if (k->peer == cred.pid) of_peer++;
+        if (!k->out && !k->in.started() && (!idle || k->deadline < idle->deadline)) {
+          int pending = 0;  // bytes not read yet count as having sent something
+          if (ioctl(k->fd, FIONREAD, &pending) == 0 && pending == 0) idle = k.get();
+        }
+      }
+      if (open >= max_total && of_peer < max_peer && idle) {
+        // Full of connections: the oldest one that has sent nothing makes
+        // room, so that many processes holding idle connections (each
+        // under its own cap) cannot keep every new client out.
+        count(&ServerCounters::over_cap);
+        answer_once(idle->fd, error_reply(MsgType::kStat, -EBUSY,
+                                          "closed to make room: the control server is full and "
+                                          "this connection had sent nothing"));
+        close(idle->fd);  // g_fork_mu held (the accept's)
+        idle->fd = -1;
+        open--;
       }
       if (open >= max_total || of_peer >= max_peer) {
         count(&ServerCounters::over_cap);
@@ -538,8 +583,12 @@ struct Server::Impl {
       return -EADDRINUSE;
     }
     // ENOENT: nothing there; ECONNREFUSED: a stale socket (its process
-    // died); anything else is not a live server either.
-    if (e != ENOENT) unlinkat(dirfd, sname.c_str(), 0);
+    // died), replaced. Anything else: we cannot tell, and touch nothing.
+    if (e == ECONNREFUSED) unlinkat(dirfd, sname.c_str(), 0);
+    else if (e != ENOENT) {
+      *err = "cannot tell whether a control server serves " + path + ": " + std::strerror(e);
+      return -e;
+    }
     return 0;
   }
 };
@@ -590,12 +639,41 @@ std::unique_ptr<Server> Server::start(Snapshot& snap, const ServerOptions& opts,
   impl->stop_fd = eventfd(0, EFD_CLOEXEC);
   if (impl->stop_fd < 0) return fail_with(errno, std::string("eventfd: ") + std::strerror(errno));
   Impl* raw = impl.get();
+  raw->register_live();
   // The server thread must not take the application's signals (its tick
   // timers, the doorbell) nor a CPU slot: a thread of rbtrace's own.
   raw->thread = start_library_thread("rbtrace-control", [raw] { raw->run(); });
   std::unique_ptr<Server> s(new Server(std::move(impl)));
   s->path_ = path;
   return s;
+}
+
+namespace {
+
+// Live servers, as (close their child copies, server): under g_fork_mu.
+using ChildClose = void (*)(void*);
+auto* g_live_servers = new std::vector<std::pair<ChildClose, void*>>;  // reachable
+
+// The child's side of fork (g_fork_mu held since prepare; one thread).
+void fork_child() {
+  for (auto& [fn, server] : *g_live_servers) fn(server);
+  g_live_servers->clear();
+  g_fork_mu.unlock();
+}
+
+}  // namespace
+
+void Server::Impl::register_live() {
+  std::lock_guard<std::mutex> g(g_fork_mu);
+  g_live_servers->emplace_back(
+      [](void* p) { static_cast<Impl*>(p)->close_child_copies(); }, this);
+}
+
+void Server::Impl::unregister() {
+  std::lock_guard<std::mutex> g(g_fork_mu);
+  auto& v = *g_live_servers;
+  v.erase(std::remove_if(v.begin(), v.end(), [this](const auto& e) { return e.second == this; }),
+          v.end());
 }
 
 }  // namespace rbtrace::control

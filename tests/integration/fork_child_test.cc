@@ -10,10 +10,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/socket.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -179,6 +183,81 @@ TEST(Fork, AChildThatLivesOnDoesNotKeepADeadParentsSessionLocked) {
   close(hold[1]);  // B ends
   close(ready[0]);
   ctest::remove_tree(out);
+}
+
+}  // namespace
+
+namespace {
+
+// The same for the control server: a child that lives on must not keep the
+// dead parent's lock held (a later process with that pid could not serve)
+// nor its socket accepting (a client would queue and wait for its reply
+// timeout instead of being refused at once). A starts a server, forks B
+// (which only waits) and dies; with B alive, the lock file can be locked
+// and a connect to the socket is refused.
+TEST(Fork, AChildThatLivesOnHoldsNoneOfADeadParentsServer) {
+  const std::string ctl = ctest::make_temp_dir("/tmp", "forksrv");
+  ASSERT_FALSE(ctl.empty());
+  int ready[2], hold[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(hold), 0);
+  std::fflush(nullptr);
+  const pid_t a = fork();
+  ASSERT_GE(a, 0);
+  if (a == 0) {
+    close(ready[0]);
+    rbtrace::Options o;
+    o.ncpus = 1;
+    o.max_cpus = 1;
+    auto rb = rbtrace::RingBuffer::create(o);
+    auto snap = rb ? rbtrace::Snapshot::attach(*rb) : nullptr;
+    rbtrace::control::ServerOptions so;
+    so.dir = ctl;
+    auto server = snap ? rbtrace::control::Server::start(*snap, so) : nullptr;
+    if (!server) _exit(10);
+    const pid_t b = fork();
+    if (b == 0) {  // B: lives on, never touches the Server
+      close(hold[1]);
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      const pid_t me = getpid();  // past fork: the atfork handlers ran
+      (void)!write(ready[1], &me, sizeof me);
+      close(ready[1]);
+      char x;
+      (void)!read(hold[0], &x, 1);
+      _exit(0);
+    }
+    _exit(0);  // A dies without stopping its server
+  }
+  close(ready[1]);
+  close(hold[0]);
+  pid_t b = 0;
+  ASSERT_EQ(read(ready[0], &b, sizeof b), static_cast<ssize_t>(sizeof b));
+  int st = 0;
+  ASSERT_EQ(waitpid(a, &st, 0), a);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  ASSERT_EQ(kill(b, 0), 0) << "B must be alive for the test to mean anything";
+  const std::string base = ctl + "/" + std::to_string(a);
+  const int lk = open((base + ".lock").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  ASSERT_GE(lk, 0) << "A died without removing its lock file";
+  EXPECT_EQ(flock(lk, LOCK_EX | LOCK_NB), 0) << "a child that lives on holds the dead server's lock";
+  close(lk);
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(s, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const std::string sp = base + ".sock";
+  ASSERT_LT(sp.size(), sizeof sa.sun_path);
+  std::memcpy(sa.sun_path, sp.c_str(), sp.size() + 1);
+  EXPECT_NE(connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0)
+      << "a child that lives on accepts on the dead server's socket";
+  EXPECT_EQ(errno, ECONNREFUSED);
+  close(s);
+  EXPECT_EQ(kill(b, 0), 0);
+  close(hold[1]);
+  close(ready[0]);
+  ctest::remove_tree(ctl);
 }
 
 }  // namespace

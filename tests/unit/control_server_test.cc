@@ -603,6 +603,9 @@ TEST_F(ControlServer, ConnectionsOverTheCapsAreAnsweredBusy) {
       sa.sun_family = AF_UNIX;
       std::strncpy(sa.sun_path, server->socket_path().c_str(), sizeof sa.sun_path - 1);
       ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+      // One byte of a request: started, so not the idle kind the server
+      // closes to make room (FullOfIdleConnectionsTheOldestMakesRoom).
+      ASSERT_EQ(send(s, "R", 1, MSG_NOSIGNAL), 1);
       idle.push_back(s);
     }
     // Accepted first (the queue is first in, first out): ours is the 4th.
@@ -616,6 +619,41 @@ TEST_F(ControlServer, ConnectionsOverTheCapsAreAnsweredBusy) {
     for (int s : idle) close(s);
     server.reset();
   }
+}
+
+// Full of connections that sent nothing (many processes can each hold a
+// few, under their own cap): the oldest idle one is closed to make room,
+// answered -EBUSY, and the new client is served. (Before, every new client
+// got -EBUSY for as long as the idle ones were renewed.)
+TEST_F(ControlServer, FullOfIdleConnectionsTheOldestMakesRoom) {
+  ServerOptions so;
+  so.dir = base_ + "/cap-idle";
+  so.io_timeout = 20000ms;
+  so.max_connections = 3;
+  so.max_per_peer = 64;
+  Error err;
+  auto server = Server::start(*snap_, so, &err);
+  ASSERT_TRUE(server) << err.message;
+  std::vector<int> idle;
+  for (int i = 0; i < 3; i++) {
+    const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, server->socket_path().c_str(), sizeof sa.sun_path - 1);
+    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    idle.push_back(s);
+  }
+  std::string e;
+  const Reply rep = stat_reply(so.dir, &e);
+  EXPECT_EQ(rep.status, 0) << e << rep.message;
+  EXPECT_EQ(server->counters().over_cap, 1u);
+  // The first idle connection was the one closed: it reads its answer, then EOF.
+  char buf[4096];
+  ssize_t got = 0, n;
+  while ((n = recv(idle[0], buf + got, sizeof buf - static_cast<size_t>(got), 0)) > 0) got += n;
+  EXPECT_EQ(n, 0);
+  EXPECT_NE(std::string(buf, static_cast<size_t>(got)).find("closed to make room"), std::string::npos);
+  for (int s : idle) close(s);
 }
 
 // The client's connect is bounded: against a listener whose queue is full
