@@ -497,12 +497,16 @@ void RingBuffer::commit(const Reservation& r) {
   //
   // The store comes first, the check after, in the cmpxchg that leaves
   // (committing--) only if the state is still r.entered. If a handler
-  // entered meanwhile, the store was still safe: handlers that find us in
-  // flight never move the commit, so the commit page is still our page,
-  // its commit was at most our start, and our end is at most its write
-  // index and real_end. The cmpxchg then fails, we are still in flight and
-  // take the general loop, which moves the commit past the handlers'
-  // events. For a slow-path reservation the store goes to a dummy word and
+  // entered meanwhile, the store was still safe. Handlers that find us in
+  // flight never move the commit. So either the commit page is still our
+  // page (its commit was at most our start, our end is at most its write
+  // index and real_end), or a handler entered between our W2 and our A
+  // and crossed a page, leaving the commit page behind ours: then we store
+  // the index of a page ahead of the commit page, which no reader reaches
+  // before the commit does (the Spin model found this case; see
+  // tests/model/ring.pml). The cmpxchg then fails, we are still in flight
+  // and take the general loop, which moves the commit past the handlers'
+  // events and onto our page. For a slow-path reservation the store goes to a dummy word and
   // the cmpxchg fails (entered 0).
   Hooks::at(HookPoint::kW6Fast, *this, cb->cpu);
   // release: publishes our event; pairs with BufferPage::commit_acquire.
