@@ -17,11 +17,28 @@
  *   NOWN     events the owner writes (default 3)
  *   H1N      level-1 handler runs (a handler on the owner), default 2
  *   H2N      level-2 handler runs (a handler on a handler), default 1
+ *   SZ0, SZ1, SZ2  slots an event of the owner, of a level-1 handler, of a
+ *            level-2 handler takes: 1 or 2 (default 1 each)
+ *   EVMIX    every write takes 1 or 2 slots, a free choice per write
+ *            (overrides SZ0..SZ2)
+ *   WIT_EXACT, WIT_PAD, WIT_TAKEBACK, WIT_REFSTRAD  checks of the check:
+ *            at the end, after the accounting identity held, assert that
+ *            the run did NOT reach the scenario (so a counterexample is a
+ *            witness that the identity was checked in it): the tail page
+ *            holds events and was entered from a page filled exactly (the
+ *            crossing reservation started AT capacity); a page padded by a
+ *            straddler (W5a, real_end < capacity) was read or pushed; a
+ *            refused non-straddler took its slots back; a straddler was
+ *            refused (its padding stays, no take-back)
  *
  * Abstractions (each one is explained in the design text):
- *   - every event is one slot (sizes, time extends and absolute stamps are
- *     not modelled: the stamp pair's "prev_pos == w && delta fits" is a
- *     non-deterministic choice, which over-approximates the fast path);
+ *   - an event is 1 or 2 slots (bytes are not modelled; time extends and
+ *     absolute stamps are not modelled as such, a 2-slot event stands for
+ *     a longer reservation; the stamp pair's "prev_pos == w && delta fits"
+ *     is a non-deterministic choice, which over-approximates the fast
+ *     path). With 2-slot events a reservation may straddle the page end
+ *     (W5a pads, real_end < capacity) and a page may fill exactly with
+ *     the next reservation starting at capacity;
  *   - record_disabled (W1), the back-pointer check (W3), swaps, discards,
  *     the loss marks (push_mark/push_seq/refused_mark) are not modelled;
  *   - memory is sequentially consistent: one Promela statement per shared
@@ -46,6 +63,15 @@
 #ifndef H2N
 #define H2N 1
 #endif
+#ifndef SZ0
+#define SZ0 1
+#endif
+#ifndef SZ1
+#define SZ1 1
+#endif
+#ifndef SZ2
+#define SZ2 1
+#endif
 
 #define NPG   (NRING + 1)          /* ring pages 0..NRING-1, reader page NRING */
 #define NSLOT (NPG * CAP)
@@ -65,9 +91,11 @@ byte wseq[NPG];     /* BufferPage::write, high half (tail sequence number) */
 byte pent[NPG];     /* BufferPage::entries */
 byte rend[NPG];     /* BufferPage::real_end */
 byte pcommit[NPG];  /* DataPage::commit of the data page the descriptor holds */
-byte slot[NSLOT];   /* the data, one event per slot, as a ghost status:
-                       0 nothing written, 1 an event written and not yet
-                       accounted for, 2 read, 3 counted in overrun */
+byte slot[NSLOT];   /* the data as a ghost status, at an event's first
+                       slot: 0 nothing written, 1 an event written and not
+                       yet accounted for, 2 read, 3 counted in overrun; 4 at
+                       the second slot of a 2-slot event */
+byte slen[NSLOT];   /* ghost: at an event's first slot, its slots (1, 2) */
 
 byte tail;          /* CpuBuffer::tail_page */
 byte commitp;       /* CpuBuffer::commit_page */
@@ -97,6 +125,34 @@ byte inflight_pg[NPG]; /* reservations on the page whose data is not written yet
 byte rown = NRING;     /* the page the reader owns (changes at its R2 CAS) */
 byte rstage;           /* 0; 1 reader page linked with HEAD (R2, before/after a failed CAS); 2 after the CAS, before R3 */
 bit  flushed;          /* the reader finished the final flush */
+/* ghost witnesses (see WIT_*): how the tail entered its current page (1
+   from a page filled exactly: the crossing reservation started at
+   capacity; 2 from a padded page: it straddled; 3 a reservation past
+   capacity), a padded page's events read or pushed, a take-back, a
+   refused straddler */
+byte g_entry;
+bit  g_padread, g_takeback, g_refstrad;
+/* Set only in the run that checks them (no extra states elsewhere). */
+#if defined(WIT_EXACT)
+#define WIT_ENTRY(v)  g_entry = (v)
+#else
+#define WIT_ENTRY(v)  skip
+#endif
+#if defined(WIT_PAD)
+#define WIT_PADREAD(p) if :: rend[p] < CAP && gn > 0 -> g_padread = 1 :: else -> skip fi
+#else
+#define WIT_PADREAD(p) skip
+#endif
+#if defined(WIT_TAKEBACK)
+#define WIT_TAKEN     g_takeback = 1
+#else
+#define WIT_TAKEN     skip
+#endif
+#if defined(WIT_REFSTRAD)
+#define WIT_REFUSEDST g_refstrad = 1
+#else
+#define WIT_REFUSEDST skip
+#endif
 
 /* ---- invariants, checked in every reachable state by `monitor` ---------- */
 #define ISH(p)   ((nfl[p] == HEAD && (p) != readerp) -> 1 : 0)
@@ -145,21 +201,24 @@ end:
 /* ======================================================================== */
 #define WRITER_LOCALS \
   byte ecing, ecmts, tp, wi, ws, ei, es, rpg, rslot, cend, cc, cm, cp, tt, \
-       nx, nxf, nh, pv, gi, gn, gu; \
+       nx, nxf, nh, pv, gi, gn, gu, sz; \
   bit fast, ok, resume, isrp, casok, rc
 
 /* Ghost: the events in slots [from, upto) of page p move from "written"
-   to status `to` (2 read, 3 overrun), counted in gn. An event is read or
-   counted lost at most once, and only a written one (an uncommitted or
-   empty slot below the commit fails here). */
+   to status `to` (2 read, 3 overrun), counted in gn, walking event by
+   event as the reader's PageWalker does. An event is read or counted lost
+   at most once, and only a written one (an uncommitted or empty slot
+   below the commit fails here, and so does a bound in the middle of an
+   event: `from` at a 2-slot event's second slot, or `upto` inside one). */
 inline ghost_take(p, from, upto, to) {
   gi = from;
   do
   :: gi < upto ->
      assert(slot[(p) * CAP + gi] == 1);
+     assert(gi + slen[(p) * CAP + gi] <= upto);
      slot[(p) * CAP + gi] = to;
      gn++;
-     gi++
+     gi = gi + slen[(p) * CAP + gi]
   :: else -> break
   od;
   gi = 0
@@ -173,6 +232,7 @@ inline ghost_clear(p) {
   :: gi < CAP ->
      assert(slot[(p) * CAP + gi] != 1);
      slot[(p) * CAP + gi] = 0;
+     slen[(p) * CAP + gi] = 0;
      gi++
   :: else -> break
   od;
@@ -245,17 +305,18 @@ inline w5b() {
     pent[nx] = 0;
     rend[nx] = CAP;
     pcommit[nx] = 0;
-    ghost_clear(nx)
+    ghost_clear(nx);
+    WIT_ENTRY((ei - sz == CAP) -> 1 : ((ei - sz < CAP) -> 2 : 3))
   };
   tail = nx;
   atomic { in_w5 = 0; rc = 0; nx = 0; nxf = 0; cp = 0; break }
 }
 
-/* W5: move_tail(cb, tp, tail = ei - 1) -> rc (0 retry, 1 refused). */
+/* W5: move_tail(cb, tp, tail = ei - sz) -> rc (0 retry, 1 refused). */
 inline move_tail() {
-  if                                   /* W5a: pad and record real_end */
-  :: atomic { ei - 1 < CAP -> rend[tp] = ei - 1 }
-  :: atomic { ei - 1 >= CAP -> skip }
+  if                                   /* W5a: the straddler pads and records real_end */
+  :: atomic { ei - sz < CAP -> rend[tp] = ei - sz }
+  :: atomic { ei - sz >= CAP -> skip }
   fi;
   if
   :: atomic { in_w5 != 0 -> nested_dropped++; rc = 1 }
@@ -292,6 +353,7 @@ inline move_tail() {
                       gn = 0;
                       gu = MIN(widx[nx], rend[nx]);
                       ghost_take(nx, 0, gu, 3);
+                      WIT_PADREAD(nx);
                       gu = 0;
                       assert(gn == pent[nx]);
                       gn = 0
@@ -320,41 +382,51 @@ inline reserve_full() {
      :: atomic { resume -> resume = 0 }
      :: atomic { !resume -> tp = tail };
         atomic { wi = widx[tp]; ws = wseq[tp] };                  /* A */
-        atomic { widx[tp]++; ei = widx[tp]; es = wseq[tp] }      /* B */
+        atomic { widx[tp] = widx[tp] + sz; ei = widx[tp]; es = wseq[tp] }  /* B */
      fi;
      if
-     :: atomic { ei > CAP -> skip };
+     :: atomic { ei > CAP -> skip };                             /* writer.h:265 */
         move_tail();
         if
         :: atomic { rc == 0 -> skip }                           /* retry W4 */
-        :: atomic { rc != 0 && ei - 1 >= CAP ->                  /* take our bytes back */
-                    assert(widx[tp] > 0); widx[tp]--; rc = 0 };
+        :: atomic { rc != 0 && ei - sz >= CAP ->                 /* take our bytes back (writer.h:282) */
+                    assert(widx[tp] >= sz); widx[tp] = widx[tp] - sz; rc = 0;
+                    WIT_TAKEN };
            end_commit();
            atomic { ok = 0; wi = 0; ws = 0; ei = 0; es = 0; break }
-        :: atomic { rc != 0 && ei - 1 < CAP -> rc = 0 };
+        :: atomic { rc != 0 && ei - sz < CAP -> rc = 0;         /* a refused straddler: its padding stays */
+                    WIT_REFUSEDST };
            end_commit();
            atomic { ok = 0; wi = 0; ws = 0; ei = 0; es = 0; break }
         fi
      :: atomic { ei <= CAP ->                                    /* W4b */
                  pent[tp]++; entries++; inflight_pg[tp]++;
-                 rpg = tp; rslot = ei - 1; ok = 1; wi = 0; ws = 0; ei = 0; es = 0; break }
+                 rpg = tp; rslot = ei - sz; ok = 1; wi = 0; ws = 0; ei = 0; es = 0; break }
      fi
   od
 }
 
-inline write() {
-  /* W2: committing++, commits++ in one add */
-  atomic { cing++; cmts++; ecing = cing; ecmts = cmts; ginfl++; ok = 0; fast = 0 };
+/* The size of this write (slots): the level's SZ, or a free choice. */
+#if defined(EVMIX)
+#define PICK_SIZE(lvsz) if :: sz = 1 :: sz = 2 fi
+#else
+#define PICK_SIZE(lvsz) sz = lvsz
+#endif
+
+inline write(lvsz) {
+  /* W2: committing++, commits++ in one add (the event's size is the
+     caller's, chosen before: folded in) */
+  atomic { PICK_SIZE(lvsz); cing++; cmts++; ecing = cing; ecmts = cmts; ginfl++; ok = 0; fast = 0 };
   if
   :: atomic { ecing == 1 -> tp = tail };  /* stamp pair matches, delta fits: fast try */
      atomic { wi = widx[tp]; ws = wseq[tp] };                     /* A */
-     atomic { widx[tp]++; ei = widx[tp]; es = wseq[tp] };        /* B */
-     if
-     :: atomic { ei == wi + 1 && es == ws && ei <= CAP ->         /* W4b */
+     atomic { widx[tp] = widx[tp] + sz; ei = widx[tp]; es = wseq[tp] };  /* B */
+     if                                   /* writer.h:151: end - evlen == w && end <= capacity */
+     :: atomic { ei - sz == wi && es == ws && ei <= CAP ->        /* W4b */
                  pent[tp]++; entries++; inflight_pg[tp]++;
                  rpg = tp; rslot = wi; cend = ei; fast = 1; ok = 1;
                  wi = 0; ws = 0; ei = 0; es = 0 }
-     :: atomic { !(ei == wi + 1 && es == ws && ei <= CAP) -> resume = 1 };
+     :: atomic { !(ei - sz == wi && es == ws && ei <= CAP) -> resume = 1 };
         reserve_full()
      fi
   :: atomic { ecing == 1 -> skip };       /* the slow path from the start */
@@ -364,9 +436,16 @@ inline write() {
   fi;
   if
   :: atomic { ok ->
-       /* the caller writes the payload (memcpy into r.data) */
+       /* the caller writes the payload (memcpy into r.data): the event
+          lies inside the page, below its real_end, on empty slots */
+       assert(rslot + sz <= rend[rpg] && rend[rpg] <= CAP);
        assert(slot[rpg * CAP + rslot] == 0);
        slot[rpg * CAP + rslot] = 1;
+       slen[rpg * CAP + rslot] = sz;
+       if
+       :: sz == 2 -> assert(slot[rpg * CAP + rslot + 1] == 0); slot[rpg * CAP + rslot + 1] = 4
+       :: else -> skip
+       fi;
        nwritten++;
        tp = 0;
        if :: !fast -> inflight_pg[rpg]-- :: else -> skip fi };
@@ -403,7 +482,7 @@ inline write() {
      fi
   :: atomic { !ok -> tp = 0 }          /* refused: end_commit already ran */
   fi;
-  atomic { ecing = 0; ecmts = 0; rpg = 0; rslot = 0; cend = 0; fast = 0; ok = 0 }
+  atomic { ecing = 0; ecmts = 0; rpg = 0; rslot = 0; cend = 0; fast = 0; ok = 0; sz = 0 }
 }
 
 /* The owner thread: NOWN writes. */
@@ -411,7 +490,7 @@ proctype owner() provided (running == 0) {
   WRITER_LOCALS;
   byte n;
   do
-  :: n < NOWN -> write(); n++
+  :: n < NOWN -> write(SZ0); n++
   :: else -> break
   od;
   owner_done = 1
@@ -425,7 +504,7 @@ proctype handler1() provided (running == 0 || running == 1) {
 end:
   do
   :: atomic { running == 0 && !owner_done && h1left > 0 -> running = 1; h1left-- };
-     write();
+     write(SZ1);
      running = 0
   od
 }
@@ -436,7 +515,7 @@ proctype handler2() provided (running == 1 || running == 2) {
 end:
   do
   :: atomic { running == 1 && h2left > 0 -> running = 2; h2left-- };
-     write();
+     write(SZ2);
      running = 1
   od
 }
@@ -525,6 +604,7 @@ inline read_page() {
           /* copy the committed unread part */
           gn = 0;
           ghost_take(bp, rread, c, 2);
+          WIT_PADREAD(bp);
           readcnt = readcnt + gn;
           gn = 0;
           rread = c;
@@ -540,6 +620,7 @@ inline read_page() {
           gn = 0;
           ghost_take(bp, 0, c, 2);
           assert(gn == pent[bp]);
+          WIT_PADREAD(bp);
           readcnt = readcnt + pent[bp];
           gn = 0;
           ghost_clear(bp);              /* the descriptor gets the reader's spare */
@@ -587,6 +668,21 @@ proctype reader() {
     :: k < NSLOT -> assert(slot[k] != 1); k++
     :: else -> break
     od;
+    k = 0;
+    /* checks of the check (WIT_*): must FAIL, i.e. be reached with the
+       identity above holding */
+#if defined(WIT_EXACT)
+    assert(!(g_entry == 1 && pcommit[tail] > 0));
+#endif
+#if defined(WIT_PAD)
+    assert(!g_padread);
+#endif
+#if defined(WIT_TAKEBACK)
+    assert(!g_takeback);
+#endif
+#if defined(WIT_REFSTRAD)
+    assert(!g_refstrad);
+#endif
     flushed = 1
   }
 }
