@@ -612,6 +612,7 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   // stores above in its re-check of the slot.
   a->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
   b->record_disabled.fetch_and(~CpuBuffer::kSwapping, std::memory_order_seq_cst);
+  // seq_cst: pairs with fork_prepare's load of swaps_in_flight.
   swaps_in_flight.fetch_sub(1, std::memory_order_seq_cst);
   return ret;
 }
