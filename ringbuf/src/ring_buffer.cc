@@ -196,10 +196,10 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   rb->max_payload_ = (cap - kTimeEventSize - 8) & ~3u;
   rb->max_payload_span_ = rb->max_payload_ - kMinPayload;
   static_assert(kMinMaxPayload == ((kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u));
-  // W1's test sends every write to the slow path when the clock is not the
-  // counter (the fast path reads the counter directly).
+  // W1's test sends every write to reserve_flagged when the clock is not
+  // the counter (the inline fast path reads the counter directly).
   if (rb->clock_.kind() != ClockKind::kCounter)
-    rb->record_disabled_.store(kSlowClock, std::memory_order_relaxed);
+    rb->record_disabled_.store(kOtherClock, std::memory_order_relaxed);
   rb->opts_.max_cpus = limit;  // options() tells the limit in force
   rb->limit_ = limit;
   // Every per-slot array is sized to the limit at once (a claim in a
@@ -516,8 +516,8 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   CpuBuffer* a = buffers_[cpu].load(std::memory_order_acquire);
   CpuBuffer* b = other.buffers_[cpu].load(std::memory_order_acquire);
   if (!a || !b) return -EINVAL;  // a slot not mapped yet (reserve_cpus)
-  if ((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) ||
-      (other.record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock))
+  if ((record_disabled_.load(std::memory_order_relaxed) & ~kOtherClock) ||
+      (other.record_disabled_.load(std::memory_order_relaxed) & ~kOtherClock))
     return -EAGAIN;
   // S3: mark both buffers kSwapping, each with a CAS from 0: a buffer that
   // is record-disabled (count, OFF) or being swapped by someone else fails

@@ -34,7 +34,7 @@ Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
   // is counted in the slot. relaxed: plain flags, looked at again.
   const bool disabled =
       (cb->record_disabled.load(std::memory_order_relaxed) & ~CpuBuffer::kSwapping) != 0 ||
-      (record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) != 0;
+      (record_disabled_.load(std::memory_order_relaxed) & ~kOtherClock) != 0;
   if (disabled && cb->buffer.load(std::memory_order_relaxed) == this) {
     cb->disabled.inc();
   } else {

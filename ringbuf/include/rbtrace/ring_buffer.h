@@ -350,7 +350,7 @@ class RingBuffer {
   void record_off() { record_disabled_.fetch_or(kRecordOff, std::memory_order_relaxed); }
   void record_on() { record_disabled_.fetch_and(~kRecordOff, std::memory_order_relaxed); }
   bool record_is_on() const {
-    return (record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) == 0;
+    return (record_disabled_.load(std::memory_order_relaxed) & ~kOtherClock) == 0;
   }
   // The per-CPU calls: 0, -EINVAL (no such CPU), -ENOMEM (a disable or
   // OFF of a slot not mapped yet maps it, and memory could not be had).
@@ -495,9 +495,10 @@ class RingBuffer {
   // is exchanging it (kSwapping); see record_disable_cpu.
   int change_cpu_disable(uint32_t cpu, int add, int off);
   // Not a disable: set for good in record_disabled_ when the clock is not
-  // the CPU counter, so that W1's one test also sends those writes to the
-  // slow path (the fast path reads the counter without asking which clock).
-  static constexpr uint32_t kSlowClock = 1u << 30;
+  // the CPU counter, so that W1's one test also sends those writes to
+  // reserve_flagged, which runs the same fast path with the ring's clock
+  // (the counter's fast path reads the counter without asking which clock).
+  static constexpr uint32_t kOtherClock = 1u << 30;
   RingBuffer() = default;
 
   // CPU slots (ringbuf/src/slots.cc).
@@ -533,17 +534,20 @@ class RingBuffer {
   // paths below for the rest).
   template <class Hooks>
   RBTRACE_ALWAYS_INLINE Reservation reserve_fast(detail::CpuBuffer* cb, uint32_t length);
+  // W2..W4b of the fast path, the clock read inline (the counter) or
+  // through cb->clock (any other clock kind; from reserve_flagged).
+  template <class Hooks, bool kCounterClock>
+  RBTRACE_ALWAYS_INLINE Reservation reserve_entered(detail::CpuBuffer* cb, uint32_t length);
   // W1 found a flag set: refuse (disabled), or, for a clock other than the
-  // counter, the whole write on the slow path.
+  // counter, the fast path with that clock (reserve_entered<Hooks, false>).
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_flagged(detail::CpuBuffer* cb, uint32_t length);
   // W1's refusal (record disabled): counts it in `disabled` of the buffer
   // in the slot, which is not `cb` when a swap ran in a handler between W0
   // and W1 (cb then belongs to the other RingBuffer), and returns -EPERM.
   RBTRACE_COLD Reservation refuse_disabled(detail::CpuBuffer* cb);
-  // W3's second half on the slow path, for a nested writer (and, through
-  // reserve_flagged, any writer of a ring whose clock is not the counter):
-  // the depth check, then reserve_full. `entered` is the state after W2.
+  // W3's second half on the slow path, for a nested writer: the depth
+  // check, then reserve_full. `entered` is the state after W2.
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
                                           uint32_t length);

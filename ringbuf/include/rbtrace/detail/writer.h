@@ -100,16 +100,31 @@ RBTRACE_ALWAYS_INLINE unsigned char* write_data_header(unsigned char* p, uint32_
 template <class Hooks>
 Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   using namespace detail;
-  Reservation r;
   Hooks::at(HookPoint::kAfterW0, *this, cb->cpu);
   // W1: record_disabled, global then per CPU. relaxed: a disable that is not
   // seen yet is ordered by the swap's own check (S3) or is simply late, as
-  // in the kernel. The global word also carries kSlowClock.
-  if (RBTRACE_UNLIKELY((record_disabled_.load(std::memory_order_relaxed) |
-                        cb->record_disabled.load(std::memory_order_relaxed)) != 0))
-    return reserve_flagged<Hooks>(cb, length);
+  // in the kernel. The global word also carries kOtherClock: a ring whose
+  // clock is not the counter (and nothing else set) takes the same fast
+  // path with its own clock read (reserve_entered<Hooks, false>), inlined
+  // here behind the taken branch: the counter's path is unchanged.
+  const uint32_t flags = record_disabled_.load(std::memory_order_relaxed) |
+                         cb->record_disabled.load(std::memory_order_relaxed);
+  if (RBTRACE_UNLIKELY(flags != 0)) {
+    if (flags != kOtherClock) return reserve_flagged<Hooks>(cb, length);
+    Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
+    return reserve_entered<Hooks, false>(cb, length);
+  }
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
+  return reserve_entered<Hooks, true>(cb, length);
+}
 
+// W2..W4b. kCounterClock: the ring's clock is the CPU counter (read inline);
+// otherwise cb->clock.now_posix() (a vDSO clock_gettime on the clock id the
+// ring cached), the protocol the same.
+template <class Hooks, bool kCounterClock>
+Reservation RingBuffer::reserve_entered(detail::CpuBuffer* cb, uint32_t length) {
+  using namespace detail;
+  Reservation r;
   // W2: enter: committing++ and commits++ in one add. From here until the
   // end of W6 the CPU buffer is busy (committing != 0), across every W5
   // retry and every turn of W6: a swap (S3) refuses it.
@@ -132,7 +147,7 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   BufferPage* tp = cb->tail_page.load(std::memory_order_relaxed);
   const uint64_t w = tp->write.load();
   signal_fence();
-  const uint64_t ts = read_cpu_counter();  // kSlowClock sent the others away
+  const uint64_t ts = kCounterClock ? read_cpu_counter() : cb->clock.now_posix();
   const uint64_t prev_ts = cb->write_stamp.load();
   const uint64_t prev_pos = cb->stamp_pos.load();
   signal_fence();
@@ -184,24 +199,21 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
 // that test hook policies reach them).
 // ===========================================================================
 
-// W1 found a flag set in record_disabled: a refusal, or a ring whose clock
-// is not the counter (kSlowClock), whose writes all go to reserve_full.
+// W1 found a disable or a swap's mark (beside kOtherClock, if the clock is
+// not the counter): a refusal, unless it was cleared since (then the fast
+// path, with the ring's clock).
 template <class Hooks>
 Reservation RingBuffer::reserve_flagged(detail::CpuBuffer* cb, uint32_t length) {
   using namespace detail;
-  if (((record_disabled_.load(std::memory_order_relaxed) & ~kSlowClock) |
-       cb->record_disabled.load(std::memory_order_relaxed)) != 0)
+  const uint32_t global = record_disabled_.load(std::memory_order_relaxed);
+  if (((global & ~kOtherClock) | cb->record_disabled.load(std::memory_order_relaxed)) != 0)
     return refuse_disabled(cb);
-  // A clock other than the counter: every write takes the slow path. W2
-  // and W3 as in reserve_fast.
   Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
-  const uint64_t entered = cb->state.add_return(CpuBuffer::kEnter);
-  signal_fence();
-  if (cb->buffer.load(kW3Order) != this) return refuse_moved(cb);  // see local.h
-  return reserve_nested<Hooks>(cb, entered, length);
+  if (global & kOtherClock) return reserve_entered<Hooks, false>(cb, length);
+  return reserve_entered<Hooks, true>(cb, length);
 }
 
-// W3 for a nested writer (and a ring with another clock): refused beyond
+// W3 for a nested writer: refused beyond
 // kMaxNesting, else reserve_full.
 template <class Hooks>
 Reservation RingBuffer::reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
