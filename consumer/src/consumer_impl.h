@@ -183,6 +183,7 @@ class Drainer {
   // (docs/DESIGN.md).
   uint64_t swaps_at_register = 0;
   bool fixed_active = false;
+  bool in_flush = false;  // inside do_flush (told to the reap test hook)
 
   std::atomic<uint32_t> own_sleep{0};  // relaxed: a flag; see Waker::sleeping
   std::atomic<uint32_t>* sleep_word = &own_sleep;

@@ -37,9 +37,10 @@ std::string errstr(int e) {
 
 }  // namespace
 
-// relaxed: a test installs it before it starts the consumer (the thread's
-// creation orders it) and removes it after.
+// relaxed (both): a test installs it before it starts the consumer (the
+// thread's creation orders it) and removes it after.
 std::atomic<void (*)()> g_write_hook{nullptr};
+std::atomic<bool (*)(bool)> g_reap_hook{nullptr};
 
 // ---- create's steps ------------------------------------------------------------
 
@@ -397,6 +398,10 @@ void Drainer::complete(const IoCompletion& c) {
 
 size_t Drainer::reap(int64_t wait_ns) {
   comps.clear();
+  // relaxed: see g_write_hook.
+  if (bool (*h)(bool) = g_reap_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h)) {
+    if (h(in_flush)) return 0;  // as if nothing had completed within wait_ns
+  }
   size_t n = io->reap(&comps, wait_ns);
   for (const IoCompletion& c : comps) complete(c);
   if (n) {
@@ -488,6 +493,7 @@ void Drainer::wait_all_io() {
 // covers everything committed when the flush began even if writers keep
 // going.
 void Drainer::do_flush(uint64_t gen) {
+  in_flush = true;
   uint32_t handed_back = 0;
   grow();
   uint32_t bound = 0;
@@ -505,6 +511,7 @@ void Drainer::do_flush(uint64_t gen) {
   close_current();
   hand_over_finished();
   finish(nullptr, gen);
+  in_flush = false;
   std::lock_guard<std::mutex> g(sh.mu);
   sh.flush_taken = gen;
 }
@@ -578,4 +585,8 @@ void Drainer::run() {
 
 void rbtrace::set_consumer_write_hook(void (*hook)()) {
   detail::g_write_hook.store(hook, std::memory_order_relaxed);  // relaxed: see g_write_hook
+}
+
+void rbtrace::set_consumer_reap_hook(bool (*hook)(bool in_flush)) {
+  detail::g_reap_hook.store(hook, std::memory_order_relaxed);  // relaxed: see g_write_hook
 }

@@ -132,6 +132,12 @@ struct ConsumerStats {
 // For tests: called by the drain thread before each page write (a stand-in
 // for a write that hangs). Null (the default): nothing.
 void set_consumer_write_hook(void (*hook)());
+// For tests: called by the drain thread each time it would wait for write
+// completions, with whether it is inside a flush (flush() or stop()'s last
+// one); true makes that wait end as if it had timed out with nothing
+// completed (a stand-in for a disk slower than the wait), false lets it
+// wait. Null (the default): nothing.
+void set_consumer_reap_hook(bool (*hook)(bool in_flush));
 
 class Consumer {
  public:
