@@ -4,9 +4,13 @@
 #include "rbtrace/snapshot.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -58,20 +62,50 @@ std::string thread_comm(int32_t tid) {
   return comm;
 }
 
-int write_all_at(int fd, const void* p, size_t n, off_t off) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = pwrite(fd, c, n, off);
+// Writes pages[0..n) (page_size bytes each) at `off` with pwritev, whole;
+// EINTR and short writes go on where they stopped.
+int write_pages_at(int fd, DataPage* const* pages, uint32_t n, uint32_t page_size, off_t off) {
+  std::vector<iovec> iov(n);
+  for (uint32_t i = 0; i < n; i++) iov[i] = {pages[i], page_size};
+  size_t first = 0;
+  while (first < iov.size()) {
+    const int cnt = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    const ssize_t w = pwritev(fd, &iov[first], cnt, off);
     if (w < 0) {
       if (errno == EINTR) continue;
       return -errno;
     }
-    c += w;
-    n -= static_cast<size_t>(w);
+    if (w == 0) return -EIO;
     off += w;
+    size_t left = static_cast<size_t>(w);
+    while (left > 0 && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (left > 0) {  // a page cut short: the rest of it first
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
   }
   return 0;
 }
+
+// The dump's batch: pages to trade with the swapped-out buffer, written
+// with one pwritev each time the batch is full (2 MiB, at most 512 pages).
+struct PageBatch {
+  RingBuffer* rb;
+  std::vector<DataPage*> pages;
+  PageBatch(RingBuffer* r, uint32_t page_size) : rb(r) {
+    const uint32_t want = std::clamp<uint32_t>((2u << 20) / page_size, 1, 512);
+    for (uint32_t i = 0; i < want; i++) {
+      DataPage* p = rb->alloc_read_page();
+      if (!p) break;  // fewer pages, more writes
+      pages.push_back(p);
+    }
+  }
+  ~PageBatch() {
+    for (DataPage* p : pages) rb->free_read_page(p);
+  }
+  PageBatch(const PageBatch&) = delete;
+  PageBatch& operator=(const PageBatch&) = delete;
+};
 
 }  // namespace
 
@@ -120,7 +154,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   in.cmdlines.emplace_back(static_cast<int32_t>(getpid()), thread_comm(getpid()));
   in.cpus.resize(ncpus);
   for (uint32_t c = 0; c < ncpus; c++) {
-    in.cpus[c].fd = spool;
+    in.cpus[c].fd = spool;  // or in place in out_fd (below)
     const int32_t owner = live_->cpu_owner(c);
     if (owner > 0 && owner != getpid()) in.cmdlines.emplace_back(owner, thread_comm(owner));
   }
@@ -145,8 +179,8 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     }
   }
 
-  DataPage* page = live_->alloc_read_page();
-  if (!page) {
+  PageBatch batch(spare_.get(), page_size);
+  if (batch.pages.empty()) {
     close(spool);
     if (err) *err = "out of memory";
     return -ENOMEM;
@@ -154,12 +188,28 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   int rc = 0;
   int first_swap_error = 0;
   bool any = false;
-  uint64_t off = 0;
   // A recorded ring (a Consumer reads it): the swapped-out buffer's pages
   // go to the snapshot file and back to the recording (hand_back), and the
   // recording reads nothing of the CPU between the swap and the hand-back,
   // so its pages stay in order.
   const bool recorded = live_->recorded();
+  // Where the pages go. An empty regular file and a ring nobody records:
+  // straight into out_fd at their final offsets (after room for the header,
+  // whose size is known but for the stats' digits: counted at their most),
+  // the header written last (write_trace_dat_header). Otherwise into the
+  // memfd spool, which write_trace_dat copies after the header (a pipe, a
+  // file not empty, or pages the recording reads back from the spool).
+  struct stat ost;
+  const bool direct =
+      !recorded && fstat(out_fd, &ost) == 0 && S_ISREG(ost.st_mode) && ost.st_size == 0;
+  const int dump_fd = direct ? out_fd : spool;
+  uint64_t off = 0;
+  if (direct) {
+    TraceDatInput most = in;
+    for (TraceDatCpu& c : most.cpus) c.stats.assign(cpu_stats_text_bound(), 'x');
+    off = (trace_dat_header_size(most) + page_size - 1) & ~static_cast<uint64_t>(page_size - 1);
+  }
+  const uint64_t data_start = off;
   for (uint32_t c = first; c < last && rc == 0; c++) {
     SnapshotCpu sc;
     sc.cpu = c;
@@ -189,17 +239,29 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     // The swapped-out buffer is spare_'s CPU c now: no writer can reach it
     // (its owner's next write loads the live slot afresh; one interrupted
     // between W1 and W2 fails at W3). Read every page, partial ones too.
+    in.cpus[c].fd = direct ? -1 : spool;
     in.cpus[c].offset = off;
-    int n;
-    while ((n = spare_->read_page(&page, c, false)) > 0) {
-      rc = write_all_at(spool, page, page_size, static_cast<off_t>(off));
-      if (rc != 0) {
-        if (err) *err = std::string("writing the snapshot spool: ") + std::strerror(-rc);
-        break;
+    for (uint32_t k = 0;;) {
+      // Trade the batch's pages for the buffer's (no copy), then write them
+      // with one pwritev.
+      const int n = spare_->read_page(&batch.pages[k], c, false);
+      if (n > 0) {
+        sc.pages++;
+        sc.bytes += static_cast<uint64_t>(n);
+        if (++k < batch.pages.size()) continue;
       }
-      off += page_size;
-      sc.pages++;
-      sc.bytes += static_cast<uint64_t>(n);
+      if (k > 0) {
+        rc = write_pages_at(dump_fd, batch.pages.data(), k, page_size, static_cast<off_t>(off));
+        if (rc != 0) {
+          if (err)
+            *err = std::string(direct ? "writing the snapshot: " : "writing the snapshot spool: ") +
+                   std::strerror(-rc);
+          break;
+        }
+        off += static_cast<uint64_t>(k) * page_size;
+        k = 0;
+      }
+      if (n <= 0) break;
     }
     in.cpus[c].size = off - in.cpus[c].offset;
     if (recorded && sc.pages > 0) {
@@ -219,12 +281,27 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     spare_->reset_cpu(c);  // serves as the spare again
     r.cpus.push_back(sc);
   }
-  live_->free_read_page(page);
   if (rc == 0 && !any) rc = first_swap_error;
   if (rc == 0) {
     in.cpus[0].stats += ring_stats_text(live_->no_cpu_dropped());  // no CPU's (tracedat.h)
     std::string werr;
-    rc = write_trace_dat(out_fd, in, &werr);
+    if (direct) {
+      // A CPU with no pages (not asked for, not mapped, its swap failed)
+      // points where the data before it ends: offsets stay ascending.
+      uint64_t at = data_start;
+      for (TraceDatCpu& t : in.cpus) {
+        if (t.size == 0) t.offset = at;
+        at = t.offset + t.size;
+      }
+      // The file ends at the last CPU's data (or at the room for the
+      // header, if no CPU had any: every offset is within the file).
+      rc = ftruncate(out_fd, static_cast<off_t>(off)) == 0 ? 0 : -errno;
+      if (rc != 0) werr = std::string("sizing the snapshot: ") + std::strerror(-rc);
+      if (rc == 0) rc = write_trace_dat_header(out_fd, in, &werr);
+      if (rc == 0 && lseek(out_fd, static_cast<off_t>(off), SEEK_SET) < 0) rc = -errno;
+    } else {
+      rc = write_trace_dat(out_fd, in, &werr);
+    }
     if (rc != 0 && err) *err = werr;
   } else if (err && err->empty()) {
     *err = std::string("swap failed: ") + std::strerror(-rc);

@@ -158,7 +158,7 @@ bool has_byte(const std::string& s, char a, char b = '\0') {
   return s.find(a) != std::string::npos || (b != '\0' && s.find(b) != std::string::npos);
 }
 
-int validate(const TraceDatInput& in, std::string* err) {
+int validate(const TraceDatInput& in, std::string* err, bool in_place) {
   const uint32_t ps = in.page_size;
   if (ps < kMinPageSize || ps > kMaxPageSize || (ps & (ps - 1)) != 0)
     return fail(err, EINVAL,
@@ -188,7 +188,7 @@ int validate(const TraceDatInput& in, std::string* err) {
     if (cpu.size % ps != 0)
       return fail(err, EINVAL, "trace.dat: CPU " + std::to_string(c) + " data size " +
                                    std::to_string(cpu.size) + " is not a multiple of the page size");
-    if (cpu.size > 0 && cpu.fd < 0)
+    if (cpu.size > 0 && cpu.fd < 0 && !in_place)
       return fail(err, EBADF, "trace.dat: CPU " + std::to_string(c) + " has data but no fd");
     if (cpu.offset > UINT64_MAX - cpu.size)
       return fail(err, EINVAL, "trace.dat: CPU " + std::to_string(c) + " offset + size overflows");
@@ -222,14 +222,10 @@ void option(Buf& b, uint16_t id, const std::string& data) {
   b.str(data);
 }
 
-}  // namespace
-
-int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
-  if (out_fd < 0) return fail(err, EBADF, "trace.dat: no output file descriptor");
-  if (int rc = validate(in, err)) return rc;
+// Everything before the flyrecord table, into b; the trace clock text
+// into *clock_text_out. The input must be valid (validate).
+void build_front(const TraceDatInput& in, Buf& b, std::string* clock_text_out) {
   const uint32_t ps = in.page_size;
-
-  Buf b;
   // Initial format: magic, version, endianness, long size, page size.
   b.raw(td::kMagic, td::kMagicLen);
   b.str0("6");
@@ -291,6 +287,7 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
   // hundred runs, the garbage makes it print raw time stamps. The
   // flyrecord copy below is the one the format defines.
   const std::string clock_text = in.tsc2nsec ? in.clock + " [tsc2nsec]" : "[" + in.clock + "]";
+  *clock_text_out = clock_text;
   option(b, td::kOptTraceClock, clock_text + '\0');
   option(b, td::kOptVersion, std::string("rbtrace 1") + '\0');
   if (in.tsc2nsec) {
@@ -306,9 +303,50 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
     option(b, td::kOptOffset, std::to_string(in.calibration.offset_ns) + '\0');
   }
   b.u16(td::kOptDone);
+}
 
-  // flyrecord: the per-CPU table, then the trace clock text (TRACECLOCK).
-  const uint64_t header_end = b.size() + 10 + 16 * in.cpus.size() + 8 + clock_text.size();
+// The flyrecord table and the clock text, after build_front.
+void build_flyrecord(const TraceDatInput& in, const std::vector<uint64_t>& offsets,
+                     const std::string& clock_text, Buf& b) {
+  b.str0(td::kFlyrecord);
+  for (size_t c = 0; c < in.cpus.size(); c++) {
+    b.u64(offsets[c]);
+    b.u64(in.cpus[c].size);
+  }
+  b.u64(clock_text.size());
+  b.str(clock_text);
+}
+
+// The header's size once the flyrecord table is added to b (build_front).
+uint64_t header_end_of(const TraceDatInput& in, const Buf& b, const std::string& clock_text) {
+  return b.size() + 10 + 16 * in.cpus.size() + 8 + clock_text.size();
+}
+
+}  // namespace
+
+uint64_t trace_dat_header_size(const TraceDatInput& in) {
+  Buf b;
+  std::string clock_text;
+  build_front(in, b, &clock_text);
+  return header_end_of(in, b, clock_text);
+}
+
+uint64_t cpu_stats_text_bound() {
+  // Every line is "key: <number>\n": at most 20 digits where zero has 1.
+  const std::string zero = cpu_stats_text(CpuStats{}) + ring_stats_text(0);
+  const auto lines = static_cast<uint64_t>(std::count(zero.begin(), zero.end(), '\n'));
+  return zero.size() + 19 * lines;
+}
+
+int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
+  if (out_fd < 0) return fail(err, EBADF, "trace.dat: no output file descriptor");
+  if (int rc = validate(in, err, /*in_place=*/false)) return rc;
+  const uint32_t ps = in.page_size;
+  Buf b;
+  std::string clock_text;
+  build_front(in, b, &clock_text);
+
+  const uint64_t header_end = header_end_of(in, b, clock_text);
   std::vector<uint64_t> offsets(in.cpus.size());
   uint64_t pos = header_end;
   for (size_t c = 0; c < in.cpus.size(); c++) {
@@ -318,13 +356,7 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
       return fail(err, EFBIG, "trace.dat: total size overflows 64 bits");
     pos += in.cpus[c].size;
   }
-  b.str0(td::kFlyrecord);
-  for (size_t c = 0; c < in.cpus.size(); c++) {
-    b.u64(offsets[c]);
-    b.u64(in.cpus[c].size);
-  }
-  b.u64(clock_text.size());
-  b.str(clock_text);
+  build_flyrecord(in, offsets, clock_text, b);
 
   if (int rc = write_all(out_fd, b.data().data(), b.size(), "the header", err)) return rc;
 
@@ -340,6 +372,39 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
                                static_cast<uint32_t>(c), err))
       return rc;
     at += in.cpus[c].size;
+  }
+  return 0;
+}
+
+int write_trace_dat_header(int out_fd, const TraceDatInput& in, std::string* err) {
+  if (out_fd < 0) return fail(err, EBADF, "trace.dat: no output file descriptor");
+  if (int rc = validate(in, err, /*in_place=*/true)) return rc;
+  const uint32_t ps = in.page_size;
+  Buf b;
+  std::string clock_text;
+  build_front(in, b, &clock_text);
+  uint64_t at = header_end_of(in, b, clock_text);
+  std::vector<uint64_t> offsets(in.cpus.size());
+  for (size_t c = 0; c < in.cpus.size(); c++) {
+    const TraceDatCpu& cpu = in.cpus[c];
+    if (cpu.offset % ps != 0 || cpu.offset < at)
+      return fail(err, EINVAL,
+                  "trace.dat: CPU " + std::to_string(c) + " data at " + std::to_string(cpu.offset) +
+                      " is not page aligned after the header and the CPUs before it (" +
+                      std::to_string(at) + ")");
+    offsets[c] = cpu.offset;
+    at = cpu.offset + cpu.size;
+  }
+  build_flyrecord(in, offsets, clock_text, b);
+  const std::string& h = b.data();
+  for (size_t done = 0; done < h.size();) {
+    const ssize_t w = ::pwrite(out_fd, h.data() + done, h.size() - done, static_cast<off_t>(done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int e = w < 0 ? errno : EIO;
+      return fail(err, e, "trace.dat: writing the header: " + errno_text(e));
+    }
+    done += static_cast<size_t>(w);
   }
   return 0;
 }

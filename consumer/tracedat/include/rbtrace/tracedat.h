@@ -66,6 +66,24 @@ struct TraceDatInput {
 // Any thread; no global state. The input fds' file offsets are not moved.
 int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err);
 
+// For CPU data already in place in out_fd (a regular file): each CPU's
+// pages at TraceDatCpu::offset (page aligned, ascending, not overlapping,
+// the first at or after trace_dat_header_size(in); TraceDatCpu::fd is not
+// used). Writes only the header, at offset 0 with pwrite, its flyrecord
+// table pointing at those offsets; the room between the header's end and
+// the first CPU's data is left as it is (a hole, which readers skip).
+// Returns 0, or -errno with a sentence in *err (-EINVAL for offsets that
+// break the rules above).
+int write_trace_dat_header(int out_fd, const TraceDatInput& in, std::string* err);
+
+// The bytes write_trace_dat puts before the first CPU's data (the header
+// without padding) for `in` (valid input), whatever the offsets.
+uint64_t trace_dat_header_size(const TraceDatInput& in);
+
+// The most bytes cpu_stats_text plus ring_stats_text can ever take (every
+// number at 20 digits): room for the stats of counters not known yet.
+uint64_t cpu_stats_text_bound();
+
 // Registered events of this process as EventFormat entries. Any thread.
 std::vector<EventFormat> registered_event_formats();
 
