@@ -194,9 +194,10 @@ int cmd_snapshot(const Args& a) {
   control::Reply rep;
   if (int rc = write_output(a, out, false, [&](int fd) { return request(a, pid, req, fd, &rep); }))
     return rc;
-  uint64_t pages = 0, bytes = 0;
+  uint64_t pages = 0, bytes = 0, swap_ns = 0;
   int dumped = 0, missed = 0;
   for (const control::SnapshotReplyCpu& c : rep.snapshot.cpus) {
+    swap_ns += c.swap_ns;
     if (c.swap_result != 0) {
       missed++;
       std::string who = "no owner thread";
@@ -210,10 +211,11 @@ int cmd_snapshot(const Args& a) {
     pages += c.pages;
     bytes += c.bytes;
   }
-  std::printf("%s: %d CPU%s, %llu pages, %llu bytes of events, %.3f ms in the process\n",
+  std::printf("%s: %d CPU%s, %llu pages, %llu bytes of events, %.3f ms in the process "
+              "(%.3f ms of it in swaps)\n",
               out.c_str(), dumped, dumped == 1 ? "" : "s", static_cast<unsigned long long>(pages),
               static_cast<unsigned long long>(bytes),
-              static_cast<double>(rep.snapshot.total_ns) / 1e6);
+              static_cast<double>(rep.snapshot.total_ns) / 1e6, static_cast<double>(swap_ns) / 1e6);
   if (missed > 0) {
     std::fprintf(stderr, "rbtrace snapshot: partial: %d of %zu CPUs not captured (exit %d)\n",
                  missed, rep.snapshot.cpus.size(), kExitPartial);

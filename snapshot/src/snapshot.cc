@@ -51,6 +51,7 @@ std::unique_ptr<Snapshot> Snapshot::attach(RingBuffer& live, Error* err) {
 
 Snapshot::~Snapshot() {
   if (live_) swap_release_mailboxes(*live_);
+  for (DataPage* p : batch_) spare_->free_read_page(p);
 }
 
 namespace {
@@ -87,25 +88,7 @@ int write_pages_at(int fd, DataPage* const* pages, uint32_t n, uint32_t page_siz
   return 0;
 }
 
-// The dump's batch: pages to trade with the swapped-out buffer, written
-// with one pwritev each time the batch is full (2 MiB, at most 512 pages).
-struct PageBatch {
-  RingBuffer* rb;
-  std::vector<DataPage*> pages;
-  PageBatch(RingBuffer* r, uint32_t page_size) : rb(r) {
-    const uint32_t want = std::clamp<uint32_t>((2u << 20) / page_size, 1, 512);
-    for (uint32_t i = 0; i < want; i++) {
-      DataPage* p = rb->alloc_read_page();
-      if (!p) break;  // fewer pages, more writes
-      pages.push_back(p);
-    }
-  }
-  ~PageBatch() {
-    for (DataPage* p : pages) rb->free_read_page(p);
-  }
-  PageBatch(const PageBatch&) = delete;
-  PageBatch& operator=(const PageBatch&) = delete;
-};
+
 
 }  // namespace
 
@@ -179,8 +162,17 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     }
   }
 
-  PageBatch batch(spare_.get(), page_size);
-  if (batch.pages.empty()) {
+  // The batch: pages to trade with the swapped-out buffer, written with
+  // one pwritev each time it is full (2 MiB, at most 512 pages, no more
+  // than a CPU buffer holds).
+  const uint32_t batch_want = std::min<uint32_t>(
+      std::clamp<uint32_t>((2u << 20) / page_size, 1, 512), live_->options().pages_per_cpu + 1);
+  while (batch_.size() < batch_want) {
+    DataPage* p = spare_->alloc_read_page();
+    if (!p) break;  // fewer pages, more writes
+    batch_.push_back(p);
+  }
+  if (batch_.empty()) {
     close(spool);
     if (err) *err = "out of memory";
     return -ENOMEM;
@@ -244,14 +236,14 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     for (uint32_t k = 0;;) {
       // Trade the batch's pages for the buffer's (no copy), then write them
       // with one pwritev.
-      const int n = spare_->read_page(&batch.pages[k], c, false);
+      const int n = spare_->read_page(&batch_[k], c, false);
       if (n > 0) {
         sc.pages++;
         sc.bytes += static_cast<uint64_t>(n);
-        if (++k < batch.pages.size()) continue;
+        if (++k < batch_.size()) continue;
       }
       if (k > 0) {
-        rc = write_pages_at(dump_fd, batch.pages.data(), k, page_size, static_cast<off_t>(off));
+        rc = write_pages_at(dump_fd, batch_.data(), k, page_size, static_cast<off_t>(off));
         if (rc != 0) {
           if (err)
             *err = std::string(direct ? "writing the snapshot: " : "writing the snapshot spool: ") +

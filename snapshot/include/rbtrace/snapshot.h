@@ -85,6 +85,10 @@ class Snapshot {
   mutable std::mutex mu_;          // one take() at a time; guards the below
   std::vector<CpuStats> retired_;  // counters of swapped-out generations
   uint64_t taken_ = 0;
+  // The dump's batch: pages traded for the swapped-out buffer's and written
+  // with one pwritev (made at the first take, kept: mapping them per take
+  // cost more than a small snapshot's dump).
+  std::vector<DataPage*> batch_;
 };
 
 }  // namespace rbtrace
