@@ -34,6 +34,31 @@ TEST(RingBuffer, WriteAndConsume) {
 // the fast path (a reservation with `entered` set) as the counter's do.
 class Clocks : public ::testing::TestWithParam<ClockKind> {};
 
+// W1 refuses while a swap marks the CPU buffer (kSwapping, as S3 leaves it),
+// whatever the clock: the global word's kOtherClock is the same bit, and W1
+// must not take the one for the other (found by review: the first version
+// of the non-counter fast path let such a write through, into a buffer being
+// swapped out).
+TEST_P(Clocks, W1RefusesWhileASwapMarksTheBuffer) {
+  Options o;
+  o.ncpus = 1;
+  o.pages_per_cpu = 4;
+  o.clock = GetParam();
+  auto rb = RingBuffer::create(o);
+  ASSERT_TRUE(rb);
+  ASSERT_EQ(rb->bind_thread(0), 0);
+  uint64_t x = 1;
+  for (int i = 0; i < 10; i++) ASSERT_EQ(rb->write(&x, sizeof x), 0);
+  detail::CpuBuffer* cb = rb->cpu_buffer(0);
+  cb->record_disabled.store(detail::CpuBuffer::kSwapping);
+  const CpuStats before = rb->stats(0);
+  EXPECT_EQ(rb->write(&x, sizeof x), -EPERM) << "W1 let a write through a swap's mark";
+  cb->record_disabled.store(0);
+  EXPECT_EQ(rb->stats(0).entries, before.entries);
+  EXPECT_EQ(rb->write(&x, sizeof x), 0);
+  rb->unbind_thread();
+}
+
 TEST_P(Clocks, WriteDisableSwapAndReadBack) {
   Options o;
   o.ncpus = 2;

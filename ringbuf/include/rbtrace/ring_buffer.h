@@ -495,9 +495,11 @@ class RingBuffer {
   // is exchanging it (kSwapping); see record_disable_cpu.
   int change_cpu_disable(uint32_t cpu, int add, int off);
   // Not a disable: set for good in record_disabled_ when the clock is not
-  // the CPU counter, so that W1's one test also sends those writes to
-  // reserve_flagged, which runs the same fast path with the ring's clock
-  // (the counter's fast path reads the counter without asking which clock).
+  // the CPU counter, so that W1's one test also catches those writes, which
+  // then take a second copy of the fast path with the ring's clock (the
+  // counter's fast path reads the counter without asking which clock). The
+  // same bit as CpuBuffer::kSwapping in the CPU's word: W1 tells them apart
+  // by the word (reserve_fast).
   static constexpr uint32_t kOtherClock = 1u << 30;
   RingBuffer() = default;
 
@@ -535,11 +537,11 @@ class RingBuffer {
   template <class Hooks>
   RBTRACE_ALWAYS_INLINE Reservation reserve_fast(detail::CpuBuffer* cb, uint32_t length);
   // W2..W4b of the fast path, the clock read inline (the counter) or
-  // through cb->clock (any other clock kind; from reserve_flagged).
+  // through cb->clock.now_posix() (any other clock kind).
   template <class Hooks, bool kCounterClock>
   RBTRACE_ALWAYS_INLINE Reservation reserve_entered(detail::CpuBuffer* cb, uint32_t length);
-  // W1 found a flag set: refuse (disabled), or, for a clock other than the
-  // counter, the fast path with that clock (reserve_entered<Hooks, false>).
+  // W1 found a disable or a swap's mark: refuse, unless it cleared since
+  // (then reserve_entered with the ring's clock).
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_flagged(detail::CpuBuffer* cb, uint32_t length);
   // W1's refusal (record disabled): counts it in `disabled` of the buffer
