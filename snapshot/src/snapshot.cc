@@ -1,6 +1,6 @@
 // snapshot.cc - the snapshot engine: swap (S1..S5), dump the swapped-out
-// buffer into a memfd spool, write a trace.dat, reset the buffer as the
-// spare. See rbtrace/snapshot.h.
+// buffer into the trace.dat (straight into an empty file, else through a
+// memfd spool), reset the buffer as the spare. See rbtrace/snapshot.h.
 #include "rbtrace/snapshot.h"
 
 #include <fcntl.h>
@@ -121,9 +121,26 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   const uint32_t last = cpu < 0 ? ncpus : first + 1;
   const uint32_t page_size = live_->page_size();
 
-  // The spool: one anonymous file, each CPU's pages one contiguous run.
-  const int spool = memfd_create("rbtrace-snapshot", MFD_CLOEXEC);
-  if (spool < 0) {
+  // A recorded ring (a Consumer reads it): the swapped-out buffer's pages
+  // go to the snapshot file and back to the recording (hand_back), and the
+  // recording reads nothing of the CPU between the swap and the hand-back,
+  // so its pages stay in order.
+  const bool recorded = live_->recorded();
+  // Where the pages go. An empty regular file at position 0, not in append
+  // mode (pwrite would append), and a ring nobody records: straight into
+  // out_fd at their final offsets (after room for the header, whose size
+  // is known but for the stats' digits: counted at their most), the header
+  // written last (write_trace_dat_header). Otherwise into a memfd spool,
+  // each CPU's pages one contiguous run, which write_trace_dat copies after
+  // the header (a pipe, a file not empty, or pages the recording reads back
+  // from the spool).
+  struct stat ost;
+  const int ofl = fcntl(out_fd, F_GETFL);
+  const bool direct = !recorded && fstat(out_fd, &ost) == 0 && S_ISREG(ost.st_mode) &&
+                      ost.st_size == 0 && ofl >= 0 && (ofl & O_APPEND) == 0 &&
+                      lseek(out_fd, 0, SEEK_CUR) == 0;
+  const int spool = direct ? -1 : memfd_create("rbtrace-snapshot", MFD_CLOEXEC);
+  if (!direct && spool < 0) {
     const int e = errno;
     if (err) *err = std::string("memfd_create: ") + std::strerror(e);
     return -e;
@@ -173,27 +190,13 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     batch_.push_back(p);
   }
   if (batch_.empty()) {
-    close(spool);
+    if (spool >= 0) close(spool);
     if (err) *err = "out of memory";
     return -ENOMEM;
   }
   int rc = 0;
   int first_swap_error = 0;
   bool any = false;
-  // A recorded ring (a Consumer reads it): the swapped-out buffer's pages
-  // go to the snapshot file and back to the recording (hand_back), and the
-  // recording reads nothing of the CPU between the swap and the hand-back,
-  // so its pages stay in order.
-  const bool recorded = live_->recorded();
-  // Where the pages go. An empty regular file and a ring nobody records:
-  // straight into out_fd at their final offsets (after room for the header,
-  // whose size is known but for the stats' digits: counted at their most),
-  // the header written last (write_trace_dat_header). Otherwise into the
-  // memfd spool, which write_trace_dat copies after the header (a pipe, a
-  // file not empty, or pages the recording reads back from the spool).
-  struct stat ost;
-  const bool direct =
-      !recorded && fstat(out_fd, &ost) == 0 && S_ISREG(ost.st_mode) && ost.st_size == 0;
   const int dump_fd = direct ? out_fd : spool;
   uint64_t off = 0;
   if (direct) {
@@ -233,13 +236,13 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     // between W1 and W2 fails at W3). Read every page, partial ones too.
     in.cpus[c].fd = direct ? -1 : spool;
     in.cpus[c].offset = off;
+    uint64_t batch_bytes = 0;  // events in the batch's pages
     for (uint32_t k = 0;;) {
       // Trade the batch's pages for the buffer's (no copy), then write them
-      // with one pwritev.
+      // with one pwritev; counted once written.
       const int n = spare_->read_page(&batch_[k], c, false);
       if (n > 0) {
-        sc.pages++;
-        sc.bytes += static_cast<uint64_t>(n);
+        batch_bytes += static_cast<uint64_t>(n);
         if (++k < batch_.size()) continue;
       }
       if (k > 0) {
@@ -251,6 +254,9 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
           break;
         }
         off += static_cast<uint64_t>(k) * page_size;
+        sc.pages += k;
+        sc.bytes += batch_bytes;
+        batch_bytes = 0;
         k = 0;
       }
       if (n <= 0) break;
@@ -298,7 +304,13 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   } else if (err && err->empty()) {
     *err = std::string("swap failed: ") + std::strerror(-rc);
   }
-  close(spool);
+  if (direct && rc != 0) {
+    // Nothing half written stays behind: the file is empty again, as the
+    // caller gave it (best effort; the error is the one above).
+    (void)!ftruncate(out_fd, 0);
+    (void)lseek(out_fd, 0, SEEK_SET);
+  }
+  if (spool >= 0) close(spool);
   if (rc == 0) taken_++;
   r.total_time = SteadyClock::now() - t0;
   return rc;

@@ -457,7 +457,10 @@ TEST_P(DiskFull, AFlushWaitsForItsPagesWhenTheDiskIsSlowerThanAPeriod) {
   g_reap_phase = 0;
   g_reap_calls = 0;
   g_reap_timeouts = 0;
-  rbtrace::set_consumer_reap_hook(slow_completions);
+  struct HookGuard {  // removed whatever way the test ends
+    HookGuard() { rbtrace::set_consumer_reap_hook(slow_completions); }
+    ~HookGuard() { rbtrace::set_consumer_reap_hook(nullptr); }
+  } guard;
   auto c = rbtrace::Consumer::create(*rb, co);
   ASSERT_TRUE(c);
   // The drain thread takes pages until the pool is empty, then waits for
@@ -465,7 +468,6 @@ TEST_P(DiskFull, AFlushWaitsForItsPagesWhenTheDiskIsSlowerThanAPeriod) {
   for (int i = 0; i < 10000 && c->stats().pages_read < 16; i++) std::this_thread::sleep_for(1ms);
   ASSERT_EQ(c->stats().pages_read, 16u) << "the pool should be in flight, nothing completed";
   EXPECT_EQ(c->stop(), 0);
-  rbtrace::set_consumer_reap_hook(nullptr);
   EXPECT_GT(g_reap_timeouts.load(), 0u) << "the flush never met a wait that timed out";
   {
     std::lock_guard<std::mutex> g(mm);

@@ -6,7 +6,10 @@
 // the next snapshot holds exactly what was written after the previous one.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -219,6 +222,72 @@ TEST(SnapshotEngine, APipeGetsTheSameTraceAsAFile) {
       EXPECT_EQ(seqs.size(), res.cpus[c].stats.read);
       EXPECT_EQ(res.cpus[c].stats.read + res.cpus[c].stats.overrun, res.cpus[c].stats.entries);
     }
+  }
+}
+
+// Files take() must not write by offset: one opened O_APPEND (pwrite would
+// append, putting the pages before the header) goes through the spool and
+// comes out valid. And a direct dump that fails (the file size limit,
+// SIGXFSZ ignored) leaves the file empty, not a headless half; the retry
+// on the same fd after the limit is lifted gives a valid trace.
+TEST(SnapshotEngine, AnAppendModeFileAndAFailedDumpLeaveNoBrokenFile) {
+  Options o;
+  o.ncpus = kCpus;
+  o.page_size = 4096;
+  o.pages_per_cpu = 8;
+  o.mode = Mode::kOverwrite;
+  auto snap = Snapshot::create(o);
+  ASSERT_TRUE(snap);
+  Owners owners(snap->live());
+  char path[] = "/tmp/rbtrace-snapappend-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  owners.write(5000);
+  std::string err;
+  SnapshotResult res;
+  ASSERT_EQ(snap->take(fd, -1, &err, &res), 0) << err;
+  {
+    const int rd = open(path, O_RDONLY | O_CLOEXEC);
+    auto got = read_file(rd, nullptr);
+    close(rd);
+    for (uint32_t c = 0; c < kCpus; c++) {
+      ASSERT_FALSE(got[c].seqs.empty());
+      EXPECT_EQ(got[c].seqs.back(), owners.written(c));
+    }
+  }
+  close(fd);
+
+  fd = open(path, O_RDWR | O_TRUNC | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  owners.write(5000);
+  struct sigaction ign {}, old_sa {};
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(sigaction(SIGXFSZ, &ign, &old_sa), 0);
+  rlimit old_lim {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+  rlimit lim = old_lim;
+  lim.rlim_cur = 40000;  // less than the pages: the dump fails part way
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  const int rc = snap->take(fd, -1, &err, &res);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_lim), 0);
+  ASSERT_EQ(sigaction(SIGXFSZ, &old_sa, nullptr), 0);
+  EXPECT_EQ(rc, -EFBIG) << err;
+  EXPECT_NE(err.find("writing the snapshot"), std::string::npos) << err;
+  struct stat st {};
+  ASSERT_EQ(fstat(fd, &st), 0);
+  EXPECT_EQ(st.st_size, 0) << "a failed dump left bytes in the file";
+  EXPECT_EQ(lseek(fd, 0, SEEK_CUR), 0);
+  owners.write(100);
+  ASSERT_EQ(snap->take(fd, -1, &err, &res), 0) << err;  // the same fd, again
+  auto got = read_file(fd, nullptr);
+  close(fd);
+  unlink(path);
+  for (uint32_t c = 0; c < kCpus; c++) {
+    ASSERT_EQ(got[c].seqs.size(), 100u) << "cpu " << c;
+    EXPECT_EQ(got[c].seqs.back(), owners.written(c));
   }
 }
 

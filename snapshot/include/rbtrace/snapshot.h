@@ -63,8 +63,13 @@ class Snapshot {
   // signal handler; one take() at a time (others wait). Each swap may take
   // up to `swap_timeout`; a CPU whose swap fails (e.g. -ETIMEDOUT) is left
   // out of the file and reported in *res. Returns 0; -EINVAL (bad CPU);
-  // -EIO/-ENOSPC/... from the spool or write_trace_dat (with *err); or, when
-  // every asked-for CPU failed to swap, the first swap error.
+  // -EIO/-ENOSPC/... from writing out_fd or the spool (with *err); or, when
+  // every asked-for CPU failed to swap, the first swap error. An empty
+  // regular file at position 0 (not O_APPEND) gets the pages written
+  // straight to their place, the header last; on an error it is truncated
+  // back to empty. Anything else (a pipe) is written front to back through
+  // a memfd spool. The first take() makes a batch of pages for the dump
+  // (2 MiB, at most a CPU buffer's worth), kept until the Snapshot goes.
   int take(int out_fd, int cpu, std::string* err, SnapshotResult* res = nullptr,
            std::chrono::milliseconds swap_timeout = std::chrono::milliseconds(500));
 
