@@ -196,8 +196,12 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   rb->max_payload_ = (cap - kTimeEventSize - 8) & ~3u;
   rb->max_payload_span_ = rb->max_payload_ - kMinPayload;
   static_assert(kMinMaxPayload == ((kMinPageSize - kPageHeaderSize - kTimeEventSize - 8) & ~3u));
-  // W1's test sends every write to reserve_flagged when the clock is not
-  // the counter (the inline fast path reads the counter directly).
+  // W1's test sends every write to the other clock's copy of the fast path
+  // when the clock is not the counter (the counter's reads it directly).
+  // Every bit a CPU buffer's word can hold (OFF, kSwapping, the saturating
+  // count) is outside kOtherClock: W1's `flags == kOtherClock` is exact.
+  static_assert(((CpuBuffer::kRecordOff | CpuBuffer::kSwapping | (CpuBuffer::kSwapping - 1)) &
+                 kOtherClock) == 0);
   if (rb->clock_.kind() != ClockKind::kCounter)
     rb->record_disabled_.store(kOtherClock, std::memory_order_relaxed);
   rb->opts_.max_cpus = limit;  // options() tells the limit in force

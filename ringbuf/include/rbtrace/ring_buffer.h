@@ -497,9 +497,10 @@ class RingBuffer {
   // Not a disable: set for good in record_disabled_ when the clock is not
   // the CPU counter, so that W1's one test also catches those writes, which
   // then take a second copy of the fast path with the ring's clock (the
-  // counter's fast path reads the counter without asking which clock). The
-  // same bit as CpuBuffer::kSwapping in the CPU's word: W1 tells them apart
-  // by the word (reserve_fast).
+  // counter's fast path reads the counter without asking which clock). W1
+  // ORs the global word with the CPU's, whose bits never include this one
+  // (checked in ring_buffer.cc), so `flags == kOtherClock` means: this and
+  // nothing else, in either word.
   static constexpr uint32_t kOtherClock = 1u << 30;
   RingBuffer() = default;
 

@@ -112,9 +112,11 @@ struct CpuBuffer {
   // Back-pointer to the RingBuffer holding this CPU buffer (W3). Written by
   // swap_cpu on the owner thread (or with no owner), read by the writer.
   std::atomic<RingBuffer*> buffer{nullptr};
-  // record_disabled: bit 31 = OFF (idempotent), bit 30 = a swap is
-  // exchanging this buffer (kSwapping), bits 0..29 = nestable disable
-  // count. Changed by any thread (RingBuffer::change_cpu_disable, swap_cpu).
+  // record_disabled: bit 31 = OFF (idempotent), bit 29 = a swap is
+  // exchanging this buffer (kSwapping), bits 0..28 = nestable disable
+  // count (it saturates); bit 30 is never set (it is the ring's kOtherClock
+  // in the global word, which W1 ORs with this one). Changed by any thread
+  // (RingBuffer::change_cpu_disable, swap_cpu).
   std::atomic<uint32_t> record_disabled{0};
 
   // Writer-side counters (see CpuStats). Owner-written, loaded by anyone.
@@ -167,12 +169,12 @@ struct CpuBuffer {
   uint64_t refused_total() const {
     return commit_overrun.load() + dropped.load() + nested_dropped.load();
   }
-  // record_disabled bits (bits 0..29 are the nestable disable count).
+  // record_disabled bits (bits 0..28 are the nestable disable count).
   static constexpr uint32_t kRecordOff = 1u << 31;  // record_off_cpu
   // Set by swap_cpu (S3) while it exchanges this buffer: W1 refuses, other
   // swaps refuse, and record_disable_cpu & co. wait for it to clear, so a
   // disable lands on the buffer that is in the slot after the swap.
-  static constexpr uint32_t kSwapping = 1u << 30;
+  static constexpr uint32_t kSwapping = 1u << 29;
 
   static constexpr uint64_t kEnter = (1ULL << 16) | 1;  // W2's add to `state`
   static constexpr uint32_t level_of(uint64_t st) { return static_cast<uint16_t>(st); }

@@ -107,12 +107,13 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   // clock is not the counter (and nothing else set) takes the same fast
   // path with its own clock read (reserve_entered<Hooks, false>), inlined
   // here behind the taken branch: the counter's path is unchanged.
-  // The two words are tested apart once a flag is seen: kOtherClock (the
-  // global word) and a swap's kSwapping (the CPU's word) are the same bit.
-  const uint32_t global = record_disabled_.load(std::memory_order_relaxed);
-  const uint32_t mine = cb->record_disabled.load(std::memory_order_relaxed);
-  if (RBTRACE_UNLIKELY((global | mine) != 0)) {
-    if (global != kOtherClock || mine != 0) return reserve_flagged<Hooks>(cb, length);
+  const uint32_t flags = record_disabled_.load(std::memory_order_relaxed) |
+                         cb->record_disabled.load(std::memory_order_relaxed);
+  if (RBTRACE_UNLIKELY(flags != 0)) {
+    // kOtherClock alone: the global word holds nothing else and the CPU's
+    // word nothing at all (it never has kOtherClock's bit; static_assert
+    // in ring_buffer.h).
+    if (flags != kOtherClock) return reserve_flagged<Hooks>(cb, length);
     Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
     return reserve_entered<Hooks, false>(cb, length);
   }
