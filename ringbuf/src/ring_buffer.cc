@@ -212,17 +212,17 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[limit]);
   rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
   rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
-  rb->swap_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[limit]);
+  rb->slot_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[limit]);
   rb->handback_.reset(new (std::nothrow) HandBack[limit]);
   rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
-  if (!rb->buffers_ || !rb->owners_ || !rb->ctl_ || !rb->names_ || !rb->swap_refused_ ||
+  if (!rb->buffers_ || !rb->owners_ || !rb->ctl_ || !rb->names_ || !rb->slot_refused_ ||
       !rb->handback_ || !rb->handback_on_)
     return fail(ENOMEM, "out of memory");
   for (uint32_t c = 0; c < limit; c++) {
     rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
     rb->owners_[c].store(0, std::memory_order_relaxed);
     rb->ctl_[c].store(0, std::memory_order_relaxed);
-    rb->swap_refused_[c].store(0, std::memory_order_relaxed);
+    rb->slot_refused_[c].store(0, std::memory_order_relaxed);
     rb->handback_on_[c].store(0, std::memory_order_relaxed);
   }
   (void)membarrier_status();  // registers, once per process
@@ -285,7 +285,6 @@ void RingBuffer::init_cpu_buffer(CpuBuffer* cb) {
   cb->commit_overrun.store(0);
   cb->dropped.store(0);
   cb->nested_dropped.store(0);
-  cb->disabled.store(0);
   cb->discarded.store(0);
   cb->read.store(0, std::memory_order_relaxed);
   cb->last_overrun = 0;
@@ -497,9 +496,9 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
   return swap_cpu_impl(other, cpu, false);
 }
 
-uint64_t RingBuffer::take_swap_refused(uint32_t cpu) {
+uint64_t RingBuffer::take_slot_refused(uint32_t cpu) {
   if (cpu >= limit_) return 0;
-  return swap_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
+  return slot_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
 }
 
 int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
@@ -589,7 +588,7 @@ int RingBuffer::swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote) {
   } else {
     // S4 (remote: M4): exchange the slots and the back-pointers. release:
     // pairs with cpu_buffer's acquire load of the slot (a reader sees the
-    // buffer's state) and with count_swap_refusal's acquire load (a writer
+    // buffer's state) and with count_slot_refusal's acquire load (a writer
     // that refreshes its binding after a remote swap).
     buffers_[cpu].store(b, std::memory_order_release);
     other.buffers_[cpu].store(a, std::memory_order_release);
@@ -643,7 +642,7 @@ CpuStats detail::CpuBuffer::stats() const {
   s.commit_overrun = commit_overrun.load();
   s.dropped = dropped.load();
   s.nested_dropped = nested_dropped.load();
-  s.disabled = disabled.load();
+  // disabled: counted in the slot (RingBuffer::stats, count_slot_refusal).
   s.discarded = discarded.load();
   s.read = read.load(std::memory_order_relaxed);
   return s;
@@ -653,7 +652,7 @@ CpuStats RingBuffer::stats(uint32_t cpu) const {
   if (cpu >= limit_) return CpuStats{};
   CpuBuffer* cb = cpu_buffer(cpu);
   CpuStats s = cb ? cb->stats() : CpuStats{};  // not mapped yet: nothing written
-  s.disabled += swap_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_swap_refusal)
+  s.disabled += slot_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_slot_refusal)
   return s;
 }
 

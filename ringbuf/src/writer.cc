@@ -13,48 +13,56 @@ using namespace detail;
 // Refusals (W1, W3)
 // ===========================================================================
 
-// A refusal a swap caused: counted in the slot (swap_refused_), never in
-// a buffer, since the buffer we looked at may be the requester's now, being
+// A refusal at W1 or W3: counted in the slot (slot_refused_), never in a
+// buffer, since the buffer we looked at may be the requester's now, being
 // dumped or reset (a buffer counter is a local op of the owner: a reset
-// racing it could lose or double the count). The binding is refreshed from
-// the slot for the next write. acquire: pairs with swap_cpu's release
-// store of buffers_[cpu] (S4/M4), so a buffer swapped in is seen whole
-// before the binding caches it. relaxed add: a plain counter.
-void RingBuffer::count_swap_refusal(CpuBuffer* cb) {
+// racing it could lose or double the count). stats() adds the slot's count
+// to `disabled`; a snapshot moves it into the generation it swaps out
+// (take_slot_refused). The binding is refreshed from the slot for the next
+// write. acquire: pairs with swap_cpu's release store of buffers_[cpu]
+// (S4/M4), so a buffer swapped in is seen whole before the binding caches
+// it. relaxed add: a plain counter.
+void RingBuffer::count_slot_refusal(CpuBuffer* cb) {
   refresh_binding(id_, cb->cpu, buffers_[cb->cpu].load(std::memory_order_acquire));
-  swap_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
+  slot_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
 }
 
+// W1 refused: the ring or the CPU is record-disabled, or a swap holds
+// kSwapping (or held it when W1 looked). Every such refusal is counted in
+// the slot: even a disable's. Between W1 and a count in cb, a handler may
+// enable the CPU and a doorbell swap take cb out of the slot (the Spin
+// model found it: DESIGN.md section 11), and cb's counters are then the
+// requester's, read and reset by the snapshot.
 Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
   Reservation r;
-  // W1 refused: the ring or the CPU is record-disabled, or a swap holds
-  // kSwapping (or held it when W1 looked). A disable is counted in the
-  // buffer (no swap starts while the CPU is disabled: S3's CAS from 0
-  // fails; nor while the ring is: S2); anything else is a swap's doing and
-  // is counted in the slot. relaxed: plain flags, looked at again.
-  const bool disabled =
-      (cb->record_disabled.load(std::memory_order_relaxed) & ~CpuBuffer::kSwapping) != 0 ||
-      (record_disabled_.load(std::memory_order_relaxed) & ~kOtherClock) != 0;
-  if (disabled && cb->buffer.load(std::memory_order_relaxed) == this) {
-    cb->disabled.inc();
-  } else {
-    count_swap_refusal(cb);
-  }
+  count_slot_refusal(cb);
   r.err = -EPERM;
   return r;
 }
 
 // W3 saw cb moved (the value it loaded decides: a swap without a signal may
 // put the back-pointer back at any time, so it is not loaded again). A
-// swap that ran between W1 and W2 moved cb to the other buffer; nobody can
-// have reserved in cb since our W2 (nested writers load the slot afresh).
-// Leave without committing anything: only `state` of cb is touched (W2's
-// add and this sub, netting 0), which nobody else writes after the swap
-// (reset_cpu does not store it).
-Reservation RingBuffer::refuse_moved(CpuBuffer* cb) {
+// swap moved cb to the other buffer after our W1 (or is moving it: the
+// mark, M1, is stored). Leave without reserving. If nobody entered since
+// our W2 (the state still equals `entered`), undo W2: only `state` of cb
+// was touched (W2's add and this sub, netting 0), which nobody else writes
+// after the swap (reset_cpu does not store it). Otherwise a handler
+// reserved in cb after our W2: a handler that was refused restores the
+// state exactly (its W2's add and its own sub here), so a state that moved
+// means one passed its W3 and left through W6, leaving the commit to us.
+// That happens with a swap without a signal: our binding (which handlers
+// load too) still names cb, and the handler's W3 ran before the mark (M1)
+// or after a put-back, while the swap cannot have completed: we have been
+// in flight since, and M3 refuses a busy buffer. So cb is still the live
+// buffer or its swap's M3 is yet to look; leave as W6 does (end_commit):
+// move the commit past the handler's event, then committing--. M3 then
+// sees cb busy and puts the mark back, or sees us gone (after M2's barrier
+// made our stores visible) and the dump has the event, committed. Found by
+// the Spin model (DESIGN.md section 11); remote_swap_test.cc forces it.
+Reservation RingBuffer::refuse_moved(CpuBuffer* cb, uint64_t entered) {
   Reservation r;
-  cb->state.sub(CpuBuffer::kEnter);
-  count_swap_refusal(cb);
+  if (!cb->state.cmpxchg_ok(entered, entered - CpuBuffer::kEnter)) cb->end_commit();
+  count_slot_refusal(cb);
   r.err = -EAGAIN;
   return r;
 }

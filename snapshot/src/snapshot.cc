@@ -273,7 +273,7 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
     // The refusals the swaps of this CPU caused since the last snapshot,
     // counted in the live slot (never in a buffer being dumped): they go
     // with the generation swapped out, into its file and the totals.
-    sc.stats.disabled += live_->take_swap_refused(c);
+    sc.stats.disabled += live_->take_slot_refused(c);
     in.cpus[c].stats = cpu_stats_text(sc.stats);  // the consumer's text: one meaning of each key
     retired_[c] += sc.stats;
     spare_->reset_cpu(c);  // serves as the spare again

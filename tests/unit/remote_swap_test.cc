@@ -38,13 +38,27 @@ struct Gate {
 };
 
 // The writer's policy: stops at `first` (and, once released, at `second`).
+// With nested_tag set, a nested write of that tag runs at `first` before
+// the stop (a signal handler's, on the owner thread: the default hook
+// policy, so it does not stop anywhere itself).
 struct OwnerHooks {
   static inline std::atomic<int> first{-1}, second{-1};
+  static inline std::atomic<uint32_t> nested_tag{0};
+  static inline std::atomic<int> nested_result{1};
   static inline Gate gate1, gate2;
-  static void at(HookPoint p, RingBuffer&, uint32_t) {
+  static void at(HookPoint p, RingBuffer& rb, uint32_t) {
     const int pi = static_cast<int>(p);
     if (pi == first.load()) {
       first.store(-1);
+      if (const uint32_t tag = nested_tag.exchange(0)) {
+        Reservation r = rb.reserve(16);
+        if (r) {
+          std::memset(r.data, 0, 16);
+          std::memcpy(r.data, &tag, sizeof tag);
+          rb.commit(r);
+        }
+        nested_result.store(r ? 0 : r.err);
+      }
       gate1.stop_here();
     } else if (pi == second.load()) {
       second.store(-1);
@@ -283,6 +297,37 @@ TEST_F(RemoteSwap, WriterRefusedBetweenTheMarkAndTheBarrierIsCountedOnce) {
   EXPECT_EQ(write(14), 0);
   EXPECT_EQ(test::drain_tags(*spare_, 0), (std::vector<uint32_t>{1}));
   EXPECT_EQ(test::drain_tags(*live_, 0), (std::vector<uint32_t>{14}));
+}
+
+// A handler's write nested in the owner's W2..W3, before the mark: it
+// passes W3 (the mark is not there yet), reserves in the live buffer a and
+// leaves the commit to the owner. Then M1, and the owner's W3 sees the
+// mark: its refusal must not just undo its W2 (committing back to 0 with
+// the handler's event above the commit: the swap then takes a and its dump
+// misses that event). Found by the Spin model (tests/model/ring.pml,
+// -DSWAPS -DNREQ=1 -DH1N=1, the run finding_refuse_moved_strands_nested);
+// the refusal now leaves through the general W6 when anyone entered since
+// its W2, which moves the commit past the handler's event first.
+TEST_F(RemoteSwap, AHandlersWriteBeforeTheMarkIsNotStrandedByTheOwnersRefusal) {
+  ASSERT_EQ(write(1), 0);
+  detail::CpuBuffer* a = live_->cpu_buffer(0);
+  OwnerHooks::nested_result.store(1);
+  OwnerHooks::nested_tag.store(77);
+  stop_at(HookPoint::kAfterW2);
+  order(12);
+  OwnerHooks::gate1.wait_reached();
+  EXPECT_EQ(OwnerHooks::nested_result.load(), 0) << "the handler's write was refused";
+  MarkedHook::self = this;  // at M1: the owner's W3 runs, and is refused
+  set_test_hook(&MarkedHook::at);
+  EXPECT_EQ(live_->swap_cpu_remote(*spare_, 0), 0);
+  set_test_hook(nullptr);
+  EXPECT_EQ(a->committing(), 0u);
+  EXPECT_EQ(spare_->cpu_buffer(0), a);
+  // a, swapped out, holds both committed events, the handler's included.
+  EXPECT_EQ(test::drain_tags(*spare_, 0), (std::vector<uint32_t>{1, 77}));
+  const CpuStats st = spare_->stats(0);
+  EXPECT_EQ(st.entries, 2u);
+  EXPECT_EQ(st.read, st.entries) << "an event stranded above the commit";
 }
 
 }  // namespace

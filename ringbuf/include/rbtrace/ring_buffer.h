@@ -471,10 +471,11 @@ class RingBuffer {
     // acquire: pairs with the release increment after S4 in swap_cpu.
     return swaps_.load(std::memory_order_acquire);
   }
-  // Refusals a swap caused on `cpu` since the last call (counted in the
-  // slot, not in a buffer; stats() includes them until taken). The
-  // snapshot adds them to the generation it swapped out. Any thread.
-  uint64_t take_swap_refused(uint32_t cpu);
+  // W1 and W3 refusals on `cpu` since the last call (a disable's or a
+  // swap's; counted in the slot, not in a buffer; stats() includes them
+  // until taken). The snapshot adds them to the generation it swapped out.
+  // Any thread.
+  uint64_t take_slot_refused(uint32_t cpu);
   // 0 when swap_cpu_remote can run: the process registered for private
   // expedited membarrier (done once, by the first create). Else -errno:
   // -ENOSYS/-EINVAL (kernel before 4.14 or the command not supported),
@@ -555,8 +556,9 @@ class RingBuffer {
   RBTRACE_SLOW Reservation reserve_nested(detail::CpuBuffer* cb, uint64_t entered,
                                           uint32_t length);
   // W3's refusals (swapped away, or nesting too deep), after W2 entered:
-  // undoes W2, counts, returns the failed Reservation.
-  RBTRACE_COLD Reservation refuse_moved(detail::CpuBuffer* cb);
+  // undoes W2 (refuse_moved: or leaves through W6 when a handler reserved
+  // since our W2), counts, returns the failed Reservation.
+  RBTRACE_COLD Reservation refuse_moved(detail::CpuBuffer* cb, uint64_t entered);
   RBTRACE_COLD Reservation refuse_too_deep(detail::CpuBuffer* cb);
   // A reservation the fast path made at B, handed to reserve_full.
   struct ReserveState {
@@ -607,11 +609,12 @@ class RingBuffer {
   // the count of records ever started.
   void record_thread_name(int32_t tid);
   std::unique_ptr<detail::NameRecord[]> names_;
-  // Per slot: refusals a swap caused (W1 saw kSwapping, W3 saw the buffer
-  // moved). Counted here, never in a buffer, which the requester may be
-  // dumping or resetting; stats() adds them to `disabled`, and a snapshot
-  // moves them into the generation it swaps out (take_swap_refused).
-  std::unique_ptr<std::atomic<uint64_t>[]> swap_refused_;
+  // Per slot: W1's refusals (disabled, off, or a swap's mark) and W3's (the
+  // buffer moved). Counted here, never in a buffer, which the requester may
+  // be dumping or resetting; stats() adds them to `disabled`, and a
+  // snapshot moves them into the generation it swaps out
+  // (take_slot_refused).
+  std::unique_ptr<std::atomic<uint64_t>[]> slot_refused_;
   int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
   // Pages handed back and held reads (reader.cc): per slot, under its mutex;
   // handback_on_[cpu] says "look under the mutex" to read_page.
@@ -619,7 +622,7 @@ class RingBuffer {
   std::unique_ptr<std::atomic<uint32_t>[]> handback_on_;
   std::atomic<bool> recorded_{false};
   int read_handed_back(DataPage** pagep, uint32_t cpu);
-  void count_swap_refusal(detail::CpuBuffer* cb);
+  void count_slot_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
   std::atomic<uint64_t> swaps_{0};  // swaps()
 };

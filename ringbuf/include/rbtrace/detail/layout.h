@@ -126,7 +126,6 @@ struct CpuBuffer {
   Local64 commit_overrun;
   Local64 dropped;
   Local64 nested_dropped;
-  Local64 disabled;
   Local64 discarded;
 
   // ---- written by the owner, read by the reader --------------------------

@@ -137,7 +137,7 @@ Reservation RingBuffer::reserve_entered(detail::CpuBuffer* cb, uint32_t length) 
 
   // W3: a swap that ran between W1 and W2 moved cb to the other buffer.
   if (RBTRACE_UNLIKELY(cb->buffer.load(kW3Order) != this))  // kW3Order: see local.h
-    return refuse_moved(cb);
+    return refuse_moved(cb, entered);
   // A nested writer (committing was not 0) takes the slow path, which also
   // refuses nesting deeper than kMaxNesting.
   if (!RBTRACE_ALMOST_ALWAYS(CpuBuffer::level_of(entered) == 1))
