@@ -212,7 +212,7 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
   rb->owners_.reset(new (std::nothrow) std::atomic<int32_t>[limit]);
   rb->ctl_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
   rb->names_.reset(new (std::nothrow) NameRecord[kThreadNames]);
-  rb->slot_refused_.reset(new (std::nothrow) std::atomic<uint64_t>[limit]);
+  rb->slot_refused_.reset(new (std::nothrow) SlotRefused[limit]);
   rb->handback_.reset(new (std::nothrow) HandBack[limit]);
   rb->handback_on_.reset(new (std::nothrow) std::atomic<uint32_t>[limit]);
   if (!rb->buffers_ || !rb->owners_ || !rb->ctl_ || !rb->names_ || !rb->slot_refused_ ||
@@ -222,7 +222,8 @@ std::unique_ptr<RingBuffer> RingBuffer::create(const Options& o, Error* err) {
     rb->buffers_[c].store(nullptr, std::memory_order_relaxed);
     rb->owners_[c].store(0, std::memory_order_relaxed);
     rb->ctl_[c].store(0, std::memory_order_relaxed);
-    rb->slot_refused_[c].store(0, std::memory_order_relaxed);
+    rb->slot_refused_[c].count.store(0);
+    rb->slot_refused_[c].taken.store(0, std::memory_order_relaxed);
     rb->handback_on_[c].store(0, std::memory_order_relaxed);
   }
   (void)membarrier_status();  // registers, once per process
@@ -498,7 +499,17 @@ int RingBuffer::swap_cpu(RingBuffer& other, uint32_t cpu) {
 
 uint64_t RingBuffer::take_slot_refused(uint32_t cpu) {
   if (cpu >= limit_) return 0;
-  return slot_refused_[cpu].exchange(0, std::memory_order_relaxed);  // a plain counter
+  SlotRefused& s = slot_refused_[cpu];
+  const uint64_t now = s.count.load();
+  // relaxed: plain counters; the CAS hands each part of the count to one
+  // taker.
+  uint64_t was = s.taken.load(std::memory_order_relaxed);
+  while (now > was) {
+    if (s.taken.compare_exchange_weak(was, now, std::memory_order_relaxed,
+                                      std::memory_order_relaxed))
+      return now - was;
+  }
+  return 0;
 }
 
 int RingBuffer::swap_cpu_remote(RingBuffer& other, uint32_t cpu) {
@@ -652,7 +663,12 @@ CpuStats RingBuffer::stats(uint32_t cpu) const {
   if (cpu >= limit_) return CpuStats{};
   CpuBuffer* cb = cpu_buffer(cpu);
   CpuStats s = cb ? cb->stats() : CpuStats{};  // not mapped yet: nothing written
-  s.disabled += slot_refused_[cpu].load(std::memory_order_relaxed);  // the slot's (count_slot_refusal)
+  {
+    // The slot's (count_slot_refusal), not yet taken. relaxed: counters.
+    const uint64_t n = slot_refused_[cpu].count.load();
+    const uint64_t t = slot_refused_[cpu].taken.load(std::memory_order_relaxed);
+    s.disabled += n > t ? n - t : 0;
+  }
   return s;
 }
 

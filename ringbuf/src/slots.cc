@@ -198,7 +198,8 @@ void RingBuffer::after_fork_in_child(int32_t old_tid, int32_t new_tid) {
     // are the parent's, and a write another thread had in flight at the
     // fork would otherwise keep the CPU busy for ever.
     if (mine && cb->committing() != 0) continue;
-    slot_refused_[c].store(0, std::memory_order_relaxed);  // the parent's, as the counters
+    slot_refused_[c].count.store(0);  // the parent's, as the counters
+    slot_refused_[c].taken.store(0, std::memory_order_relaxed);
     init_cpu_buffer(cb);
     cb->state.store(0);
   }

@@ -21,10 +21,11 @@ using namespace detail;
 // (take_slot_refused). The binding is refreshed from the slot for the next
 // write. acquire: pairs with swap_cpu's release store of buffers_[cpu]
 // (S4/M4), so a buffer swapped in is seen whole before the binding caches
-// it. relaxed add: a plain counter.
+// it. The count is a local add on the slot's own cache line (only the
+// slot's owner thread and its handlers refuse on it).
 void RingBuffer::count_slot_refusal(CpuBuffer* cb) {
   refresh_binding(id_, cb->cpu, buffers_[cb->cpu].load(std::memory_order_acquire));
-  slot_refused_[cb->cpu].fetch_add(1, std::memory_order_relaxed);
+  slot_refused_[cb->cpu].count.inc();
 }
 
 // W1 refused: the ring or the CPU is record-disabled, or a swap holds
@@ -46,10 +47,12 @@ Reservation RingBuffer::refuse_disabled(CpuBuffer* cb) {
 // mark, M1, is stored). Leave without reserving. If nobody entered since
 // our W2 (the state still equals `entered`), undo W2: only `state` of cb
 // was touched (W2's add and this sub, netting 0), which nobody else writes
-// after the swap (reset_cpu does not store it). Otherwise a handler
-// reserved in cb after our W2: a handler that was refused restores the
-// state exactly (its W2's add and its own sub here), so a state that moved
-// means one passed its W3 and left through W6, leaving the commit to us.
+// after the swap (reset_cpu does not store it). Otherwise a handler passed
+// its W3 on cb after our W2 (seeing `this`): only W3's refusals restore the
+// state word exactly (its W2's add and its own sub); every other exit (W6,
+// a W5 refusal, a discard, this function's own end_commit) follows a W3
+// that saw `this`, and leaves commits moved. Such a handler may have
+// reserved, or padded and moved the tail in W5, leaving the commit to us.
 // That happens with a swap without a signal: our binding (which handlers
 // load too) still names cb, and the handler's W3 ran before the mark (M1)
 // or after a put-back, while the swap cannot have completed: we have been

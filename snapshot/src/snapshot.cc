@@ -270,9 +270,12 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
       }
     }
     sc.stats = spare_->stats(c);
-    // The refusals the swaps of this CPU caused since the last snapshot,
-    // counted in the live slot (never in a buffer being dumped): they go
-    // with the generation swapped out, into its file and the totals.
+    // The W1/W3 refusals of this CPU since the last snapshot (a disable's
+    // or a swap's), counted in the live slot (never in a buffer being
+    // dumped): they go with the generation swapped out, into its file and
+    // the totals. Those made after this swap, while the dump ran, go with
+    // it too (the totals stay exact; the split between generations is
+    // that of the take, not of the swap).
     sc.stats.disabled += live_->take_slot_refused(c);
     in.cpus[c].stats = cpu_stats_text(sc.stats);  // the consumer's text: one meaning of each key
     retired_[c] += sc.stats;

@@ -606,8 +606,9 @@ inline reserve_full() {
 #if defined(SWAPS)
 /* count_slot_refusal (writer.cc:23-26): the slot's buffer (acquire load of
    buffers_[cpu]), then the binding refreshed from it (TLS) and the slot's
-   slot_refused_ += 1 (a relaxed RMW nobody reads before the requester's
-   take_slot_refused after its dump: folded with the TLS store). */
+   slot_refused_ count += 1 (the owner's local add, which nobody reads
+   before the requester's take_slot_refused after its dump: folded with
+   the TLS store). */
 inline count_slot_refusal() {
   atomic { sl = live };
   atomic { cached = sl; swref++; sl = 0; cb = 0 }

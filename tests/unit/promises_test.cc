@@ -174,7 +174,7 @@ struct StaleW1 {
   }
 };
 
-TEST(Promises, W1RefusalIsCountedInTheBufferInTheSlot) {
+TEST(Promises, W1RefusalIsCountedInTheSlotNotTheSwappedOutBuffer) {
   auto live = RingBuffer::create(opts(2, 4));
   auto spare = RingBuffer::create(opts(2, 4));
   ASSERT_TRUE(live && spare);
@@ -186,7 +186,7 @@ TEST(Promises, W1RefusalIsCountedInTheBufferInTheSlot) {
   Reservation r = live->reserve<StaleW1>(8);
   EXPECT_FALSE(r);
   EXPECT_EQ(r.err, -EPERM);
-  EXPECT_EQ(live->stats(1).disabled, 1u) << "the refusal must be counted in the slot's buffer";
+  EXPECT_EQ(live->stats(1).disabled, 1u) << "the refusal must be counted in the slot";
   EXPECT_EQ(spare->stats(1).disabled, 0u) << "the swapped-out buffer is the requester's";
   EXPECT_EQ(spare->stats(1).entries, 1u);
   live->record_enable();

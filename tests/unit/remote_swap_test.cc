@@ -100,6 +100,7 @@ class RemoteSwap : public ::testing::Test {
     ASSERT_TRUE(live_ && spare_);
     OwnerHooks::first.store(-1);
     OwnerHooks::second.store(-1);
+    OwnerHooks::nested_tag.store(0);
     RequesterHook::point.store(-1);
     set_test_hook(&RequesterHook::at);
     stop_.store(false);
@@ -291,7 +292,7 @@ TEST_F(RemoteSwap, WriterRefusedBetweenTheMarkAndTheBarrierIsCountedOnce) {
   EXPECT_EQ(refused_in_slot, 1u);          // counted once, in the slot
   EXPECT_EQ(spare_->stats(0).disabled, 0u);  // not in the buffer being dumped
   // The binding still holds a (refreshed to what the slot held then): the
-  // next write is refused again, counted in the new buffer, and moves it.
+  // next write is refused again, counted in the slot, and moves it.
   EXPECT_EQ(write(13), -EAGAIN);
   EXPECT_EQ(live_->stats(0).disabled, 2u);
   EXPECT_EQ(write(14), 0);

@@ -35,10 +35,10 @@ TEST(RingBuffer, WriteAndConsume) {
 class Clocks : public ::testing::TestWithParam<ClockKind> {};
 
 // W1 refuses while a swap marks the CPU buffer (kSwapping, as S3 leaves it),
-// whatever the clock: the global word's kOtherClock is the same bit, and W1
-// must not take the one for the other (found by review: the first version
-// of the non-counter fast path let such a write through, into a buffer being
-// swapped out).
+// whatever the clock: W1 ORs the global word (kOtherClock on these rings)
+// with the CPU's and must not take the mark for the clock (found by review:
+// the first version of the non-counter fast path, with both on bit 30, let
+// such a write through, into a buffer being swapped out).
 TEST_P(Clocks, W1RefusesWhileASwapMarksTheBuffer) {
   Options o;
   o.ncpus = 1;

@@ -47,6 +47,7 @@
 
 #include "rbtrace/clock.h"
 #include "rbtrace/detail/hints.h"
+#include "rbtrace/detail/local.h"
 #include "rbtrace/format.h"
 
 namespace rbtrace {
@@ -354,7 +355,9 @@ class RingBuffer {
   }
   // The per-CPU calls: 0, -EINVAL (no such CPU), -ENOMEM (a disable or
   // OFF of a slot not mapped yet maps it, and memory could not be had).
-  // Not from a signal handler (they may wait for a swap).
+  // Not from a signal handler (they may wait for a swap). The per-CPU
+  // disable count saturates at 2^29 - 1 nested disables (more stay
+  // counted as that many; the CPU stays disabled).
   int record_disable_cpu(uint32_t cpu);
   int record_enable_cpu(uint32_t cpu);
   int record_off_cpu(uint32_t cpu);
@@ -485,8 +488,9 @@ class RingBuffer {
   // The CPU buffer currently in slot `cpu` (for tests and the snapshot
   // engine). Null for a bad CPU or a slot not mapped yet.
   detail::CpuBuffer* cpu_buffer(uint32_t cpu) const;
-  // Empties CPU `cpu`: pages, counters. Only with no writer and no reader
-  // (e.g. a swapped-out buffer). 0 or -EINVAL. Record-disable state stays.
+  // Empties CPU `cpu`: pages, the buffer's counters (not the slot's
+  // refusals: take_slot_refused). Only with no writer and no reader (e.g. a
+  // swapped-out buffer). 0 or -EINVAL. Record-disable state stays.
   int reset_cpu(uint32_t cpu);
 
  private:
@@ -546,9 +550,9 @@ class RingBuffer {
   // (then reserve_entered with the ring's clock).
   template <class Hooks>
   RBTRACE_SLOW Reservation reserve_flagged(detail::CpuBuffer* cb, uint32_t length);
-  // W1's refusal (record disabled): counts it in `disabled` of the buffer
-  // in the slot, which is not `cb` when a swap ran in a handler between W0
-  // and W1 (cb then belongs to the other RingBuffer), and returns -EPERM.
+  // W1's refusal (record disabled, or a swap's mark): counts it in the
+  // slot (count_slot_refusal), never in cb, which may belong to the other
+  // RingBuffer by now, and returns -EPERM.
   RBTRACE_COLD Reservation refuse_disabled(detail::CpuBuffer* cb);
   // W3's second half on the slow path, for a nested writer: the depth
   // check, then reserve_full. `entered` is the state after W2.
@@ -613,8 +617,17 @@ class RingBuffer {
   // buffer moved). Counted here, never in a buffer, which the requester may
   // be dumping or resetting; stats() adds them to `disabled`, and a
   // snapshot moves them into the generation it swaps out
-  // (take_slot_refused).
-  std::unique_ptr<std::atomic<uint64_t>[]> slot_refused_;
+  // (take_slot_refused). `count` only grows, by a local add (no lock: only
+  // the slot's owner thread and its handlers refuse on it; a new owner
+  // follows the old through owners_' release/acquire); `taken` is how much
+  // of it take_slot_refused handed out (a CAS: any thread). A cache line
+  // each: a writer refusing flat out (a CPU left disabled) touches only
+  // its own.
+  struct alignas(64) SlotRefused {
+    detail::Local64 count;
+    std::atomic<uint64_t> taken;
+  };
+  std::unique_ptr<SlotRefused[]> slot_refused_;
   int swap_cpu_impl(RingBuffer& other, uint32_t cpu, bool remote);
   // Pages handed back and held reads (reader.cc): per slot, under its mutex;
   // handback_on_[cpu] says "look under the mutex" to read_page.

@@ -112,7 +112,7 @@ Reservation RingBuffer::reserve_fast(detail::CpuBuffer* cb, uint32_t length) {
   if (RBTRACE_UNLIKELY(flags != 0)) {
     // kOtherClock alone: the global word holds nothing else and the CPU's
     // word nothing at all (it never has kOtherClock's bit; static_assert
-    // in ring_buffer.h).
+    // in ring_buffer.cc).
     if (flags != kOtherClock) return reserve_flagged<Hooks>(cb, length);
     Hooks::at(HookPoint::kAfterW1, *this, cb->cpu);
     return reserve_entered<Hooks, false>(cb, length);
