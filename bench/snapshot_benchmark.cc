@@ -18,8 +18,8 @@
 // latency in ns).
 //
 // BM_Snapshot_TakeDump/<MiB per CPU>: Snapshot::take of every CPU of a
-// 2-CPU overwrite ring whose CPU buffers (1 MiB and 64 MiB each; 1 MiB only
-// with RBTRACE_BENCH_SMOKE=1) were filled and wrapped by their owners, which
+// 2-CPU overwrite ring whose CPU buffers (1, 4, 16, 64 and 256 MiB each;
+// 1 MiB only with RBTRACE_BENCH_SMOKE=1) were filled and wrapped by their owners, which
 // then stay alive and idle: swap, read_page of the whole swapped-out buffer
 // into the memfd spool, write_trace_dat to a file in $RBTRACE_BENCH_DISK,
 // reset. Manual time is take()'s duration; one take per repetition.
@@ -259,7 +259,9 @@ void BM_Snapshot_TakeDump(benchmark::State& state) {
                    ->Iterations(1)
                    ->UseManualTime()
                    ->Unit(benchmark::kMillisecond);
-  if (!io_config().smoke) dump->Arg(64);
+  // 1 to 256 MiB per CPU (bench/plot.py draws the time against the size);
+  // the smoke run keeps 1 MiB only.
+  if (!io_config().smoke) dump->Arg(4)->Arg(16)->Arg(64)->Arg(256);
   common(dump);
   return true;
 }();
