@@ -53,6 +53,18 @@ def data_block(name, rows):
     return "\n".join(lines) + "\n"
 
 
+def header(out, title, xlabel, ylabel):
+    """The gnuplot lines every picture starts with."""
+    return """
+set terminal pngcairo size 900,560 font ',10' noenhanced
+set output '%s'
+set title '%s'
+set xlabel '%s'
+set ylabel '%s'
+set grid
+""" % (out, title, xlabel, ylabel)
+
+
 def writer_plot(runs, out):
     series = [("BM_Writer_ReserveCommit/%d", "reserve+commit, counter clock"),
               ("BM_Writer_ReserveCommit/mono/%d", "reserve+commit, CLOCK_MONOTONIC"),
@@ -77,19 +89,14 @@ def writer_plot(runs, out):
         ns = compare.ns_per_item(runs.get(key))
         if ns is not None:
             plots.append("%.3f with lines dt %d lw 2 lc rgb 'black' title '%s'" % (ns, dash, title))
-    script = blocks + """
-set terminal pngcairo size 900,560 font ',10' noenhanced
-set output '%s'
-set title 'Writer: ns per event against payload size (medians, CPU time)'
-set xlabel 'payload bytes'
-set ylabel 'ns per event'
+    script = blocks + header(out, "Writer: ns per event against payload size (medians, CPU time)",
+                             "payload bytes", "ns per event") + """
 set logscale x 2
 set xrange [%d:%d]
 set yrange [0:*]
-set grid
 set key top left
 plot %s
-""" % (out, sizes[0] / 1.4, sizes[-1] * 1.4, ", \\\n     ".join(plots))
+""" % (sizes[0] / 1.4, sizes[-1] * 1.4, ", \\\n     ".join(plots))
     gnuplot(script, out)
 
 
@@ -110,18 +117,13 @@ def drain_plot(io, out):
             plots.append("$d%d using 1:2 with linespoints %s lw 2 title '%s, %s%s'"
                          % (i, style, fs, be, " (baseline)" if be == "pwritev" else ""))
             i += 1
-    script = blocks + """
-set terminal pngcairo size 900,560 font ',10' noenhanced
-set output '%s'
-set title 'Consumer drain rate against page size (medians)'
-set xlabel 'page size (bytes)'
-set ylabel 'GB/s'
+    script = blocks + header(out, "Consumer drain rate against page size (medians)",
+                             "page size (bytes)", "GB/s") + """
 set logscale x 2
 set yrange [0:*]
-set grid
 set key outside right
 plot %s
-""" % (out, ", \\\n     ".join(plots))
+""" % ", \\\n     ".join(plots)
     gnuplot(script, out)
 
 
@@ -131,16 +133,12 @@ def dump_plot(io, out):
     if not rows:
         print("dump.png: no BM_Snapshot_TakeDump rows in the JSON; skipped")
         return
-    script = data_block("t", rows) + """
-set terminal pngcairo size 900,560 font ',10' noenhanced
-set output '%s'
-set title 'Snapshot::take of 2 CPUs against buffer size per CPU (medians)'
-set xlabel 'MiB per CPU'
-set ylabel 'ms'
+    script = data_block("t", rows) + header(
+        out, "Snapshot::take of 2 CPUs against buffer size per CPU (medians)", "MiB per CPU",
+        "ms") + """
 set logscale xy 2
-set grid
 plot $t using 1:2 with linespoints lw 2 title 'swap + dump + trace.dat'
-""" % out
+"""
     gnuplot(script, out)
 
 

@@ -729,6 +729,18 @@ void explore(Start s, std::vector<Step>* sched, int max_depth, Coverage* cov, Ex
 
 }  // namespace
 
+// Every hook point of the writer was interrupted by every action at depth
+// 1 somewhere (kInW5/kW5Retry: in the starting states that cross), a swap
+// went through, and a write was refused at W3 after one.
+static void expect_every_pair_and_a_swap(const Coverage& cov) {
+  for (int p = 0; p < kNumHookPoints; p++)
+    for (int a = 0; a < kNumActions; a++)
+      EXPECT_GT(cov.fired[0][p][a], 0u)
+          << hook_name(static_cast<HookPoint>(p)) << " x " << action_name(kActions[a]);
+  EXPECT_GT(cov.swap_ok, 0u);
+  EXPECT_GT(cov.eagain, 0u) << "no write was refused at W3 after a swap";
+}
+
 TEST(InterruptExplorer, EveryHandlerAtEveryHookPointToDepth3) {
 #ifdef EXPLORER_SANITIZED
   // ~10x slower: depth 2 from every starting state, depth 3 from one.
@@ -794,14 +806,7 @@ TEST(InterruptExplorer, EveryHandlerAtEveryHookPointToDepth3) {
               static_cast<unsigned long long>(cov.swap_ok),
               static_cast<unsigned long long>(cov.swap_busy),
               static_cast<unsigned long long>(cov.swap_again));
-  // Every hook point of the writer was interrupted by every action at
-  // depth 1 somewhere (kInW5/kW5Retry: in the starting states that cross).
-  for (int p = 0; p < kNumHookPoints; p++)
-    for (int a = 0; a < kNumActions; a++)
-      EXPECT_GT(cov.fired[0][p][a], 0u)
-          << hook_name(static_cast<HookPoint>(p)) << " x " << action_name(kActions[a]);
-  EXPECT_GT(cov.swap_ok, 0u);
-  EXPECT_GT(cov.eagain, 0u) << "no write was refused at W3 after a swap";
+  expect_every_pair_and_a_swap(cov);
   EXPECT_GT(cov.overrun, 0u);
   EXPECT_GT(cov.commit_overrun, 0u);
   EXPECT_GT(cov.dropped, 0u);
@@ -831,11 +836,6 @@ TEST(InterruptExplorer, EveryHandlerAtEveryHookPointToDepth2OnAnotherClock) {
   std::printf("interrupt explorer, CLOCK_MONOTONIC ring: %llu interleavings to depth 2 in %.2f s\n",
               static_cast<unsigned long long>(total),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  for (int p = 0; p < kNumHookPoints; p++)
-    for (int a = 0; a < kNumActions; a++)
-      EXPECT_GT(cov.fired[0][p][a], 0u)
-          << hook_name(static_cast<HookPoint>(p)) << " x " << action_name(kActions[a]);
-  EXPECT_GT(cov.swap_ok, 0u);
-  EXPECT_GT(cov.eagain, 0u) << "no write was refused at W3 after a swap";
+  expect_every_pair_and_a_swap(cov);
   EXPECT_GT(cov.committed, 0u);
 }
