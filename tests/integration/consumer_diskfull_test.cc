@@ -42,6 +42,17 @@ rbtrace::IoBackendKind kind_of(int b) {
 }
 const char* name_of(int b) { return b == 0 ? "io_uring" : b == 1 ? "io_uring_vec" : "pwritev"; }
 
+// One CPU slot (and no more), `pages` pages, producer/consumer: nothing is
+// overwritten, so every event written must reach the files.
+rbtrace::Options one_cpu_pc(uint32_t pages) {
+  rbtrace::Options o;
+  o.ncpus = 1;
+  o.max_cpus = 1;
+  o.pages_per_cpu = pages;
+  o.mode = rbtrace::Mode::kProducerConsumer;
+  return o;
+}
+
 Result record_until_full(const std::string& dir, int be, uint64_t seg_bytes, double seconds) {
   Result res;
   constexpr uint32_t kCpus = 2;
@@ -246,12 +257,7 @@ TEST_P(DiskFull, StopGivesUpOnAFileSystemThatHangsAndRecoverGetsWhatWasTaken) {
   g_hang_fd = eventfd(0, EFD_CLOEXEC);
   ASSERT_GE(g_hang_fd, 0);
   g_hang_calls = 0;
-  rbtrace::Options o;
-  o.ncpus = 1;
-  o.max_cpus = 1;
-  o.pages_per_cpu = 32;
-  o.mode = rbtrace::Mode::kProducerConsumer;
-  auto rb = rbtrace::RingBuffer::create(o);
+  auto rb = rbtrace::RingBuffer::create(one_cpu_pc(32));
   ASSERT_TRUE(rb);
   std::vector<std::string> msgs;
   std::mutex mm;
@@ -341,12 +347,7 @@ TEST_P(DiskFull, StopGivesUpOnAFileSystemThatHangsAndRecoverGetsWhatWasTaken) {
 TEST(StopTimeout, ASlowDiskThatKeepsWritingIsWaitedFor) {
   const std::string dir = ctest::make_temp_dir("/tmp", "slowstop");
   ASSERT_FALSE(dir.empty());
-  rbtrace::Options o;
-  o.ncpus = 1;
-  o.max_cpus = 1;
-  o.pages_per_cpu = 64;
-  o.mode = rbtrace::Mode::kProducerConsumer;
-  auto rb = rbtrace::RingBuffer::create(o);
+  auto rb = rbtrace::RingBuffer::create(one_cpu_pc(64));
   ASSERT_TRUE(rb);
   rbtrace::ConsumerOptions co;
   co.dir = dir;
@@ -421,12 +422,7 @@ bool slow_completions(bool in_flush) {
 TEST_P(DiskFull, AFlushWaitsForItsPagesWhenTheDiskIsSlowerThanAPeriod) {
   const std::string dir = ctest::make_temp_dir("/tmp", "slowreap");
   ASSERT_FALSE(dir.empty());
-  rbtrace::Options o;
-  o.ncpus = 1;
-  o.max_cpus = 1;
-  o.pages_per_cpu = 64;
-  o.mode = rbtrace::Mode::kProducerConsumer;
-  auto rb = rbtrace::RingBuffer::create(o);
+  auto rb = rbtrace::RingBuffer::create(one_cpu_pc(64));
   ASSERT_TRUE(rb);
   // About 40 full pages and a partial one (4 KiB pages, 20-byte events),
   // all in the ring before the consumer starts.

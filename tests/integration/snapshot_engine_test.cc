@@ -117,13 +117,19 @@ std::vector<CpuSeqs> read_file(int fd, std::string* stats0) {
   return out;
 }
 
-TEST(SnapshotEngine, FlightRecorderDumpsTheNewestEventsOfEveryCpu) {
+// The flight recorder the tests below take snapshots of: kCpus CPUs of 8
+// pages of 4 KiB, overwrite mode.
+Options flight_recorder() {
   Options o;
   o.ncpus = kCpus;
   o.page_size = 4096;
   o.pages_per_cpu = 8;
   o.mode = Mode::kOverwrite;
-  auto snap = Snapshot::create(o);
+  return o;
+}
+
+TEST(SnapshotEngine, FlightRecorderDumpsTheNewestEventsOfEveryCpu) {
+  auto snap = Snapshot::create(flight_recorder());
   ASSERT_TRUE(snap);
   Owners owners(snap->live());
   owners.write(20000);  // ~10 times the buffer: most is overwritten
@@ -180,12 +186,7 @@ TEST(SnapshotEngine, FlightRecorderDumpsTheNewestEventsOfEveryCpu) {
 // anything else; a pipe takes the second way. Both give the same trace: the
 // newest events of each CPU, contiguous, events + overrun == written.
 TEST(SnapshotEngine, APipeGetsTheSameTraceAsAFile) {
-  Options o;
-  o.ncpus = kCpus;
-  o.page_size = 4096;
-  o.pages_per_cpu = 8;
-  o.mode = Mode::kOverwrite;
-  auto snap = Snapshot::create(o);
+  auto snap = Snapshot::create(flight_recorder());
   ASSERT_TRUE(snap);
   Owners owners(snap->live());
   for (int round = 0; round < 2; round++) {
@@ -231,12 +232,7 @@ TEST(SnapshotEngine, APipeGetsTheSameTraceAsAFile) {
 // SIGXFSZ ignored) leaves the file empty, not a headless half; the retry
 // on the same fd after the limit is lifted gives a valid trace.
 TEST(SnapshotEngine, AnAppendModeFileAndAFailedDumpLeaveNoBrokenFile) {
-  Options o;
-  o.ncpus = kCpus;
-  o.page_size = 4096;
-  o.pages_per_cpu = 8;
-  o.mode = Mode::kOverwrite;
-  auto snap = Snapshot::create(o);
+  auto snap = Snapshot::create(flight_recorder());
   ASSERT_TRUE(snap);
   Owners owners(snap->live());
   char path[] = "/tmp/rbtrace-snapappend-XXXXXX";

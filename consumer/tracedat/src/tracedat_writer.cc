@@ -223,8 +223,9 @@ void option(Buf& b, uint16_t id, const std::string& data) {
 }
 
 // Everything before the flyrecord table, into b; the trace clock text
-// into *clock_text_out. The input must be valid (validate).
-void build_front(const TraceDatInput& in, Buf& b, std::string* clock_text_out) {
+// into *clock_text_out. Returns the header's size once the flyrecord table
+// is added (build_flyrecord). The input must be valid (validate).
+uint64_t build_front(const TraceDatInput& in, Buf& b, std::string* clock_text_out) {
   const uint32_t ps = in.page_size;
   // Initial format: magic, version, endianness, long size, page size.
   b.raw(td::kMagic, td::kMagicLen);
@@ -303,6 +304,8 @@ void build_front(const TraceDatInput& in, Buf& b, std::string* clock_text_out) {
     option(b, td::kOptOffset, std::to_string(in.calibration.offset_ns) + '\0');
   }
   b.u16(td::kOptDone);
+  // "flyrecord" and its NUL, an offset and a size per CPU, the clock text and its length.
+  return b.size() + sizeof(td::kFlyrecord) + 16 * in.cpus.size() + 8 + clock_text.size();
 }
 
 // The flyrecord table and the clock text, after build_front.
@@ -317,18 +320,12 @@ void build_flyrecord(const TraceDatInput& in, const std::vector<uint64_t>& offse
   b.str(clock_text);
 }
 
-// The header's size once the flyrecord table is added to b (build_front).
-uint64_t header_end_of(const TraceDatInput& in, const Buf& b, const std::string& clock_text) {
-  return b.size() + 10 + 16 * in.cpus.size() + 8 + clock_text.size();
-}
-
 }  // namespace
 
 uint64_t trace_dat_header_size(const TraceDatInput& in) {
   Buf b;
   std::string clock_text;
-  build_front(in, b, &clock_text);
-  return header_end_of(in, b, clock_text);
+  return build_front(in, b, &clock_text);
 }
 
 uint64_t cpu_stats_text_bound() {
@@ -344,9 +341,7 @@ int write_trace_dat(int out_fd, const TraceDatInput& in, std::string* err) {
   const uint32_t ps = in.page_size;
   Buf b;
   std::string clock_text;
-  build_front(in, b, &clock_text);
-
-  const uint64_t header_end = header_end_of(in, b, clock_text);
+  const uint64_t header_end = build_front(in, b, &clock_text);
   std::vector<uint64_t> offsets(in.cpus.size());
   uint64_t pos = header_end;
   for (size_t c = 0; c < in.cpus.size(); c++) {
@@ -382,8 +377,7 @@ int write_trace_dat_header(int out_fd, const TraceDatInput& in, std::string* err
   const uint32_t ps = in.page_size;
   Buf b;
   std::string clock_text;
-  build_front(in, b, &clock_text);
-  uint64_t at = header_end_of(in, b, clock_text);
+  uint64_t at = build_front(in, b, &clock_text);
   std::vector<uint64_t> offsets(in.cpus.size());
   for (size_t c = 0; c < in.cpus.size(); c++) {
     const TraceDatCpu& cpu = in.cpus[c];
