@@ -88,8 +88,6 @@ int write_pages_at(int fd, DataPage* const* pages, uint32_t n, uint32_t page_siz
   return 0;
 }
 
-
-
 }  // namespace
 
 CpuStats Snapshot::total_stats(uint32_t cpu) const {
