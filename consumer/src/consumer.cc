@@ -58,6 +58,52 @@ std::string ConsumerContext::seg_path(uint64_t seq, const char* suffix) const {
   return spool + "/" + segment_file(seq, suffix);
 }
 
+int ConsumerContext::write_meta(const SpoolMeta& m, uint64_t seq, std::string* what,
+                                bool durable) const {
+  const std::string text = encode_meta(m);
+  const std::string tmp = seg_path(seq, ".meta.tmp");
+  const int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    *what = "create " + tmp;
+    return -errno;
+  }
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t r = write(fd, text.data() + done, text.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      const int e = r < 0 ? errno : EIO;
+      close(fd);
+      unlink(tmp.c_str());
+      *what = "write " + tmp;
+      return -e;
+    }
+    done += static_cast<size_t>(r);
+  }
+  if (durable && fsync(fd) != 0) {
+    const int e = errno;
+    close(fd);
+    unlink(tmp.c_str());
+    *what = "fsync " + tmp;
+    return -e;
+  }
+  close(fd);
+  if (rename(tmp.c_str(), seg_path(seq, ".meta").c_str()) != 0) {
+    const int e = errno;
+    unlink(tmp.c_str());
+    *what = "rename " + tmp;
+    return -e;
+  }
+  if (durable) {
+    const int dfd = open(spool.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)fsync(dfd);
+      close(dfd);
+    }
+  }
+  return 0;
+}
+
 }  // namespace detail
 
 using namespace detail;

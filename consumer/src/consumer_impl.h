@@ -67,6 +67,10 @@ struct ConsumerContext {
   mutable std::mutex msg_mu;
   bool msg_off = false;
   std::string seg_path(uint64_t seq, const char* suffix) const;
+  // Writes segment `seq`'s sidecar: a temporary, renamed over; with
+  // `durable`, fsync'ed before the rename and the directory after. 0, or
+  // -errno with the step that failed in *what.
+  int write_meta(const SpoolMeta& m, uint64_t seq, std::string* what, bool durable = false) const;
 };
 
 // Between the threads and the callers; everything under mu.
@@ -88,6 +92,13 @@ struct ConsumerShared {
   bool episode_reported = false;  // disk-full message given for this episode
   ConsumerStats st;
   std::vector<std::string> published;
+
+  // Appends a sentence to st.backend_note ("; " between). Takes mu.
+  void add_note(const std::string& sentence) {
+    std::lock_guard<std::mutex> g(mu);
+    if (!st.backend_note.empty()) st.backend_note += "; ";
+    st.backend_note += sentence;
+  }
 
   // Set by the publish thread when a trace did not fit (ENOSPC, EFBIG,
   // EDQUOT): the drain thread takes no pages before this time (steady
@@ -137,21 +148,21 @@ class Drainer {
     DataPage* page = nullptr;
     Segment* seg = nullptr;
     uint32_t cpu = 0;
-    uint64_t off = 0;
+    uint64_t off = 0;  // in its CPU's region of the segment file
     uint64_t events = 0;
   };
 
   int open_segment();
   int write_meta(const SpoolMeta& m, uint64_t seq);
   void grow();
-  int cpu_fd(Segment* s, uint32_t cpu);
+  SegmentLayout segment_layout(const std::vector<EventFormat>& events) const;
   int write_failed(Segment* s, uint32_t cpu, int e, const std::string& what);
   void close_current();
   void hand_over_finished();
   void finish(std::unique_ptr<Segment> s, uint64_t gen);
   void take_page(uint32_t i, uint32_t cpu);
   void page_lost(uint32_t cpu, uint64_t events);
-  int64_t finish_short_write(const Slot& sl, int fd, int64_t res);
+  int64_t finish_short_write(const Slot& sl, int64_t res);
   void complete(const IoCompletion& c);
   size_t reap(int64_t wait_ns);
   uint64_t pass(bool full, uint32_t per_cpu, bool flushing = false);
@@ -166,7 +177,6 @@ class Drainer {
   std::vector<Slot> slots;
   std::vector<uint32_t> free_slots;
   std::unique_ptr<Segment> cur;
-  SpoolMeta cur_meta;  // the sidecar of cur, rewritten when cur grows
   std::vector<std::unique_ptr<Segment>> closing;
   uint64_t next_seq = 1;
   std::vector<int32_t> page_tids;
@@ -184,6 +194,7 @@ class Drainer {
   uint64_t swaps_at_register = 0;
   bool fixed_active = false;
   bool in_flush = false;  // inside do_flush (told to the reap test hook)
+  bool direct_refused = false;  // direct_io asked for, O_DIRECT refused
 
   std::atomic<uint32_t> own_sleep{0};  // relaxed: a flag; see Waker::sleeping
   std::atomic<uint32_t>* sleep_word = &own_sleep;
@@ -199,14 +210,20 @@ class Publisher {
   int publish(Segment& s);
 
  private:
-  void remove_segment_files(const Segment& s);
+  void remove_segment_files(Segment& s);
   TraceDatInput trace_input(const Segment& s) const;
-  int write_and_link(Segment& s, std::string* err);
+  int write_segment(Segment& s, std::string* err);
+  bool can_compact(const Segment& s);
+  int compact(Segment& s, const SegmentLayout::Plan& plan, size_t* done, std::string* err);
+  int finish_in_place(Segment& s, TraceDatInput& in, const SegmentLayout::Plan& plan,
+                      std::string* err);
+  int write_and_link(Segment& s, const TraceDatInput& in, std::string* err);
   void failed(const Segment& s, uint64_t pages, int rc, const std::string& err);
 
   ConsumerContext& ctx;
   ConsumerShared& sh;
   Backoff backoff;
+  bool compact_ok = true;  // false once the file system refused a collapse
 };
 
 }  // namespace rbtrace::detail

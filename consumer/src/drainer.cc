@@ -138,32 +138,12 @@ void Drainer::wake() {
 
 // ---- segments ------------------------------------------------------------------
 
-// Writes segment `seq`'s sidecar (write a temporary, rename over). 0 or
+// Writes segment `seq`'s sidecar (ConsumerContext::write_meta). 0 or
 // -errno (write_failed called).
 int Drainer::write_meta(const SpoolMeta& m, uint64_t seq) {
-  const std::string text = encode_meta(m);
-  const std::string tmp = ctx.seg_path(seq, ".meta.tmp");
-  int fd = open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) return write_failed(nullptr, 0, errno, "create " + tmp);
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t r = write(fd, text.data() + done, text.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      int e = r < 0 ? errno : EIO;
-      close(fd);
-      unlink(tmp.c_str());
-      return write_failed(nullptr, 0, e, "write " + tmp);
-    }
-    done += static_cast<size_t>(r);
-  }
-  close(fd);
-  if (rename(tmp.c_str(), ctx.seg_path(seq, ".meta").c_str()) != 0) {
-    int e = errno;
-    unlink(tmp.c_str());
-    return write_failed(nullptr, 0, e, "rename " + tmp);
-  }
-  return 0;
+  std::string what;
+  const int rc = ctx.write_meta(m, seq, &what);
+  return rc == 0 ? 0 : write_failed(nullptr, 0, -rc, what);
 }
 
 // Opens a new segment: writes its sidecar before any page. 0 or -errno.
@@ -182,10 +162,32 @@ int Drainer::open_segment() {
   m.tsc2nsec = ctx.tsc2nsec;
   if (ctx.tsc2nsec) m.calibration = counter_calibration();
   m.events = registered_event_formats();
+  s->layout = segment_layout(m.events);
+  m.header_room = s->layout.header_room;
+  m.cpu_region = s->layout.cpu_region;
   if (const int rc = write_meta(m, s->seq); rc != 0) return rc;
+  // The segment file, after its sidecar (recover finds it through that),
+  // with the published trace's mode: it becomes that trace.
+  const std::string path = ctx.seg_path(s->seq, ".dat");
+  const int flags = O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+  const mode_t mode = static_cast<mode_t>(ctx.opts.file_mode & 0777);
+  if (ctx.opts.direct_io && !direct_refused) {
+    s->fd = open(path.c_str(), flags | O_DIRECT, mode);
+    if (s->fd < 0 && errno == EINVAL) {
+      direct_refused = true;
+      sh.add_note("O_DIRECT refused by the file system of " + ctx.opts.dir +
+                  ": the spool goes through the page cache");
+    }
+  }
+  if (s->fd < 0) s->fd = open(path.c_str(), flags, mode);
+  if (s->fd < 0) {
+    const int e = errno;
+    unlink(ctx.seg_path(s->seq, ".meta").c_str());
+    return write_failed(nullptr, 0, e, "create " + path);
+  }
   type_hi = kFirstEventId + static_cast<uint32_t>(m.events.size());
   s->events = m.events;
-  cur_meta = std::move(m);
+  s->meta = std::move(m);
   cur = std::move(s);
   return 0;
 }
@@ -213,23 +215,41 @@ void Drainer::grow() {
   }
   ncpus = n;
   if (!cur) return;
-  SpoolMeta m = cur_meta;
+  SpoolMeta m = cur->meta;
   m.ncpus = n;
   if (write_meta(m, cur->seq) != 0) {
     close_current();  // its sidecar still says the old count, which is true
     return;
   }
-  cur_meta = std::move(m);
+  cur->meta = std::move(m);
   cur->cpus.resize(n);
 }
 
-int Drainer::cpu_fd(Segment* s, uint32_t cpu) {
-  CpuRun& r = s->cpus[cpu];
-  if (r.fd >= 0) return r.fd;
-  const std::string p = ctx.seg_path(s->seq, (".cpu" + std::to_string(cpu)).c_str());
-  r.fd = open(p.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
-  if (r.fd < 0) return -errno;
-  return r.fd;
+// The layout of a new segment's file (spool.h): room for the header of
+// the trace it becomes (its formats, every CPU's stats, a generous
+// cmdlines section; a larger header is published by copying), then a
+// region per CPU the ring can ever have. A region holds the most a CPU can
+// put in one segment (segment_bytes and a page), and never more than
+// 4 TiB / max_cpus (offsets stay within every file system's file size; a
+// CPU that fills its region ends the segment). Holes cost nothing.
+SegmentLayout Drainer::segment_layout(const std::vector<EventFormat>& events) const {
+  const uint64_t page = ctx.page_size;
+  const uint32_t max_cpus = std::max<uint32_t>(ctx.rb.max_cpus(), 1);
+  TraceDatInput est;
+  est.page_size = ctx.page_size;
+  est.clock = ctx.clock_name;
+  est.tsc2nsec = ctx.tsc2nsec;
+  est.events = events;
+  est.cpus.resize(max_cpus);
+  constexpr uint64_t kCmdlinesRoom = 256 << 10;
+  const uint64_t stats = max_cpus * (cpu_stats_text_bound() + 128);  // + the segment's lines
+  SegmentLayout l;
+  l.header_room = (trace_dat_header_size(est) + stats + kCmdlinesRoom + page - 1) / page * page;
+  uint64_t region = (4ULL << 40) / max_cpus / page * page;
+  if (ctx.opts.segment_bytes)
+    region = std::min(region, (ctx.opts.segment_bytes + page - 1) / page * page + page);
+  l.cpu_region = std::max(region, 16 * page);
+  return l;
 }
 
 // Called for a write (or segment set-up) that failed: counts it, starts
@@ -332,31 +352,38 @@ void Drainer::take_page(uint32_t i, uint32_t cpu) {
     free_slots.push_back(i);
     return;
   }
-  Segment* s = cur.get();
-  const int fd = cpu_fd(s, cpu);
-  if (fd < 0) {
-    page_lost(cpu, events);
-    free_slots.push_back(i);
-    write_failed(s, cpu, -fd, "create a spool file");
-    return;
+  if (cur->region_full(cpu)) {
+    // This CPU's region of the segment file is full: a new segment.
+    close_current();
+    if (open_segment() != 0) {
+      page_lost(cpu, events);
+      free_slots.push_back(i);
+      return;
+    }
   }
+  Segment* s = cur.get();
   sl.seg = s;
   sl.cpu = cpu;
   sl.events = events;
   sl.off = s->submit(cpu, events);
   if (void (*h)() = g_write_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h)) h();
-  io->prep_write(fd, sl.page, ctx.page_size, sl.off, i);
+  io->prep_write(s->fd, sl.page, ctx.page_size, s->layout.base(cpu) + sl.off, i);
   if (ctx.opts.segment_bytes && s->bytes >= ctx.opts.segment_bytes) close_current();
 }
 
 // A short write (a full disk, a file size limit): writes the rest to learn
 // whether it fails and why. Returns the page size or -errno.
-int64_t Drainer::finish_short_write(const Slot& sl, int fd, int64_t res) {
+int64_t Drainer::finish_short_write(const Slot& sl, int64_t res) {
   const uint32_t page_size = ctx.page_size;
+  const int fd = sl.seg->fd;
+  const uint64_t at = sl.seg->layout.base(sl.cpu) + sl.off;
   uint64_t done = static_cast<uint64_t>(res);
+  // The rest through the page cache: an O_DIRECT write of a piece of a
+  // page would be refused for its alignment.
+  drop_o_direct(fd);
   while (done < page_size) {
     ssize_t w = pwrite(fd, reinterpret_cast<const char*>(sl.page) + done, page_size - done,
-                       static_cast<off_t>(sl.off + done));
+                       static_cast<off_t>(at + done));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       res = w < 0 ? -errno : -EIO;
@@ -374,7 +401,7 @@ void Drainer::complete(const IoCompletion& c) {
   Slot& sl = slots[i];
   Segment* s = sl.seg;
   int64_t res = c.res;
-  if (res >= 0 && res < page_size) res = finish_short_write(sl, s->cpus[sl.cpu].fd, res);
+  if (res >= 0 && res < page_size) res = finish_short_write(sl, res);
   const bool ok = res == page_size;
   s->completed(sl.cpu, sl.off, sl.events, ok);
   sl.seg = nullptr;
@@ -392,7 +419,8 @@ void Drainer::complete(const IoCompletion& c) {
       sh.st.pages_failed++;
     }
     write_failed(s, sl.cpu, static_cast<int>(-res),
-                 "write spool " + ctx.seg_path(s->seq, (".cpu" + std::to_string(sl.cpu)).c_str()));
+                 "write spool " + ctx.seg_path(s->seq, ".dat") + ", CPU " +
+                     std::to_string(sl.cpu));
   }
 }
 
@@ -419,9 +447,7 @@ void Drainer::check_swap() {
   if (!fixed_active || ctx.rb.swaps() == swaps_at_register) return;
   io->disable_fixed();
   fixed_active = false;
-  std::lock_guard<std::mutex> g(sh.mu);
-  sh.st.backend_note += std::string(sh.st.backend_note.empty() ? "" : "; ") +
-                        "CPU buffers were swapped (snapshot): fixed buffers no longer used";
+  sh.add_note("CPU buffers were swapped (snapshot): fixed buffers no longer used");
 }
 
 // Takes pages from every CPU, round robin, up to batch_pages each.

@@ -98,41 +98,97 @@ struct CpuData {
   }
 };
 
-// Copies the pages of one spool file that pass the trace.dat reader's page
-// check (check_trace_page, against the segment's event formats) into a
-// scratch file; counts the others: a hole (a page that was never written:
-// length 0), a short read or a torn tail as incomplete, a page the check
-// refuses as corrupt.
-int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, uint32_t page_size,
-                const TraceEventTable& formats, CpuData* out, std::string* err) {
-  // Never through a link, only a regular file of ours: the spool may be
-  // anyone's work, and recover may run as root.
-  int in = open(spool_file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+// Opens a spool file for reading: never through a link, only a regular
+// file of ours (the spool may be anyone's work, and recover may run as
+// root). The fd, -ENOENT (no *err) when it does not exist, or -errno with
+// *err.
+int open_spool_file(const std::string& path, uint64_t* size, std::string* err) {
+  const int in = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (in < 0) {
-    if (errno == ENOENT) return 0;  // this CPU had no page in the segment
+    if (errno == ENOENT) return -ENOENT;
     const int e = errno;
-    *err = "open " + spool_file + ": " +
+    *err = "open " + path + ": " +
            (e == ELOOP ? std::string("a symbolic link; refused") : std::string(std::strerror(e)));
     return -e;
   }
   struct stat st;
   if (fstat(in, &st) != 0) {
-    int e = errno;
+    const int e = errno;
     close(in);
-    *err = "stat " + spool_file + ": " + std::strerror(e);
+    *err = "stat " + path + ": " + std::strerror(e);
     return -e;
   }
   if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
     close(in);
-    *err = spool_file + ": not a regular file of ours; refused";
+    *err = path + ": not a regular file of ours; refused";
     return -EPERM;
   }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size % page_size) out->incomplete++;  // a torn last page
+  *size = static_cast<uint64_t>(st.st_size);
+  return in;
+}
+
+// The data extents of [start, end) in `fd` (SEEK_DATA/SEEK_HOLE; a file
+// system without them reports one extent: all data).
+std::vector<std::pair<uint64_t, uint64_t>> data_extents(int fd, uint64_t start, uint64_t end) {
+  std::vector<std::pair<uint64_t, uint64_t>> v;
+  uint64_t pos = start;
+  while (pos < end) {
+    const off_t d = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (d < 0) {
+      if (errno != ENXIO) v.emplace_back(pos, end);  // no SEEK_DATA: all data
+      break;
+    }
+    if (static_cast<uint64_t>(d) >= end) break;
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    const uint64_t he = h < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(h), end);
+    v.emplace_back(static_cast<uint64_t>(d), he);
+    pos = he;
+  }
+  return v;
+}
+
+// Copies the pages of one CPU, [start, end) of spool file `in`, that pass
+// the trace.dat reader's page check (check_trace_page, against the
+// segment's event formats) into a scratch file; counts the others: a hole
+// (a page that was never written: no data there, or length 0) before the
+// last page with data, a torn page (data over part of it only), a short
+// read or a torn tail (end - start not a page multiple) as incomplete, a
+// page the check refuses as corrupt.
+int collect_cpu(int in, uint64_t start, uint64_t end, const std::string& scratch_dir,
+                uint32_t page_size, const TraceEventTable& formats, CpuData* out,
+                std::string* err) {
+  if (end <= start) return 0;
+  if ((end - start) % page_size) {
+    out->incomplete++;  // a torn last page
+    end -= (end - start) % page_size;
+  }
+  const auto ext = data_extents(in, start, end);
+  if (!ext.empty()) {
+    const uint64_t last = ext.back().second;
+    end = std::min(end, start + (last - start + page_size - 1) / page_size * page_size);
+  } else {
+    end = start;  // all holes: nothing was ever written here
+  }
   std::unique_ptr<unsigned char[]> buf(new unsigned char[page_size]);
   int rc = 0;
   std::string why;
-  for (uint64_t off = 0; off + page_size <= size; off += page_size) {
+  size_t e = 0;  // the first extent that may overlap the page
+  for (uint64_t off = start; off + page_size <= end; off += page_size) {
+    while (e < ext.size() && ext[e].second <= off) e++;
+    if (e == ext.size() || ext[e].first >= off + page_size) {
+      out->incomplete++;  // a hole: a write the crash cut
+      continue;
+    }
+    // Data over part of the page only: a write the crash cut short (a
+    // page larger than a block, or a power loss). A page written whole is
+    // data from end to end, its zeros included.
+    uint64_t covered = 0;
+    for (size_t k = e; k < ext.size() && ext[k].first < off + page_size; k++)
+      covered += std::min(ext[k].second, off + page_size) - std::max(ext[k].first, off);
+    if (covered < page_size) {
+      out->incomplete++;
+      continue;
+    }
     ssize_t r = pread(in, buf.get(), page_size, static_cast<off_t>(off));
     if (r < 0 && errno == EINTR) {
       off -= page_size;
@@ -146,7 +202,7 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
     if (!check_trace_page(buf.get(), page_size, formats, &info, &why)) {
       out->corrupt++;
       if (out->why.size() < kCorruptNamed)
-        out->why.push_back("page " + std::to_string(off / page_size) + " (offset " +
+        out->why.push_back("page " + std::to_string((off - start) / page_size) + " (offset " +
                            std::to_string(off) + "): " + why);
       continue;
     }
@@ -173,9 +229,33 @@ int collect_cpu(const std::string& spool_file, const std::string& scratch_dir, u
     out->pages++;
     out->events += ev;
   }
-  close(in);
   out->rejected = out->incomplete + out->corrupt;
   return rc;
+}
+
+// Where each CPU's pages are in a version-2 segment file of `size` bytes
+// (spool.h): the regions of the layout, or, when the publisher had begun
+// to compact it, where the collapses done so far (told by the size) put
+// them. Sets ranges[c] = [start, end).
+void segment_ranges(const SpoolMeta& m, uint64_t size,
+                    std::vector<std::pair<uint64_t, uint64_t>>* ranges) {
+  const SegmentLayout l{m.header_room, m.cpu_region};
+  ranges->assign(m.ncpus, {0, 0});
+  SegmentLayout::Plan plan;
+  if (!m.final_sizes.empty() && l.plan(m.final_sizes, m.final_data_start, &plan)) {
+    const long stage = plan.stage_of_size(size);
+    if (stage >= 0) {
+      for (uint32_t c = 0; c < m.ncpus; c++) {
+        const uint64_t at = plan.offset_after(l, c, static_cast<size_t>(stage));
+        (*ranges)[c] = {at, std::min(size, at + m.final_sizes[c])};
+      }
+      return;
+    }
+  }
+  for (uint32_t c = 0; c < m.ncpus; c++) {
+    const uint64_t at = l.base(c);
+    (*ranges)[c] = {at, std::min(size, at + m.cpu_region)};
+  }
 }
 
 // Reads the trace written in `fd` to its end as `rbtrace report` does
@@ -202,8 +282,15 @@ int read_back(int fd, std::string* err) {
 
 void remove_segment(const std::string& sdir, uint64_t seq, uint32_t ncpus) {
   unlink((sdir + "/" + segment_file(seq, ".meta")).c_str());
-  for (uint32_t c = 0; c < ncpus; c++)
+  unlink((sdir + "/" + segment_file(seq, ".dat")).c_str());
+  for (uint32_t c = 0; c < ncpus; c++)  // spool version 1
     unlink((sdir + "/" + segment_file(seq, (".cpu" + std::to_string(c)).c_str())).c_str());
+}
+
+// The name of CPU c's pages in messages.
+std::string cpu_place(const SpoolMeta& m, uint32_t c) {
+  return m.version == 1 ? segment_file(m.segment, (".cpu" + std::to_string(c)).c_str())
+                        : segment_file(m.segment, ".dat") + " CPU " + std::to_string(c);
 }
 
 // One segment. 0, or -errno with *err.
@@ -261,9 +348,37 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
   in.cmdlines = cmdlines;
   in.cpus.resize(m.ncpus);
   uint64_t pages = 0, rejected = 0, incomplete = 0, corrupt = 0, events = 0;
+  // Version 2: one file, a range per CPU; version 1: a file per CPU.
+  int seg_fd = -1;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  if (m.version >= 2) {
+    uint64_t size = 0;
+    seg_fd = open_spool_file(sdir + "/" + segment_file(m.segment, ".dat"), &size, err);
+    if (seg_fd < 0 && seg_fd != -ENOENT) return seg_fd;
+    if (seg_fd >= 0) segment_ranges(m, size, &ranges);
+    else ranges.assign(m.ncpus, {0, 0});  // no page was ever written
+  }
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd >= 0) close(fd);
+    }
+  } seg_closer{seg_fd};
   for (uint32_t c = 0; c < m.ncpus; c++) {
-    const std::string f = sdir + "/" + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str());
-    rc = collect_cpu(f, sdir, m.page_size, formats, &cpus[c], err);
+    if (m.version >= 2) {
+      if (seg_fd >= 0)
+        rc = collect_cpu(seg_fd, ranges[c].first, ranges[c].second, sdir, m.page_size, formats,
+                         &cpus[c], err);
+    } else {
+      uint64_t size = 0;
+      const int fd = open_spool_file(
+          sdir + "/" + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str()), &size, err);
+      if (fd < 0 && fd != -ENOENT) return fd;  // missing: the CPU had no page
+      if (fd >= 0) {
+        rc = collect_cpu(fd, 0, size, sdir, m.page_size, formats, &cpus[c], err);
+        close(fd);
+      }
+    }
     if (rc) return rc;
     in.cpus[c].fd = cpus[c].fd;
     in.cpus[c].size = cpus[c].size;
@@ -295,13 +410,10 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
                             " corrupt pages skipped (" + per +
                             "): they fail the trace.dat reader's page check");
     for (uint32_t c = 0; c < m.ncpus; c++) {
-      for (const std::string& w : cpus[c].why)
-        res->messages.push_back("  " + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str()) +
-                                " " + w);
+      for (const std::string& w : cpus[c].why) res->messages.push_back("  " + cpu_place(m, c) + " " + w);
       if (cpus[c].corrupt > cpus[c].why.size())
-        res->messages.push_back("  " + segment_file(m.segment, (".cpu" + std::to_string(c)).c_str()) +
-                                ": and " + std::to_string(cpus[c].corrupt - cpus[c].why.size()) +
-                                " more");
+        res->messages.push_back("  " + cpu_place(m, c) + ": and " +
+                                std::to_string(cpus[c].corrupt - cpus[c].why.size()) + " more");
     }
   }
   if (pages == 0) {

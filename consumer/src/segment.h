@@ -13,12 +13,13 @@
 #include <vector>
 
 #include "rbtrace/tracedat.h"
+#include "spool.h"
 
 namespace rbtrace::detail {
 
-// One CPU's spool file within a segment.
+// One CPU's region of the segment file (offsets from the region's start,
+// SegmentLayout::base).
 struct CpuRun {
-  int fd = -1;
   uint64_t next_off = 0;     // where the next page goes
   uint64_t good_end = 0;     // [0, good_end) written completely
   uint64_t good_events = 0;  // events in [0, good_end)
@@ -73,7 +74,10 @@ struct Segment {
 
   uint64_t seq = 0;
   uint32_t page_size = 0;
+  int fd = -1;           // <seq>.dat (spool.h), opened with the segment
+  SegmentLayout layout;  // where each CPU's region starts in it
   std::string public_name;
+  SpoolMeta meta;  // its sidecar (rewritten when the ring grows, and to compact)
   Clock::time_point started;
   uint64_t bytes = 0;
   uint32_t in_flight = 0;
@@ -86,7 +90,11 @@ struct Segment {
   std::vector<std::pair<int32_t, std::string>> cmdlines;
   std::vector<EventFormat> events;
 
-  // A page of CPU `cpu` submitted: returns its offset in the CPU's file.
+  // CPU `cpu`'s region has no room for another page: the segment must end.
+  bool region_full(uint32_t cpu) const {
+    return cpus[cpu].next_off + page_size > layout.cpu_region;
+  }
+  // A page of CPU `cpu` submitted: returns its offset in the CPU's region.
   uint64_t submit(uint32_t cpu, uint64_t page_events) {
     bytes += page_size;
     in_flight++;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -115,12 +116,16 @@ std::string encode_meta(const SpoolMeta& m) {
     s += v;
     s += '\n';
   };
-  kv(kMagic, std::to_string(kSpoolVersion));
+  kv(kMagic, std::to_string(m.version));
   kv("session", m.session);
   kv("segment", std::to_string(m.segment));
   kv("public", m.public_name);
   kv("page_size", std::to_string(m.page_size));
   kv("ncpus", std::to_string(m.ncpus));
+  if (m.version >= 2) {
+    kv("header_room", std::to_string(m.header_room));
+    kv("cpu_region", std::to_string(m.cpu_region));
+  }
   kv("clock", m.clock);
   kv("tsc2nsec", m.tsc2nsec ? "1" : "0");
   kv("hz", std::to_string(m.calibration.hz));
@@ -136,6 +141,11 @@ std::string encode_meta(const SpoolMeta& m) {
     kv("format", std::to_string(e.format.size()));
     s += e.format;
     s += '\n';
+  }
+  if (m.version >= 2) {
+    kv("final", std::to_string(m.final_sizes.size()));
+    for (uint64_t v : m.final_sizes) kv("size", std::to_string(v));
+    kv("data_start", std::to_string(m.final_data_start));
   }
   char sum[32];
   std::snprintf(sum, sizeof sum, "%016" PRIx64, fnv1a(s.data(), s.size()));
@@ -163,7 +173,9 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
   std::string v;
   uint64_t u = 0;
   if (!p.kv(kMagic, &v)) return bad("not a spool meta file");
-  if (v != std::to_string(kSpoolVersion)) return bad("unsupported version");
+  if (v == "1") m->version = 1;
+  else if (v == "2") m->version = 2;
+  else return bad("unsupported version");
   if (!p.kv("session", &m->session) || !safe_name(m->session)) return bad("bad session");
   if (!p.u64("segment", &m->segment)) return bad("bad segment");
   if (!p.kv("public", &m->public_name) || !safe_name(m->public_name))
@@ -173,6 +185,17 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
   m->page_size = static_cast<uint32_t>(u);
   if (!p.u64("ncpus", &u) || u == 0 || u > kMaxCpus) return bad("bad ncpus");
   m->ncpus = static_cast<uint32_t>(u);
+  m->header_room = m->cpu_region = 0;
+  if (m->version >= 2) {
+    // Offsets stay below 2^62 (no overflow in any sum below, and far
+    // beyond any file system's file size).
+    if (!p.u64("header_room", &m->header_room) || m->header_room == 0 ||
+        m->header_room % m->page_size || m->header_room > (1ULL << 40))
+      return bad("bad header_room");
+    if (!p.u64("cpu_region", &m->cpu_region) || m->cpu_region == 0 ||
+        m->cpu_region % m->page_size || m->cpu_region > (1ULL << 62) / kMaxCpus)
+      return bad("bad cpu_region");
+  }
   if (!p.kv("clock", &m->clock) || m->clock.empty() || m->clock.size() > 64)
     return bad("bad clock");
   for (char c : m->clock)
@@ -200,8 +223,72 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
       return bad("bad event format");
     m->events.push_back(std::move(e));
   }
+  m->final_sizes.clear();
+  m->final_data_start = 0;
+  if (m->version >= 2) {
+    if (!p.u64("final", &n) || (n != 0 && n != m->ncpus)) return bad("bad final count");
+    for (uint64_t i = 0; i < n; i++) {
+      if (!p.u64("size", &u) || u % m->page_size || u > m->cpu_region) return bad("bad final size");
+      m->final_sizes.push_back(u);
+    }
+    if (!p.u64("data_start", &m->final_data_start) || m->final_data_start % m->page_size ||
+        m->final_data_start > m->header_room || (n != 0 && m->final_data_start == 0))
+      return bad("bad data_start");
+  }
   if (p.pos() != cpos) return bad("trailing data");
   return true;
+}
+
+void drop_o_direct(int fd) {
+  const int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_DIRECT)) (void)fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+}
+
+bool SegmentLayout::plan(const std::vector<uint64_t>& sizes, uint64_t data_start,
+                         Plan* out) const {
+  if (data_start == 0 || data_start > header_room) return false;
+  for (uint64_t v : sizes)
+    if (v > cpu_region) return false;
+  Plan p;
+  p.sizes = sizes;
+  p.final_offset.assign(sizes.size(), 0);
+  // The kept intervals, ascending: [data_start is where they go].
+  uint64_t at = data_start;     // where the next CPU's bytes end up
+  uint64_t prev_end = data_start;  // end of the previous kept interval (original)
+  for (uint32_t c = 0; c < sizes.size(); c++) {
+    p.final_offset[c] = at;
+    if (sizes[c] == 0) continue;
+    if (base(c) > prev_end) p.steps.push_back({prev_end, base(c) - prev_end});
+    prev_end = base(c) + sizes[c];
+    at += sizes[c];
+  }
+  if (prev_end == data_start) return false;  // nothing kept
+  p.truncate_to = prev_end;
+  // Collapsed from the highest: each gap's offset is the same in the file
+  // as in the original layout when its turn comes.
+  std::reverse(p.steps.begin(), p.steps.end());
+  *out = std::move(p);
+  return true;
+}
+
+uint64_t SegmentLayout::Plan::size_after(size_t done) const {
+  uint64_t s = truncate_to;
+  for (size_t j = 0; j < done && j < steps.size(); j++) s -= steps[j].len;
+  return s;
+}
+
+uint64_t SegmentLayout::Plan::offset_after(const SegmentLayout& l, uint32_t cpu,
+                                           size_t done) const {
+  uint64_t off = l.base(cpu);
+  for (size_t j = 0; j < done && j < steps.size(); j++)
+    if (steps[j].off < l.base(cpu)) off -= steps[j].len;
+  return off;
+}
+
+long SegmentLayout::Plan::stage_of_size(uint64_t size) const {
+  for (size_t k = 0; k <= steps.size(); k++)
+    if (size_after(k) == size) return static_cast<long>(k);
+  return -1;
 }
 
 bool check_page(const unsigned char* page, uint32_t page_size, uint64_t* events,

@@ -6,17 +6,32 @@
 //                                 skips sessions whose lock it cannot take
 //     cmdlines                    appended "tid comm\n" lines
 //     <seg>.meta                  written (tmp + rename) before any page of
-//                                 the segment: everything recovery needs
-//     <seg>.cpu<N>                raw pages of CPU N at page-aligned offsets
+//                                 the segment: everything recovery needs;
+//                                 rewritten (with the compaction plan)
+//                                 before the file is compacted
+//     <seg>.dat                   the segment, laid out as the trace.dat it
+//                                 becomes (SegmentLayout): room for the
+//                                 header, then CPU N's pages from
+//                                 header_room + N * cpu_region, page after
+//                                 page; what is never written is a hole
+//     <seg>.cpu<N>                (spool version 1 only, read by recover:
+//                                 raw pages of CPU N from offset 0)
 //   DIR/tmp/<session>-<seg>.dat.<pid>.<n>   private trace being published
-//                                 (rbtrace/atomic_file.h: where the file
-//                                 system has no O_TMPFILE)
+//                                 by copying (rbtrace/atomic_file.h: where
+//                                 the file system has no O_TMPFILE)
 //   DIR/<public name>             published traces
 //
 // <seg> is the segment number, 6 digits. The public name of a segment is
 // fixed when it starts and recorded in its meta, so recovery publishes it
 // under the name the live process would have used, and knows it is done
 // when that name exists.
+//
+// Publishing in place (docs/DESIGN.md, "Every byte written once"): the
+// publisher collapses the holes (fallocate FALLOC_FL_COLLAPSE_RANGE, a
+// metadata operation on ext4 and XFS) so that the CPUs' pages follow the
+// header back to back, writes the header in front, and links the file under
+// its public name. Each collapse is atomic; the file's size tells recovery
+// how many were done (SegmentLayout::stage_of_size).
 #pragma once
 
 #include <cstdint>
@@ -27,19 +42,68 @@
 
 namespace rbtrace::detail {
 
-inline constexpr uint32_t kSpoolVersion = 1;
+// 2: one <seg>.dat per segment (SegmentLayout); 1: one <seg>.cpu<N> per
+// CPU (recover still reads it).
+inline constexpr uint32_t kSpoolVersion = 2;
 
 struct SpoolMeta {
+  uint32_t version = kSpoolVersion;
   std::string session;
   uint64_t segment = 0;
   std::string public_name;  // file name under DIR
   uint32_t page_size = 0;
   uint32_t ncpus = 0;
+  // Version 2: where the pages lie in <seg>.dat (SegmentLayout).
+  uint64_t header_room = 0;
+  uint64_t cpu_region = 0;
+  // Written before the publisher compacts the file (version 2): each
+  // CPU's bytes kept (a multiple of page_size) and where the data starts
+  // after compaction. Empty: not compacting.
+  std::vector<uint64_t> final_sizes;
+  uint64_t final_data_start = 0;
   std::string clock;
   bool tsc2nsec = false;
   CounterCalibration calibration;
   std::vector<EventFormat> events;
 };
+
+// Where CPU c's pages lie in a version-2 segment file, and how the
+// publisher compacts it: the gaps between the kept bytes (the room left in
+// front of the header's end, each CPU region's unused tail) are collapsed
+// from the highest to the lowest, after the file is truncated to the end of
+// the last kept byte. Pure arithmetic, shared by the publisher and recover.
+struct SegmentLayout {
+  uint64_t header_room = 0;  // a multiple of the page size
+  uint64_t cpu_region = 0;   // a multiple of the page size
+
+  uint64_t base(uint32_t cpu) const { return header_room + cpu * cpu_region; }
+
+  struct Collapse {
+    uint64_t off, len;  // in the file as it is when the step runs
+  };
+  struct Plan {
+    uint64_t truncate_to = 0;            // step 0
+    std::vector<Collapse> steps;         // then these, in order
+    std::vector<uint64_t> sizes;         // kept bytes per CPU
+    std::vector<uint64_t> final_offset;  // where CPU c's bytes end up
+    // The file's size once truncated and `done` collapses ran.
+    uint64_t size_after(size_t done) const;
+    // Where CPU c's bytes lie once `done` collapses ran.
+    uint64_t offset_after(const SegmentLayout& l, uint32_t cpu, size_t done) const;
+    // How many collapses a file of `size` bytes has had: 0..steps.size(),
+    // or -1 when no stage has that size (not truncated yet, or damaged:
+    // the layout before compaction is assumed).
+    long stage_of_size(uint64_t size) const;
+  };
+  // The plan for `sizes` kept bytes per CPU, the data to start at
+  // `data_start` (the header's page-rounded size, <= header_room). False
+  // for sizes that do not fit the layout.
+  bool plan(const std::vector<uint64_t>& sizes, uint64_t data_start, Plan* out) const;
+};
+
+// Clears O_DIRECT on `fd` if set (fcntl F_SETFL): what follows is written
+// through the page cache (pieces of pages, the header).
+void drop_o_direct(int fd);
 
 // Text with explicit lengths, ending with a FNV-1a 64 checksum line.
 std::string encode_meta(const SpoolMeta& m);

@@ -3,8 +3,12 @@
 // both publish paths (O_TMPFILE and private name + link), backend choice by
 // environment variable, fixed buffers, cmdlines and stats in the file, and
 // recovery's refusals (live session, corrupt sidecar).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/falloc.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -181,6 +185,88 @@ TEST(Consumer, WatermarkWakesTheConsumerTimerDoesNot) {
     ASSERT_EQ(c->stop(), 0);
     std::vector<int64_t> seqs(2, -1);
     EXPECT_EQ(fx.events_in(c->published(), &seqs), 1000u);
+  }
+}
+
+// Whether the file system of `dir` collapses ranges (fallocate
+// FALLOC_FL_COLLAPSE_RANGE): a 3-block probe file, its middle block removed.
+bool collapses(const std::string& dir) {
+  const std::string p = dir + "/collapse-probe";
+  const int fd = open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  unlink(p.c_str());
+  struct stat st;
+  bool ok = fstat(fd, &st) == 0 && st.st_blksize > 0 &&
+            ftruncate(fd, 3 * static_cast<off_t>(st.st_blksize)) == 0 &&
+            fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, st.st_blksize, st.st_blksize) == 0;
+  close(fd);
+  return ok;
+}
+
+// Every byte written once (DESIGN.md): where the file system collapses
+// ranges, the segment file the drain thread wrote becomes the published
+// trace, compacted in place (its CPUs' pages back to back after the header,
+// no hole left); where it cannot (tmpfs), the trace is a copy, and the
+// stats say which. Both files read the same.
+TEST(Consumer, SegmentsArePublishedInPlaceWhereTheFileSystemCollapses) {
+  for (const char* base : {"/tmp", "/dev/shm"}) {
+    SCOPED_TRACE(base);
+    const std::string dir = ctest::make_temp_dir(base, "inplace");
+    ASSERT_FALSE(dir.empty()) << base;
+    const bool in_place = collapses(dir);
+    Fixture fx("inplace-ring");
+    auto co = fx.opts();
+    co.dir = dir + "/out";
+    co.segment_bytes = 40 * 4096;  // a few segments, some with one CPU only
+    co.period_us = 500;
+    auto c = rbtrace::Consumer::create(*fx.rb, co);
+    ASSERT_TRUE(c);
+    uint64_t written = 0;
+    for (int i = 0; i < 6; i++) {
+      const uint32_t cpu = i % 3 == 2 ? 1 : 0;
+      fx.write(cpu, written, 2500);
+      written += 2500;
+      ASSERT_EQ(c->flush(), 0);
+    }
+    ASSERT_EQ(c->stop(), 0);
+    const rbtrace::ConsumerStats st = c->stats();
+    ASSERT_GT(st.segments_published, 3u);
+    if (in_place) {
+      EXPECT_EQ(st.segments_in_place, st.segments_published) << st.backend_note;
+    } else {
+      EXPECT_EQ(st.segments_in_place, 0u);
+      EXPECT_NE(st.backend_note.find("cannot collapse ranges"), std::string::npos)
+          << st.backend_note;
+    }
+    uint64_t events = 0;
+    for (const std::string& f : c->published()) {
+      std::string err;
+      auto r = rbtrace::TraceDatReader::open(f, &err);
+      ASSERT_TRUE(r) << f << ": " << err;
+      // As write_trace_dat lays a trace out: the first CPU's data at the
+      // header's page-rounded end, each CPU right after the one before,
+      // the file ending with the last one's data.
+      uint64_t at = r->cpus()[0].offset, data = 0;
+      EXPECT_LT(at, 1u << 20) << f;
+      for (const rbtrace::TraceCpuData& d : r->cpus()) {
+        EXPECT_EQ(d.offset, at) << f;
+        at = d.offset + d.size;
+        data += d.size;
+      }
+      EXPECT_EQ(r->file_size(), at) << f;
+      struct stat fs;
+      ASSERT_EQ(stat(f.c_str(), &fs), 0);
+      EXPECT_EQ(static_cast<uint64_t>(fs.st_size), at) << f << ": no hole left at the end";
+      EXPECT_GE(static_cast<uint64_t>(fs.st_blocks) * 512, data) << f << ": the pages are there";
+      EXPECT_EQ(fs.st_mode & 0777, 0600u) << f;
+      rbtrace::TraceRecord rec;
+      int n;
+      while ((n = r->next(&rec)) > 0) events++;
+      EXPECT_EQ(n, 0) << f << ": " << r->error();
+    }
+    EXPECT_EQ(events, written);
+    EXPECT_TRUE(ctest::list(co.dir + "/spool").empty());
+    ctest::remove_tree(dir);
   }
 }
 

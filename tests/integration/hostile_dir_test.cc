@@ -198,11 +198,12 @@ TEST(HostileDir, ASpoolFileLinkIsNotRead) {
   record_and_die(dir);
   const std::string s = only_session(dir);
   ASSERT_FALSE(s.empty());
-  const std::string cpu0 = dir + "/spool/" + s + "/000001.cpu0";
-  ASSERT_TRUE(exists(cpu0));
+  // The segment's one file (spool version 2: every CPU's pages in it).
+  const std::string dat = dir + "/spool/" + s + "/000001.dat";
+  ASSERT_TRUE(exists(dat));
   // The pages become "root's secret"; the spool file a link to them.
-  ASSERT_EQ(rename(cpu0.c_str(), (secret_dir + "/secret").c_str()), 0);
-  plant_link(secret_dir + "/secret", cpu0);
+  ASSERT_EQ(rename(dat.c_str(), (secret_dir + "/secret").c_str()), 0);
+  plant_link(secret_dir + "/secret", dat);
   rbtrace::RecoverResult r;
   std::string e;
   EXPECT_EQ(rbtrace::recover_spool(dir, &r, &e), -ELOOP);

@@ -17,7 +17,14 @@
 //   - a seeded fuzz loop (fixed seed, 300 copies, 1..3 random mutations of
 //     headers, records and commit words each): whatever recover publishes
 //     is read to the end by our reader and by trace-cmd, and every page is
-//     either published or counted as skipped.
+//     either published or counted as skipped;
+//   - a crash while the publisher compacts the segment file in place
+//     (its meta with the plan, the file truncated and 0..all of the
+//     collapses done, for real, with fallocate): every event recovered
+//     once, in order.
+// The spool is version 2 (consumer/src/spool.h): one `000001.dat` per
+// segment, CPU c's pages from its region's base; the tests take each
+// CPU's pages out of it and put them back (tests/support/spool_view.h).
 // And the `.new-<session>` directories a crash between a consumer's mkdir
 // and its rename leaves (spool/.new-*): recover removes one that is ours,
 // older than a minute, holds only its lock (or nothing) and whose lock it
@@ -35,6 +42,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
@@ -47,6 +55,7 @@
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat_reader.h"
+#include "../support/spool_view.h"
 #include "rbtrace_test/consumer_common.h"
 #include "rbtrace_test/test_files.h"
 
@@ -123,12 +132,23 @@ struct Ev {
   uint64_t seq = 0;
 };
 
+// The files of a spool session directory, in memory: the segment file
+// (spool version 2, one `000001.dat`) as each CPU's pages, taken from and
+// put back at its region of the file (spool_view.h); the others as they
+// are.
+constexpr const char* kDat = "000001.dat";
+struct Files {
+  std::map<std::string, std::string> other;  // name -> bytes: meta, cmdlines, lock
+  std::vector<std::string> cpus;             // [cpu] -> its pages, back to back
+};
+
 // The spool the child left, in memory.
 struct Spool {
   std::string session;
-  std::map<std::string, std::string> files;        // name -> bytes
+  spoolv::SpoolMeta meta;  // 000001.meta
+  uint64_t dat_size = 0;   // 000001.dat's size
+  Files files;
   std::vector<std::vector<std::vector<Ev>>> pages;  // [cpu][page] -> events
-  std::string cpu_file(uint32_t cpu) const { return "000001.cpu" + std::to_string(cpu); }
 };
 
 const Spool& pristine() {
@@ -148,15 +168,29 @@ const Spool& pristine() {
   EXPECT_EQ(sessions.size(), 1u);
   if (sessions.size() != 1) return s;
   s.session = sessions[0];
-  for (const std::string& f : ctest::list(dir + "/spool/" + s.session)) {
+  const std::string sdir = dir + "/spool/" + s.session;
+  for (const std::string& f : ctest::list(sdir)) {
+    if (f == kDat) continue;
     std::string bytes;
-    EXPECT_TRUE(ctest::read_file(dir + "/spool/" + s.session + "/" + f, &bytes)) << f;
-    s.files[f] = bytes;
+    EXPECT_TRUE(ctest::read_file(sdir + "/" + f, &bytes)) << f;
+    s.files.other[f] = bytes;
   }
+  spoolv::Segment seg;
+  EXPECT_EQ(spoolv::load_segment(sdir, 1, &seg), "");
   ctest::remove_tree(dir);
+  EXPECT_TRUE(seg.meta.final_sizes.empty()) << "the child began publishing before it died";
+  EXPECT_EQ(seg.meta.ncpus, kCpus);
+  EXPECT_EQ(seg.meta.page_size, kPage);
+  if (seg.meta.ncpus != kCpus || !seg.meta.final_sizes.empty()) {
+    s.session.clear();  // SetUp fails
+    return s;
+  }
+  s.meta = seg.meta;
+  s.dat_size = seg.size;
+  s.files.cpus = seg.cpus;
   s.pages.resize(kCpus);
   for (uint32_t cpu = 0; cpu < kCpus; cpu++) {
-    const std::string& d = s.files[s.cpu_file(cpu)];
+    const std::string& d = s.files.cpus[cpu];
     EXPECT_EQ(d.size() % kPage, 0u);
     for (size_t p = 0; p + kPage <= d.size(); p += kPage) {
       const auto* page = reinterpret_cast<const unsigned char*>(d.data()) + p;
@@ -181,18 +215,25 @@ const Spool& pristine() {
   return s;
 }
 
-// A copy of the spool in a new DIR (the files as given).
-std::string stage(const Spool& s, const std::map<std::string, std::string>& files) {
-  const std::string dir = ctest::make_temp_dir("/tmp", "recval");
+// A copy of the spool in a new DIR below `parent` (the files as given;
+// the segment file laid out as the drain thread writes it: each CPU's
+// pages at its region's base, holes elsewhere, the pristine size).
+std::string stage(const Spool& s, const Files& files, const std::string& parent = "/tmp") {
+  const std::string dir = ctest::make_temp_dir(parent.c_str(), "recval");
   if (dir.empty()) return dir;
   const std::string sdir = dir + "/spool/" + s.session;
   if (mkdir((dir + "/spool").c_str(), 0700) != 0 || mkdir(sdir.c_str(), 0700) != 0) return "";
-  for (const auto& [name, bytes] : files) {
+  for (const auto& [name, bytes] : files.other) {
     const int fd = open((sdir + "/" + name).c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0) return "";
     const bool ok = write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
     close(fd);
     if (!ok) return "";
+  }
+  const std::string e = spoolv::write_segment(sdir + "/" + kDat, s.meta, files.cpus, s.dat_size);
+  if (!e.empty()) {
+    ADD_FAILURE() << e;
+    return "";
   }
   return dir;
 }
@@ -270,7 +311,7 @@ TEST_F(RecoverValidates, AnUndamagedSpoolIsPublishedWhole) {
 // One chosen corruption per page. Returns the damaged files and, per CPU,
 // the pages that must be skipped.
 struct Damage {
-  std::map<std::string, std::string> files;
+  Files files;
   std::vector<std::set<size_t>> corrupt;  // [cpu] -> pages
   std::vector<std::string> what;
 };
@@ -279,7 +320,7 @@ Damage chosen_damage(const Spool& s) {
   Damage d;
   d.files = s.files;
   d.corrupt.resize(kCpus);
-  std::string* f[kCpus] = {&d.files[s.cpu_file(0)], &d.files[s.cpu_file(1)]};
+  std::string* f[kCpus] = {&d.files.cpus[0], &d.files.cpus[1]};
   auto base = [](size_t page) { return page * kPage; };
   auto first_msg = [&](uint32_t cpu, size_t page) {
     for (const Ev& e : s.pages[cpu][page])
@@ -420,6 +461,13 @@ TEST_F(RecoverValidates, TheCliReportsCorruptPagesPerCpu) {
   EXPECT_NE(p.out.find("; 0 incomplete pages skipped; 9 corrupt pages skipped (cpu 0: 5, cpu 1: 4)\n"),
             std::string::npos)
       << p.out;
+  // The first corrupt pages named, each by its CPU's place in the segment
+  // file (spool version 2: "000001.dat CPU <n>") and its offset there.
+  for (uint32_t cpu = 0; cpu < kCpus; cpu++) {
+    const std::string where = std::string(kDat) + " CPU " + std::to_string(cpu) + " page 1 (offset " +
+                              std::to_string(spoolv::base(s.meta, cpu) + kPage) + "): ";
+    EXPECT_NE(p.out.find("  " + where), std::string::npos) << where << "\n" << p.out;
+  }
   const auto files = ctest::traces(dir);
   ASSERT_EQ(files.size(), 1u) << p.out;
   const Proc rep = run(dir, {RBTRACE_CLI, "report", files[0]});
@@ -437,14 +485,14 @@ TEST_F(RecoverValidates, FuzzedSpoolsPublishOnlyReadableFiles) {
   for (uint32_t cpu = 0; cpu < kCpus; cpu++) total_pages += s.pages[cpu].size();
   uint64_t published = 0, rounds_with_skips = 0, skipped = 0, mutations = 0, unreadable = 0;
   for (int round = 0; round < kRounds; round++) {
-    std::map<std::string, std::string> files = s.files;
+    Files files = s.files;
     std::string log;
     const int n = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < n; k++) {
       const uint32_t cpu = static_cast<uint32_t>(rng() % kCpus);
       const size_t page = rng() % s.pages[cpu].size();
       const auto& evs = s.pages[cpu][page];
-      std::string& f = files[s.cpu_file(cpu)];
+      std::string& f = files.cpus[cpu];
       const size_t b = page * kPage;
       const Ev& e = evs[rng() % evs.size()];
       size_t at = 0;
@@ -493,6 +541,109 @@ TEST_F(RecoverValidates, FuzzedSpoolsPublishOnlyReadableFiles) {
               static_cast<unsigned long long>(skipped));
   EXPECT_EQ(unreadable, 0u);
   EXPECT_GT(rounds_with_skips, 50u) << "the mutations hardly ever hit a check";
+}
+
+// ---- a crash while the segment is compacted in place ---------------------------
+
+// The publisher compacts the segment file in place (publisher.cc, compact):
+// it rewrites the meta with the plan (each CPU's final size, where the data
+// starts), truncates the file to the end of the last kept byte, then
+// collapses the gaps one by one, from the highest (fallocate
+// FALLOC_FL_COLLAPSE_RANGE), then writes the header in front and links the
+// file. A crash after any of these steps: recover finds each CPU's pages
+// where the collapses done so far put them (told by the file's size), and
+// publishes every event once, in order, nothing skipped. Done here for real
+// on the pristine spool, for every number of collapses, with the data
+// starting one page in (a gap before CPU 0 too) and at the header room (no
+// gap there), and with the header written after the last collapse.
+// The file system must collapse ranges: RBTRACE_COLLAPSE_DIR (default
+// /var/tmp) on ext4 or XFS.
+TEST_F(RecoverValidates, ACrashDuringInPlaceCompactionIsRecovered) {
+  const Spool& s = pristine();
+  const char* env = std::getenv("RBTRACE_COLLAPSE_DIR");
+  const std::string parent = env && *env ? env : "/var/tmp";
+  std::vector<uint64_t> sizes(kCpus);
+  uint64_t total = 0;
+  std::vector<std::vector<uint64_t>> want(kCpus);
+  for (uint32_t cpu = 0; cpu < kCpus; cpu++) {
+    sizes[cpu] = s.files.cpus[cpu].size();
+    total += s.pages[cpu].size();
+    for (const auto& p : s.pages[cpu])
+      for (const Ev& e : p) want[cpu].push_back(e.seq);
+  }
+  const rbtrace::detail::SegmentLayout layout{s.meta.header_room, s.meta.cpu_region};
+  int cases = 0;
+  for (const uint64_t data_start : {uint64_t{kPage}, s.meta.header_room}) {
+    rbtrace::detail::SegmentLayout::Plan plan;
+    ASSERT_TRUE(layout.plan(sizes, data_start, &plan));
+    ASSERT_EQ(plan.steps.size(), data_start < s.meta.header_room ? 2u : 1u);
+    spoolv::SpoolMeta m = s.meta;
+    m.final_sizes = plan.sizes;
+    m.final_data_start = plan.final_offset[0];
+    ASSERT_EQ(m.final_data_start, data_start);
+    Files files = s.files;
+    files.other["000001.meta"] = rbtrace::detail::encode_meta(m);
+    for (size_t k = 0; k <= plan.steps.size(); k++) {
+      for (const bool header : {false, true}) {
+        if (header && k < plan.steps.size()) continue;  // written after the last collapse
+        SCOPED_TRACE("data_start " + std::to_string(data_start) + ", " + std::to_string(k) +
+                     " of " + std::to_string(plan.steps.size()) + " collapses done" +
+                     (header ? ", header written" : ""));
+        const std::string dir = stage(s, files, parent);
+        ASSERT_FALSE(dir.empty()) << "cannot stage the spool in " << parent;
+        const std::string sdir = dir + "/spool/" + s.session;
+        const std::string dat = sdir + "/" + kDat;
+        const int fd = open(dat.c_str(), O_RDWR | O_CLOEXEC);
+        ASSERT_GE(fd, 0) << dat;
+        ASSERT_EQ(ftruncate(fd, static_cast<off_t>(plan.truncate_to)), 0) << std::strerror(errno);
+        for (size_t j = 0; j < k; j++) {
+          const auto& c = plan.steps[j];
+          const int rc = fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, static_cast<off_t>(c.off),
+                                   static_cast<off_t>(c.len));
+          const int e = errno;
+          ASSERT_EQ(rc, 0) << "fallocate(FALLOC_FL_COLLAPSE_RANGE, " << c.off << ", " << c.len
+                           << ") in " << parent << ": " << std::strerror(e)
+                           << (e == EOPNOTSUPP || e == ENOTSUP
+                                   ? ": this file system cannot collapse ranges; set "
+                                     "RBTRACE_COLLAPSE_DIR to a directory on ext4 or XFS"
+                                   : "");
+        }
+        if (header) {  // anything: recover reads only the pages
+          const std::string h(data_start, 'H');
+          ASSERT_EQ(pwrite(fd, h.data(), h.size(), 0), static_cast<ssize_t>(h.size()));
+        }
+        struct stat st;
+        ASSERT_EQ(fstat(fd, &st), 0);
+        close(fd);
+        ASSERT_EQ(static_cast<uint64_t>(st.st_size), plan.size_after(k));
+        // The pages are where this test's own arithmetic says (spool_view.h).
+        spoolv::Segment seg;
+        ASSERT_EQ(spoolv::load_segment(sdir, 1, &seg), "");
+        for (uint32_t cpu = 0; cpu < kCpus; cpu++) {
+          EXPECT_EQ(seg.ranges[cpu].start, plan.offset_after(layout, cpu, k)) << "CPU " << cpu;
+          EXPECT_TRUE(seg.cpus[cpu] == s.files.cpus[cpu]) << "CPU " << cpu << " moved elsewhere";
+        }
+        rbtrace::RecoverResult r;
+        std::string err;
+        ASSERT_EQ(rbtrace::recover_spool(dir, &r, &err), 0) << err;
+        for (const std::string& msg : r.messages) std::printf("  recover: %s\n", msg.c_str());
+        ASSERT_EQ(r.published.size(), 1u);
+        EXPECT_EQ(r.pages_rejected, 0u);
+        EXPECT_EQ(r.pages_corrupt, 0u);
+        EXPECT_EQ(r.pages, total);
+        std::vector<std::vector<uint64_t>> seqs;
+        EXPECT_EQ(read_to_end(r.published[0], &seqs), "");
+        ASSERT_EQ(seqs.size(), kCpus);
+        for (uint32_t cpu = 0; cpu < kCpus; cpu++)
+          EXPECT_EQ(seqs[cpu], want[cpu]) << "CPU " << cpu << ": events lost, doubled or moved";
+        EXPECT_EQ(trace_cmd_reads(dir, r.published[0]), "");
+        EXPECT_TRUE(ctest::list(dir + "/spool").empty()) << "spool not cleaned up";
+        ctest::remove_tree(dir);
+        cases++;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 7);  // (3 + 1) + (2 + 1)
 }
 
 // ---- `.new-*` directories -------------------------------------------------------

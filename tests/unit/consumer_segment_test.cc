@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "segment.h"
@@ -176,6 +177,76 @@ TEST(ConsumerSegment, FlushMarker) {
   EXPECT_EQ(m.seq, 0u);
   EXPECT_TRUE(m.cpus.empty());
   EXPECT_EQ(m.good_pages(), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+using rbtrace::detail::SegmentLayout;
+
+// The compaction plan (spool.h): applied to a model of the file (a map
+// offset -> page id), each stage's size and positions are what the plan
+// says, and at the end the pages follow data_start back to back, CPU after
+// CPU.
+TEST(SegmentLayout, ThePlanCompactsToBackToBackRegionsAndEveryStageIsKnownBySize) {
+  const SegmentLayout l{8 * kPage, 100 * kPage};
+  // CPU 1 kept nothing; CPU 3 (the last) kept 2 pages.
+  const std::vector<uint64_t> sizes = {3 * kPage, 0, 5 * kPage, 2 * kPage};
+  const uint64_t data_start = 2 * kPage;
+  SegmentLayout::Plan p;
+  ASSERT_TRUE(l.plan(sizes, data_start, &p));
+  EXPECT_EQ(p.truncate_to, l.base(3) + 2 * kPage);
+  // Gaps: after CPU 2, after CPU 0 (CPU 1's region is in it), before CPU 0.
+  ASSERT_EQ(p.steps.size(), 3u);
+  for (size_t k = 1; k < p.steps.size(); k++) EXPECT_LT(p.steps[k].off, p.steps[k - 1].off);
+  // The model: page (cpu, i) at base(cpu) + i * kPage.
+  std::map<uint64_t, std::pair<uint32_t, uint64_t>> file;
+  for (uint32_t c = 0; c < sizes.size(); c++)
+    for (uint64_t i = 0; i < sizes[c] / kPage; i++) file[l.base(c) + i * kPage] = {c, i};
+  uint64_t size = p.truncate_to;
+  for (size_t done = 0;; done++) {
+    EXPECT_EQ(p.size_after(done), size);
+    EXPECT_EQ(p.stage_of_size(size), static_cast<long>(done));
+    for (const auto& [off, id] : file)
+      EXPECT_EQ(p.offset_after(l, id.first, done) + id.second * kPage, off)
+          << "stage " << done << " cpu " << id.first << " page " << id.second;
+    if (done == p.steps.size()) break;
+    // Collapse: nothing kept inside the gap; everything above moves down.
+    const SegmentLayout::Collapse g = p.steps[done];
+    EXPECT_EQ(g.off % kPage, 0u);
+    EXPECT_EQ(g.len % kPage, 0u);
+    EXPECT_LT(g.off + g.len, size) << "a collapse never reaches the end of the file";
+    std::map<uint64_t, std::pair<uint32_t, uint64_t>> next;
+    for (const auto& [off, id] : file) {
+      EXPECT_FALSE(off >= g.off && off < g.off + g.len) << "page in a gap at " << off;
+      next[off >= g.off + g.len ? off - g.len : off] = id;
+    }
+    file = next;
+    size -= g.len;
+  }
+  uint64_t at = data_start;
+  for (uint32_t c = 0; c < sizes.size(); c++) {
+    EXPECT_EQ(p.final_offset[c], at);
+    at += sizes[c];
+  }
+  EXPECT_EQ(size, at);
+  // A size no stage has: not compacted yet (or damaged).
+  EXPECT_EQ(p.stage_of_size(p.truncate_to + kPage), -1);
+  EXPECT_EQ(p.stage_of_size(data_start), -1);
+}
+
+TEST(SegmentLayout, PlansThatDoNotFitAreRefused) {
+  const SegmentLayout l{4 * kPage, 10 * kPage};
+  SegmentLayout::Plan p;
+  EXPECT_FALSE(l.plan({kPage}, 5 * kPage, &p)) << "a header larger than its room";
+  EXPECT_FALSE(l.plan({kPage}, 0, &p));
+  EXPECT_FALSE(l.plan({11 * kPage}, kPage, &p)) << "more than a region";
+  EXPECT_FALSE(l.plan({0, 0}, kPage, &p)) << "nothing kept";
+  ASSERT_TRUE(l.plan({0, kPage}, 4 * kPage, &p));  // the header fills its room
+  ASSERT_EQ(p.steps.size(), 1u);                     // only CPU 0's region
+  EXPECT_EQ(p.steps[0].off, 4 * kPage);
+  EXPECT_EQ(p.steps[0].len, 10 * kPage);
 }
 
 }  // namespace

@@ -61,6 +61,11 @@ struct ConsumerOptions {
   // per page. Fewer requests for io_uring's workers (buffered writes to
   // ext4/tmpfs run there); no fixed buffers. See docs/DESIGN.md.
   bool io_uring_vectored = false;
+  // Write the spool with O_DIRECT (no page cache: the pages go from the
+  // pool to the device). Where the file system refuses O_DIRECT (tmpfs) or
+  // needs an alignment the pages do not have, the spool is written through
+  // the page cache and stats().backend_note says why.
+  bool direct_io = false;
   PublishKind publish = PublishKind::kAuto;
   uint32_t period_us = 10000;      // timer wake-up period
   // How the drain thread wakes up when it found nothing to take:
@@ -113,6 +118,10 @@ struct ConsumerStats {
   uint64_t pages_published = 0;       // pages now in published files
   uint64_t segments_published = 0;
   uint64_t segments_failed = 0;       // segments that could not be published
+  uint64_t segments_in_place = 0;     // ... published without copying a page:
+                                      // the spool file compacted in place
+                                      // (docs/DESIGN.md, "Every byte written
+                                      // once"); the others were copied
   uint64_t write_errors = 0;          // failed write completions
   int last_error = 0;                 // errno of the last failure
   uint64_t drain_cpu_ns = 0;          // CPU time of the drain thread
