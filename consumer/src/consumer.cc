@@ -264,6 +264,12 @@ int Consumer::Impl::open_session(Error* err) {
   drain.cmdlines.ring_gone = &sh.ring_gone;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
+  // The spool's layout (ConsumerContext::per_cpu_files).
+  ctx.per_cpu_files = !collapses_ranges(ctx.spool, ctx.page_size);
+  if (ctx.per_cpu_files)
+    sh.add_note("the file system of " + dir +
+                " cannot collapse ranges (fallocate): segments are published by copying (the "
+                "spool is a file per CPU)");
   return 0;
 }
 

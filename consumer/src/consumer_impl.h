@@ -60,6 +60,12 @@ struct ConsumerContext {
   AtomicHow publish_how = AtomicHow::kAuto;
   std::string clock_name;
   bool tsc2nsec = false;
+  // The spool's layout (spool.h): one file per segment, published in place,
+  // where the file system collapses ranges; else a file per CPU (version
+  // 1), published by copying, so that the CPUs' files are written in
+  // parallel (io_uring's workers run the buffered writes of one file one
+  // at a time). Decided by create (collapses_ranges).
+  bool per_cpu_files = false;
 
   void message(const std::string& m) const;
   // Set once stop() gave up (Impl::give_up): messages go to stderr, not
@@ -156,6 +162,8 @@ class Drainer {
   int write_meta(const SpoolMeta& m, uint64_t seq);
   void grow();
   SegmentLayout segment_layout(const std::vector<EventFormat>& events) const;
+  int open_spool_file(const std::string& path, mode_t mode);
+  int cpu_fd(Segment* s, uint32_t cpu);
   int write_failed(Segment* s, uint32_t cpu, int e, const std::string& what);
   void close_current();
   void hand_over_finished();
@@ -166,6 +174,7 @@ class Drainer {
   void complete(const IoCompletion& c);
   size_t reap(int64_t wait_ns);
   uint64_t pass(bool full, uint32_t per_cpu, bool flushing = false);
+  uint32_t per_pass() const;
   void check_swap();
   void wait_all_io();
   void do_flush(uint64_t gen);

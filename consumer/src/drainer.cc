@@ -54,13 +54,15 @@ void Drainer::init_backend() {
     if (const char* e = std::getenv("RBTRACE_IO_BACKEND")) {
       if (std::strcmp(e, "pwritev") == 0) want = IoKind::kPwritev;
       else if (std::strcmp(e, "io_uring") != 0)
-        sh.st.backend_note = std::string("RBTRACE_IO_BACKEND=") + e + " is not io_uring or pwritev";
+        sh.add_note(std::string("RBTRACE_IO_BACKEND=") + e + " is not io_uring or pwritev");
     }
   }
   std::string why;
-  io = make_io_backend(want, op.pool_pages, op.io_uring_vectored, &why);
+  IoBackendOptions bo;
+  bo.depth = op.pool_pages;
+  io = make_io_backend(want, bo, &why);
   if (want == IoKind::kIoUring && io->kind() != IoKind::kIoUring) {
-    sh.st.backend_note = why;
+    sh.add_note(why);
     ctx.message("rbtrace consumer: " + why);
   }
   sh.st.backend = io->name();
@@ -162,28 +164,24 @@ int Drainer::open_segment() {
   m.tsc2nsec = ctx.tsc2nsec;
   if (ctx.tsc2nsec) m.calibration = counter_calibration();
   m.events = registered_event_formats();
-  s->layout = segment_layout(m.events);
-  m.header_room = s->layout.header_room;
-  m.cpu_region = s->layout.cpu_region;
-  if (const int rc = write_meta(m, s->seq); rc != 0) return rc;
-  // The segment file, after its sidecar (recover finds it through that),
-  // with the published trace's mode: it becomes that trace.
-  const std::string path = ctx.seg_path(s->seq, ".dat");
-  const int flags = O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW;
-  const mode_t mode = static_cast<mode_t>(ctx.opts.file_mode & 0777);
-  if (ctx.opts.direct_io && !direct_refused) {
-    s->fd = open(path.c_str(), flags | O_DIRECT, mode);
-    if (s->fd < 0 && errno == EINVAL) {
-      direct_refused = true;
-      sh.add_note("O_DIRECT refused by the file system of " + ctx.opts.dir +
-                  ": the spool goes through the page cache");
-    }
+  s->per_cpu_files = ctx.per_cpu_files;
+  if (s->per_cpu_files) {
+    m.version = 1;  // a file per CPU, made with its first page
+  } else {
+    s->layout = segment_layout(m.events);
+    m.header_room = s->layout.header_room;
+    m.cpu_region = s->layout.cpu_region;
   }
-  if (s->fd < 0) s->fd = open(path.c_str(), flags, mode);
-  if (s->fd < 0) {
-    const int e = errno;
-    unlink(ctx.seg_path(s->seq, ".meta").c_str());
-    return write_failed(nullptr, 0, e, "create " + path);
+  if (const int rc = write_meta(m, s->seq); rc != 0) return rc;
+  if (!s->per_cpu_files) {
+    // The segment file, after its sidecar (recover finds it through that),
+    // with the published trace's mode: it becomes that trace.
+    const std::string path = ctx.seg_path(s->seq, ".dat");
+    s->fd = open_spool_file(path, static_cast<mode_t>(ctx.opts.file_mode & 0777));
+    if (s->fd < 0) {
+      unlink(ctx.seg_path(s->seq, ".meta").c_str());
+      return write_failed(nullptr, 0, -s->fd, "create " + path);
+    }
   }
   type_hi = kFirstEventId + static_cast<uint32_t>(m.events.size());
   s->events = m.events;
@@ -232,6 +230,31 @@ void Drainer::grow() {
 // put in one segment (segment_bytes and a page), and never more than
 // 4 TiB / max_cpus (offsets stay within every file system's file size; a
 // CPU that fills its region ends the segment). Holes cost nothing.
+// Creates a spool file (O_EXCL, never through a link), O_DIRECT when
+// asked for and the file system takes it. The fd or -errno.
+int Drainer::open_spool_file(const std::string& path, mode_t mode) {
+  const int flags = O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+  int fd = -1;
+  if (ctx.opts.direct_io && !direct_refused) {
+    fd = open(path.c_str(), flags | O_DIRECT, mode);
+    if (fd < 0 && errno == EINVAL) {
+      direct_refused = true;
+      sh.add_note("O_DIRECT refused by the file system of " + ctx.opts.dir +
+                  ": the spool goes through the page cache");
+    }
+  }
+  if (fd < 0) fd = open(path.c_str(), flags, mode);
+  return fd < 0 ? -errno : fd;
+}
+
+// CPU `cpu`'s own spool file in a per-CPU-files segment, made with its
+// first page. The fd or -errno.
+int Drainer::cpu_fd(Segment* s, uint32_t cpu) {
+  CpuRun& r = s->cpus[cpu];
+  if (r.fd < 0) r.fd = open_spool_file(ctx.seg_path(s->seq, (".cpu" + std::to_string(cpu)).c_str()), 0600);
+  return r.fd;
+}
+
 SegmentLayout Drainer::segment_layout(const std::vector<EventFormat>& events) const {
   const uint64_t page = ctx.page_size;
   const uint32_t max_cpus = std::max<uint32_t>(ctx.rb.max_cpus(), 1);
@@ -362,12 +385,20 @@ void Drainer::take_page(uint32_t i, uint32_t cpu) {
     }
   }
   Segment* s = cur.get();
+  const int fd = s->per_cpu_files ? cpu_fd(s, cpu) : s->fd;
+  if (fd < 0) {
+    page_lost(cpu, events);
+    free_slots.push_back(i);
+    s->cpus[cpu].fd = -1;
+    write_failed(s, cpu, -fd, "create a spool file");
+    return;
+  }
   sl.seg = s;
   sl.cpu = cpu;
   sl.events = events;
   sl.off = s->submit(cpu, events);
   if (void (*h)() = g_write_hook.load(std::memory_order_relaxed); RBTRACE_UNLIKELY(h)) h();
-  io->prep_write(s->fd, sl.page, ctx.page_size, s->layout.base(cpu) + sl.off, i);
+  io->prep_write(fd, sl.page, ctx.page_size, s->file_offset(cpu, sl.off), i);
   if (ctx.opts.segment_bytes && s->bytes >= ctx.opts.segment_bytes) close_current();
 }
 
@@ -375,8 +406,8 @@ void Drainer::take_page(uint32_t i, uint32_t cpu) {
 // whether it fails and why. Returns the page size or -errno.
 int64_t Drainer::finish_short_write(const Slot& sl, int64_t res) {
   const uint32_t page_size = ctx.page_size;
-  const int fd = sl.seg->fd;
-  const uint64_t at = sl.seg->layout.base(sl.cpu) + sl.off;
+  const int fd = sl.seg->fd_of(sl.cpu);
+  const uint64_t at = sl.seg->file_offset(sl.cpu, sl.off);
   uint64_t done = static_cast<uint64_t>(res);
   // The rest through the page cache: an O_DIRECT write of a piece of a
   // page would be refused for its alignment.
@@ -448,6 +479,15 @@ void Drainer::check_swap() {
   io->disable_fixed();
   fixed_active = false;
   sh.add_note("CPU buffers were swapped (snapshot): fixed buffers no longer used");
+}
+
+// Pages a periodic pass takes from one CPU: batch_pages, but no more than
+// leaves the pool room for every CPU to have writes in flight (with large
+// pages and a small pool one CPU's batch would hold the whole pool, and
+// io_uring would write one file at a time).
+uint32_t Drainer::per_pass() const {
+  const uint32_t share = ctx.opts.pool_pages / (2 * std::max<uint32_t>(ncpus, 1));
+  return std::max<uint32_t>(1, std::min(ctx.opts.batch_pages, share));
 }
 
 // Takes pages from every CPU, round robin, up to batch_pages each.
@@ -585,7 +625,7 @@ void Drainer::run() {
     uint64_t taken = 0;
     const SteadyClock::time_point pub_block{
         SteadyClock::duration(sh.pub_blocked_until.load(std::memory_order_relaxed))};
-    if (now >= blocked_until && now >= pub_block) taken = pass(true, ctx.opts.batch_pages);
+    if (now >= blocked_until && now >= pub_block) taken = pass(true, per_pass());
     if (taken > 0) continue;
     // Nothing to take: sleep until the timer (or the watermark, or a
     // flush/stop) wakes us. Writes in flight are harvested on the way.

@@ -20,14 +20,16 @@ namespace {
 // ---------------------------------------------------------------------------
 class UringBackend final : public IoBackend {
  public:
-  explicit UringBackend(bool vectored) : vectored_(vectored) {}
+  explicit UringBackend(const IoBackendOptions& o)
+      : async_(o.async),
+        max_run_(std::clamp<uint32_t>(o.max_run ? o.max_run : IOV_MAX, 1, IOV_MAX)) {}
   ~UringBackend() override {
     if (ready_) io_uring_queue_exit(&ring_);
   }
 
-  int init(uint32_t depth) {
+  int init(const IoBackendOptions& o) {
     uint32_t entries = 8;
-    while (entries < depth && entries < 4096) entries <<= 1;
+    while (entries < o.depth && entries < 4096) entries <<= 1;
     io_uring_params p;
     std::memset(&p, 0, sizeof p);
     int rc = io_uring_queue_init_params(entries, &ring_, &p);
@@ -66,41 +68,18 @@ class UringBackend final : public IoBackend {
   }
 
   void prep_write(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) override {
-    if (vectored_) {
-      // Held until submit(), which joins consecutive pages of one file.
-      pending_.push_back({fd, buf, len, off, tag});
-      in_flight_++;
-      return;
+    // The run being built (pages of one file at consecutive offsets) is
+    // held; a page that does not extend it ends it.
+    if (!pending_.empty()) {
+      const Page& last = pending_.back();
+      if (fd != last.fd || off != last.off + last.len || pending_.size() >= max_run_) emit_run();
     }
-    prep_one(fd, buf, len, off, tag);
+    pending_.push_back({fd, buf, len, off, tag});
     in_flight_++;
   }
 
-  // One SQE for one page: WRITE_FIXED when the page is registered.
-  void prep_one(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    while (sqe == nullptr) {
-      // The SQ is full: push it to the kernel and take a fresh entry.
-      int rc = io_uring_submit(&ring_);
-      if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-        // Cannot submit at all: complete this write with the error.
-        failed_.push_back({tag, rc});
-        return;
-      }
-      sqe = io_uring_get_sqe(&ring_);
-    }
-    const int idx = find_fixed(buf, len);
-    if (idx >= 0) {
-      io_uring_prep_write_fixed(sqe, fd, buf, len, off, idx);
-      fixed_++;
-    } else {
-      io_uring_prep_write(sqe, fd, buf, len, off);
-    }
-    io_uring_sqe_set_data64(sqe, tag);
-  }
-
   int submit() override {
-    if (vectored_) flush_pending();
+    emit_run();
     for (;;) {
       int rc = io_uring_submit(&ring_);
       if (rc >= 0) return 0;
@@ -123,7 +102,7 @@ class UringBackend final : public IoBackend {
       n += deliver(io_uring_cqe_get_data64(cqe), cqe->res, out);
       io_uring_cqe_seen(&ring_, cqe);
     }
-    if (n == 0 && wait_ns > 0 && in_flight_ > 0) {
+    if (n == 0 && wait_ns > 0 && in_flight_ > pending_.size()) {
       __kernel_timespec ts;
       ts.tv_sec = wait_ns / 1000000000;
       ts.tv_nsec = wait_ns % 1000000000;
@@ -139,6 +118,7 @@ class UringBackend final : public IoBackend {
 
   uint32_t in_flight() const override { return in_flight_; }
   uint64_t fixed_writes() const override { return fixed_; }
+  uint64_t requests() const override { return requests_; }
 
  private:
   // A completion: one page (tag), or a group of pages written by one
@@ -165,8 +145,8 @@ class UringBackend final : public IoBackend {
     const size_t slot = static_cast<size_t>(data & ~kGroupBit);
     Group& g = *groups_[slot];
     // Pages fully covered by res are complete; a page cut short reports
-    // the bytes it got (the caller finishes or fails it); with an error
-    // every page gets the error.
+    // the bytes it got (the caller finishes or fails it), the pages after
+    // it 0; with an error every page gets the error.
     int64_t left = res;
     for (const Page& p : g.pages) {
       int64_t r;
@@ -184,53 +164,76 @@ class UringBackend final : public IoBackend {
     return n;
   }
 
-  // Vectored mode: consecutive pages of one file become one WRITEV
-  // (non-fixed: fixed buffers are single-buffer writes); a lone page is a
-  // WRITE_FIXED as usual.
-  void flush_pending() {
-    size_t i = 0;
-    while (i < pending_.size()) {
-      size_t j = i + 1;
-      while (j < pending_.size() && j - i < kMaxRun && pending_[j].fd == pending_[i].fd &&
-             pending_[j].off == pending_[j - 1].off + pending_[j - 1].len)
-        j++;
-      if (j - i == 1) {
-        const Page& p = pending_[i];
-        prep_one(p.fd, p.buf, p.len, p.off, p.tag);
-      } else {
-        size_t slot;
-        if (!free_groups_.empty()) {
-          slot = free_groups_.back();
-          free_groups_.pop_back();
-        } else {
-          slot = groups_.size();
-          groups_.push_back(std::make_unique<Group>());
-        }
-        Group& g = *groups_[slot];
-        for (size_t k = i; k < j; k++) {
-          g.pages.push_back(pending_[k]);
-          g.iov.push_back({const_cast<void*>(pending_[k].buf), pending_[k].len});
-        }
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-        while (sqe == nullptr) {
-          int rc = io_uring_submit(&ring_);
-          if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) break;
-          sqe = io_uring_get_sqe(&ring_);
-        }
-        if (sqe == nullptr) {
-          for (const Page& p : g.pages) failed_.push_back({p.tag, -EIO});
-          g.iov.clear();
-          g.pages.clear();
-          free_groups_.push_back(slot);
-        } else {
-          io_uring_prep_writev(sqe, g.pages[0].fd, g.iov.data(), static_cast<unsigned>(g.iov.size()),
-                               g.pages[0].off);
-          io_uring_sqe_set_data64(sqe, kGroupBit | slot);
-        }
+  // A free SQE, pushing the SQ to the kernel when it is full; nullptr when
+  // even that fails (*err: why).
+  io_uring_sqe* get_sqe(int* err) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (sqe == nullptr) {
+      int rc = io_uring_submit(&ring_);
+      if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+        *err = rc;
+        return nullptr;
       }
-      i = j;
+      sqe = io_uring_get_sqe(&ring_);
     }
-    pending_.clear();
+    return sqe;
+  }
+
+  // One SQE for one page: WRITE_FIXED when the page is registered.
+  void prep_one(const Page& p) {
+    int err = -EIO;
+    io_uring_sqe* sqe = get_sqe(&err);
+    if (sqe == nullptr) {
+      failed_.push_back({p.tag, err});
+      return;
+    }
+    const int idx = find_fixed(p.buf, p.len);
+    if (idx >= 0) {
+      io_uring_prep_write_fixed(sqe, p.fd, p.buf, p.len, p.off, idx);
+      fixed_++;
+    } else {
+      io_uring_prep_write(sqe, p.fd, p.buf, p.len, p.off);
+    }
+    if (async_) sqe->flags |= IOSQE_ASYNC;
+    io_uring_sqe_set_data64(sqe, p.tag);
+    requests_++;
+  }
+
+  // The run held becomes one request: one WRITEV (non-fixed: a fixed-buffer
+  // write names one buffer), or for a lone page one write, WRITE_FIXED when
+  // registered.
+  void emit_run() {
+    if (pending_.empty()) return;
+    if (pending_.size() == 1) {
+      prep_one(pending_[0]);
+      pending_.clear();
+      return;
+    }
+    size_t slot;
+    if (!free_groups_.empty()) {
+      slot = free_groups_.back();
+      free_groups_.pop_back();
+    } else {
+      slot = groups_.size();
+      groups_.push_back(std::make_unique<Group>());
+    }
+    Group& g = *groups_[slot];
+    g.pages.swap(pending_);  // pending_ takes the group's (empty) vector
+    for (const Page& p : g.pages) g.iov.push_back({const_cast<void*>(p.buf), p.len});
+    int err = -EIO;
+    io_uring_sqe* sqe = get_sqe(&err);
+    if (sqe == nullptr) {
+      for (const Page& p : g.pages) failed_.push_back({p.tag, err});
+      g.iov.clear();
+      g.pages.clear();
+      free_groups_.push_back(slot);
+      return;
+    }
+    io_uring_prep_writev(sqe, g.pages[0].fd, g.iov.data(), static_cast<unsigned>(g.iov.size()),
+                         g.pages[0].off);
+    if (async_) sqe->flags |= IOSQE_ASYNC;
+    io_uring_sqe_set_data64(sqe, kGroupBit | slot);
+    requests_++;
   }
 
   int find_fixed(const void* buf, uint32_t len) const {
@@ -244,16 +247,17 @@ class UringBackend final : public IoBackend {
     return static_cast<int>(it->second);
   }
 
-  static constexpr size_t kMaxRun = 64;  // pages per WRITEV
   io_uring ring_{};
-  bool vectored_ = false;
-  std::vector<Page> pending_;
+  const bool async_;
+  const uint32_t max_run_;
+  std::vector<Page> pending_;  // the run being built
   std::vector<std::unique_ptr<Group>> groups_;  // stable addresses: iovecs in flight
   std::vector<size_t> free_groups_;
   bool ready_ = false;
   uint32_t in_flight_ = 0;
   uint32_t buf_len_ = 0;
   uint64_t fixed_ = 0;
+  uint64_t requests_ = 0;
   std::vector<std::pair<uintptr_t, uint32_t>> index_;  // (address, buffer index)
   std::vector<IoCompletion> failed_;
 };
@@ -295,6 +299,7 @@ class PwritevBackend final : public IoBackend {
   uint32_t in_flight() const override {
     return static_cast<uint32_t>(queue_.size() + done_.size());
   }
+  uint64_t requests() const override { return requests_; }
 
  private:
   struct Req {
@@ -317,6 +322,7 @@ class PwritevBackend final : public IoBackend {
         iov[n].iov_len = queue_[k].len - skip;
       }
       ssize_t r = pwritev(queue_[cur].fd, iov, n, static_cast<off_t>(queue_[cur].off + within));
+      requests_++;
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         const int64_t err = r < 0 ? -errno : -EIO;
@@ -341,15 +347,16 @@ class PwritevBackend final : public IoBackend {
 
   std::vector<Req> queue_;
   std::vector<IoCompletion> done_;
+  uint64_t requests_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<IoBackend> make_io_backend(IoKind want, uint32_t depth, bool vectored,
+std::unique_ptr<IoBackend> make_io_backend(IoKind want, const IoBackendOptions& opts,
                                            std::string* why) {
   if (want == IoKind::kIoUring) {
-    auto u = std::make_unique<UringBackend>(vectored);
-    int rc = u->init(depth);
+    auto u = std::make_unique<UringBackend>(opts);
+    int rc = u->init(opts);
     if (rc == 0) return u;
     if (why) {
       *why = std::string("io_uring unavailable (io_uring_queue_init: ") + std::strerror(-rc);

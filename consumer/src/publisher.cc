@@ -21,6 +21,12 @@ void Publisher::remove_segment_files(Segment& s) {
   s.fd = -1;
   unlink(ctx.seg_path(s.seq, ".meta").c_str());
   unlink(ctx.seg_path(s.seq, ".dat").c_str());
+  for (uint32_t c = 0; c < s.cpus.size(); c++) {
+    if (s.cpus[c].fd < 0) continue;
+    close(s.cpus[c].fd);
+    s.cpus[c].fd = -1;
+    unlink(ctx.seg_path(s.seq, (".cpu" + std::to_string(c)).c_str()).c_str());
+  }
 }
 
 // The trace.dat of a segment: each CPU's region up to good_end, where it
@@ -36,8 +42,8 @@ TraceDatInput Publisher::trace_input(const Segment& s) const {
   // As many CPUs as the ring had made while the segment was open.
   in.cpus.resize(s.cpus.size());
   for (uint32_t c = 0; c < s.cpus.size(); c++) {
-    in.cpus[c].fd = s.fd;
-    in.cpus[c].offset = s.layout.base(c);
+    in.cpus[c].fd = s.fd_of(c);
+    in.cpus[c].offset = s.file_offset(c, 0);
     in.cpus[c].size = s.cpus[c].good_end;
     in.cpus[c].stats = s.stats[c];
   }
@@ -145,6 +151,11 @@ int Publisher::finish_in_place(Segment& s, TraceDatInput& in, const SegmentLayou
 int Publisher::write_segment(Segment& s, std::string* err) {
   // The rest is written through the page cache (the header is not a page
   // multiple; copy_file_range reads it).
+  if (s.per_cpu_files) {
+    for (const CpuRun& r : s.cpus)
+      if (r.fd >= 0) drop_o_direct(r.fd);
+    return write_and_link(s, trace_input(s), err);
+  }
   drop_o_direct(s.fd);
   TraceDatInput in = trace_input(s);
   const uint64_t ps = ctx.page_size;

@@ -151,9 +151,10 @@ std::vector<std::pair<uint64_t, uint64_t>> data_extents(int fd, uint64_t start, 
 // the trace.dat reader's page check (check_trace_page, against the
 // segment's event formats) into a scratch file; counts the others: a hole
 // (a page that was never written: no data there, or length 0) before the
-// last page with data, a torn page (data over part of it only), a short
-// read or a torn tail (end - start not a page multiple) as incomplete, a
-// page the check refuses as corrupt.
+// last page with data, a short read or a torn tail (end - start not a page
+// multiple) as incomplete, a page the check refuses as corrupt (a page a
+// crash cut inside, its rest a hole, is among those: its events end in
+// zeros).
 int collect_cpu(int in, uint64_t start, uint64_t end, const std::string& scratch_dir,
                 uint32_t page_size, const TraceEventTable& formats, CpuData* out,
                 std::string* err) {
@@ -177,16 +178,6 @@ int collect_cpu(int in, uint64_t start, uint64_t end, const std::string& scratch
     while (e < ext.size() && ext[e].second <= off) e++;
     if (e == ext.size() || ext[e].first >= off + page_size) {
       out->incomplete++;  // a hole: a write the crash cut
-      continue;
-    }
-    // Data over part of the page only: a write the crash cut short (a
-    // page larger than a block, or a power loss). A page written whole is
-    // data from end to end, its zeros included.
-    uint64_t covered = 0;
-    for (size_t k = e; k < ext.size() && ext[k].first < off + page_size; k++)
-      covered += std::min(ext[k].second, off + page_size) - std::max(ext[k].first, off);
-    if (covered < page_size) {
-      out->incomplete++;
       continue;
     }
     ssize_t r = pread(in, buf.get(), page_size, static_cast<off_t>(off));

@@ -17,9 +17,10 @@
 
 namespace rbtrace::detail {
 
-// One CPU's region of the segment file (offsets from the region's start,
-// SegmentLayout::base).
+// One CPU's pages in the segment: its region of the segment file (offsets
+// from the region's start, SegmentLayout::base), or its own file.
 struct CpuRun {
+  int fd = -1;               // its own file (per_cpu_files), else -1
   uint64_t next_off = 0;     // where the next page goes
   uint64_t good_end = 0;     // [0, good_end) written completely
   uint64_t good_events = 0;  // events in [0, good_end)
@@ -74,8 +75,13 @@ struct Segment {
 
   uint64_t seq = 0;
   uint32_t page_size = 0;
-  int fd = -1;           // <seq>.dat (spool.h), opened with the segment
-  SegmentLayout layout;  // where each CPU's region starts in it
+  // Spool version 2: one file <seq>.dat (spool.h), opened with the
+  // segment, CPU c's pages from layout.base(c). Version 1
+  // (per_cpu_files): a file <seq>.cpu<c> per CPU from 0 (CpuRun::fd),
+  // opened with the CPU's first page.
+  bool per_cpu_files = false;
+  int fd = -1;
+  SegmentLayout layout;
   std::string public_name;
   SpoolMeta meta;  // its sidecar (rewritten when the ring grows, and to compact)
   Clock::time_point started;
@@ -92,7 +98,12 @@ struct Segment {
 
   // CPU `cpu`'s region has no room for another page: the segment must end.
   bool region_full(uint32_t cpu) const {
-    return cpus[cpu].next_off + page_size > layout.cpu_region;
+    return !per_cpu_files && cpus[cpu].next_off + page_size > layout.cpu_region;
+  }
+  // Where CPU `cpu`'s page at `off` (in its region) is: file and offset.
+  int fd_of(uint32_t cpu) const { return per_cpu_files ? cpus[cpu].fd : fd; }
+  uint64_t file_offset(uint32_t cpu, uint64_t off) const {
+    return per_cpu_files ? off : layout.base(cpu) + off;
   }
   // A page of CPU `cpu` submitted: returns its offset in the CPU's region.
   uint64_t submit(uint32_t cpu, uint64_t page_events) {

@@ -239,6 +239,20 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
   return true;
 }
 
+bool collapses_ranges(const std::string& dir, uint32_t page_size) {
+  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    const std::string p = dir + "/.collapse-probe";
+    fd = open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return false;
+    unlink(p.c_str());
+  }
+  const bool ok = ftruncate(fd, 3 * static_cast<off_t>(page_size)) == 0 &&
+                  fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, page_size, page_size) == 0;
+  close(fd);
+  return ok;
+}
+
 void drop_o_direct(int fd) {
   const int fl = fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_DIRECT)) (void)fcntl(fd, F_SETFL, fl & ~O_DIRECT);

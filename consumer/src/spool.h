@@ -101,6 +101,12 @@ struct SegmentLayout {
   bool plan(const std::vector<uint64_t>& sizes, uint64_t data_start, Plan* out) const;
 };
 
+// Whether the file system of the directory `dir` collapses ranges
+// (fallocate FALLOC_FL_COLLAPSE_RANGE) at `page_size` granularity: a probe
+// file (unnamed, or named and removed at once) of 3 pages loses its middle
+// one.
+bool collapses_ranges(const std::string& dir, uint32_t page_size);
+
 // Clears O_DIRECT on `fd` if set (fcntl F_SETFL): what follows is written
 // through the page cache (pieces of pages, the header).
 void drop_o_direct(int fd);

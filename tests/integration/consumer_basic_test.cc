@@ -349,7 +349,10 @@ TEST(Consumer, BackendFromEnvironmentAndFixedBuffers) {
     ASSERT_EQ(c->stop(), 0);
     const auto s = c->stats();
     EXPECT_GT(s.pages_written, 0u);
-    EXPECT_EQ(s.fixed_writes, s.pages_written) << "every page lies in a registered buffer";
+    // A run of pages is one WRITEV (not fixed); a lone page (here the last,
+    // partial one, taken by the flush's second pass) is a WRITE_FIXED.
+    EXPECT_GT(s.fixed_writes, 0u);
+    EXPECT_LE(s.fixed_writes, s.pages_written);
   }
 }
 
@@ -364,7 +367,7 @@ TEST(Consumer, FixedBuffersStopAtTheFirstSwap) {
   fx.write(0, 0, 2000);
   ASSERT_EQ(c->flush(), 0);
   const auto before = c->stats();
-  EXPECT_EQ(before.fixed_writes, before.pages_written);
+  EXPECT_GT(before.fixed_writes, 0u);  // the lone partial page (see above)
   // Nobody owns CPU 0 now: the swap may run here (ring_buffer.h).
   ASSERT_EQ(fx.rb->swap_cpu(*spare, 0), 0);
   fx.write(0, 2000, 2000);

@@ -56,10 +56,10 @@ struct ConsumerOptions {
   unsigned file_mode = 0600;
   std::string prefix = "trace";    // public names: <prefix>-<session>-<seg>.dat
   IoBackendKind backend = IoBackendKind::kAuto;
-  // io_uring only: write consecutive pages of one spool file as one
-  // IORING_OP_WRITEV (up to 64 pages) instead of one IORING_OP_WRITE_FIXED
-  // per page. Fewer requests for io_uring's workers (buffered writes to
-  // ext4/tmpfs run there); no fixed buffers. See docs/DESIGN.md.
+  // io_uring only: register no fixed buffers. Whatever this says, the
+  // pages a pass takes from one CPU, consecutive in the spool, go out as
+  // one IORING_OP_WRITEV, and a lone page as one IORING_OP_WRITE_FIXED when
+  // its buffer is registered. See docs/DESIGN.md, "Drain thread".
   bool io_uring_vectored = false;
   // Write the spool with O_DIRECT (no page cache: the pages go from the
   // pool to the device). Where the file system refuses O_DIRECT (tmpfs) or
