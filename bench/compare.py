@@ -90,7 +90,7 @@ def io_summary(runs):
     counters rbtrace-bench reports (see bench/consumer_benchmark.cc and
     bench/snapshot_benchmark.cc), the cv of the headline one, and the
     io_uring/pwritev ratio of the drain rate."""
-    drain, swap, dump = [], [], []
+    drain, swap, dump, cpus, publish = [], [], [], [], []
     for name, b in runs.items():
         if name.startswith("__"):
             continue
@@ -104,7 +104,25 @@ def io_summary(runs):
                           "process_cpu_s_per_gb": counter(b, "proc_cpu_s/GB"),
                           "publish_gb_s": counter(b, "publish_GB/s"),
                           "fixed_pct": counter(b, "fixed_%"), "ring_mib": counter(b, "ring_MiB"),
+                          "fs_bytes_per_trace_byte": counter(b, "fs_bytes/trace_byte"),
+                          "in_place_pct": counter(b, "in_place_%"),
+                          "publish_ms": counter(b, "publish_ms"),
                           "cv": counter(cv, "GB/s"), "label": b.get("label"), "error": err})
+            continue
+        m = re.fullmatch(r"BM_Consumer_DrainCpus/([^/]+)/([^/]+)/(\d+)(/.*)?", name)
+        if m:
+            cpus.append({"name": short_name(name), "backend": m.group(1), "fs": m.group(2),
+                         "ncpus": int(m.group(3)), "gb_s": counter(b, "GB/s"),
+                         "drain_cpu_s_per_gb": counter(b, "drain_cpu_s/GB"),
+                         "cv": counter(cv, "GB/s"), "error": err})
+            continue
+        m = re.fullmatch(r"BM_Consumer_Publish/([^/]+)/(\d+)(/.*)?", name)
+        if m:
+            publish.append({"name": short_name(name), "fs": m.group(1), "mib": int(m.group(2)),
+                            "publish_ms": counter(b, "publish_ms"), "gb_s": counter(b, "GB/s"),
+                            "fs_bytes_per_trace_byte": counter(b, "fs_bytes/trace_byte"),
+                            "in_place_pct": counter(b, "in_place_%"),
+                            "cv": counter(cv, "publish_ms"), "error": err})
             continue
         m = re.fullmatch(r"BM_Snapshot_(Swap|SwapBusy)(/.*)?", name)
         if m:
@@ -133,7 +151,10 @@ def io_summary(runs):
                               order.get(r["backend"], 9), r["backend"]))
     swap.sort(key=lambda r: r["owner"] == "busy")
     dump.sort(key=lambda r: r["mib_per_cpu"])
-    return {"consumer_drain": drain, "snapshot_swap": swap, "snapshot_take_dump": dump}
+    cpus.sort(key=lambda r: (r["fs"], r["backend"], r["ncpus"]))
+    publish.sort(key=lambda r: (r["fs"], r["mib"]))
+    return {"consumer_drain": drain, "snapshot_swap": swap, "snapshot_take_dump": dump,
+            "consumer_drain_cpus": cpus, "consumer_publish": publish}
 
 
 def main():
@@ -370,6 +391,17 @@ def print_io_rows(io, line, md):
                         r["name"], fmt(r["drain_cpu_s_per_gb"]),
                         fmt(r["process_cpu_s_per_gb"]), fmt(r["publish_gb_s"]),
                         fmt(r["fixed_pct"], "", 0)))
+    cpus = io["consumer_drain_cpus"]
+    if cpus:
+        section(["consumer: BM_Consumer_DrainCpus/backend/fs/ncpus", "GB/s", "drain s/GB", "cv"])
+        for r in cpus:
+            row(r["name"], fmt(r["gb_s"]), fmt(r["drain_cpu_s_per_gb"]), pct(r["cv"]), r["error"])
+    publish = io["consumer_publish"]
+    if publish:
+        section(["consumer: BM_Consumer_Publish/fs/MiB", "publish ms", "fs B/B", "cv"])
+        for r in publish:
+            row(r["name"], fmt(r["publish_ms"], "", 1), fmt(r["fs_bytes_per_trace_byte"]),
+                pct(r["cv"]), r["error"])
     swap = io["snapshot_swap"]
     if swap:
         section(["snapshot: swap round trip, owner", "p50 us", "p99 us", "cv"])

@@ -7,6 +7,12 @@ Draws what the JSON holds, each picture with its baseline in it:
     string field, beside the bare clock read of that clock (a flat line);
   * drain.png: the consumer's drain rate (GB/s) against page size, per file
     system and backend (BM_Consumer_Drain), pwritev the baseline;
+  * drain_cpus.png: the drain rate against the ring's CPU count, per file
+    system and backend (BM_Consumer_DrainCpus, 64 KiB pages), pwritev the
+    baseline;
+  * publish.png: publish time (stop()) against the segment's size, per file
+    system (BM_Consumer_Publish): in place on ext4 (O_DIRECT and page
+    cache), copied on tmpfs;
   * dump.png: Snapshot::take time against the buffer size per CPU
     (BM_Snapshot_TakeDump).
 A picture whose rows are not in the JSON is skipped, and says so.
@@ -100,27 +106,70 @@ plot %s
     gnuplot(script, out)
 
 
-def drain_plot(io, out):
-    rows = [r for r in io["consumer_drain"] if r["gb_s"] is not None]
-    if not rows:
-        print("drain.png: no BM_Consumer_Drain rows in the JSON; skipped")
-        return
+def backend_lines(rows, xkey, tag):
+    """One line per (file system, backend) of `rows` (x = r[xkey], y = GB/s),
+    pwritev dashed as the baseline: the data blocks and the plot clauses."""
     blocks, plots, i = "", [], 0
     for fs in sorted({r["fs"] for r in rows}):
         for be in ("pwritev", "io_uring", "io_uring+vec"):
-            pts = sorted((r["page"], "%.3f" % r["gb_s"]) for r in rows
+            pts = sorted((r[xkey], "%.3f" % r["gb_s"]) for r in rows
                          if r["fs"] == fs and r["backend"] == be)
             if not pts:
                 continue
-            blocks += data_block("d%d" % i, pts)
+            blocks += data_block("%s%d" % (tag, i), pts)
             style = "dt 2" if be == "pwritev" else "dt 1"
-            plots.append("$d%d using 1:2 with linespoints %s lw 2 title '%s, %s%s'"
-                         % (i, style, fs, be, " (baseline)" if be == "pwritev" else ""))
+            plots.append("$%s%d using 1:2 with linespoints %s lw 2 title '%s, %s%s'"
+                         % (tag, i, style, fs, be, " (baseline)" if be == "pwritev" else ""))
             i += 1
+    return blocks, plots
+
+
+def drain_plot(io, out):
+    rows = [r for r in io["consumer_drain"] if r["gb_s"] is not None and r["backend"] != "seqcopy"]
+    if not rows:
+        print("drain.png: no BM_Consumer_Drain rows in the JSON; skipped")
+        return
+    blocks, plots = backend_lines(rows, "page", "d")
     script = blocks + header(out, "Consumer drain rate against page size (medians)",
                              "page size (bytes)", "GB/s") + """
 set logscale x 2
 set yrange [0:*]
+set key outside right
+plot %s
+""" % ", \\\n     ".join(plots)
+    gnuplot(script, out)
+
+
+def drain_cpus_plot(io, out):
+    rows = [r for r in io["consumer_drain_cpus"] if r["gb_s"] is not None]
+    if not rows:
+        print("drain_cpus.png: no BM_Consumer_DrainCpus rows in the JSON; skipped")
+        return
+    blocks, plots = backend_lines(rows, "ncpus", "c")
+    script = blocks + header(out, "Consumer drain rate against CPU count, 64 KiB pages (medians)",
+                             "CPU slots of the ring", "GB/s") + """
+set xtics (1, 2, 4)
+set yrange [0:*]
+set key outside right
+plot %s
+""" % ", \\\n     ".join(plots)
+    gnuplot(script, out)
+
+
+def publish_plot(io, out):
+    rows = [r for r in io["consumer_publish"] if r["publish_ms"] is not None]
+    if not rows:
+        print("publish.png: no BM_Consumer_Publish rows in the JSON; skipped")
+        return
+    blocks, plots, i = "", [], 0
+    for fs in sorted({r["fs"] for r in rows}):
+        pts = sorted((r["mib"], "%.3f" % r["publish_ms"]) for r in rows if r["fs"] == fs)
+        blocks += data_block("p%d" % i, pts)
+        plots.append("$p%d using 1:2 with linespoints lw 2 title '%s'" % (i, fs))
+        i += 1
+    script = blocks + header(out, "Publish (stop()) time against segment size (medians)",
+                             "segment MiB", "ms") + """
+set logscale xy 2
 set key outside right
 plot %s
 """ % ", \\\n     ".join(plots)
@@ -157,6 +206,8 @@ def main():
     writer_plot(runs, os.path.join(a.out, "writer.png"))
     io = compare.io_summary(runs)
     drain_plot(io, os.path.join(a.out, "drain.png"))
+    drain_cpus_plot(io, os.path.join(a.out, "drain_cpus.png"))
+    publish_plot(io, os.path.join(a.out, "publish.png"))
     dump_plot(io, os.path.join(a.out, "dump.png"))
 
 
