@@ -124,36 +124,32 @@ def backend_lines(rows, xkey, tag):
     return blocks, plots
 
 
-def drain_plot(io, out):
-    rows = [r for r in io["consumer_drain"] if r["gb_s"] is not None and r["backend"] != "seqcopy"]
+def gbs_plot(rows, xkey, what, out, title, xlabel, xset):
+    """GB/s of `rows` against r[xkey], a line per file system and backend."""
     if not rows:
-        print("drain.png: no BM_Consumer_Drain rows in the JSON; skipped")
+        print("%s: no %s rows in the JSON; skipped" % (os.path.basename(out), what))
         return
-    blocks, plots = backend_lines(rows, "page", "d")
-    script = blocks + header(out, "Consumer drain rate against page size (medians)",
-                             "page size (bytes)", "GB/s") + """
-set logscale x 2
+    blocks, plots = backend_lines(rows, xkey, "d")
+    script = blocks + header(out, title, xlabel, "GB/s") + xset + """
 set yrange [0:*]
 set key outside right
 plot %s
 """ % ", \\\n     ".join(plots)
     gnuplot(script, out)
+
+
+def drain_plot(io, out):
+    rows = [r for r in io["consumer_drain"] if r["gb_s"] is not None and r["backend"] != "seqcopy"]
+    gbs_plot(rows, "page", "BM_Consumer_Drain", out,
+             "Consumer drain rate against page size (medians)", "page size (bytes)",
+             "set logscale x 2\n")
 
 
 def drain_cpus_plot(io, out):
     rows = [r for r in io["consumer_drain_cpus"] if r["gb_s"] is not None]
-    if not rows:
-        print("drain_cpus.png: no BM_Consumer_DrainCpus rows in the JSON; skipped")
-        return
-    blocks, plots = backend_lines(rows, "ncpus", "c")
-    script = blocks + header(out, "Consumer drain rate against CPU count, 64 KiB pages (medians)",
-                             "CPU slots of the ring", "GB/s") + """
-set xtics (1, 2, 4)
-set yrange [0:*]
-set key outside right
-plot %s
-""" % ", \\\n     ".join(plots)
-    gnuplot(script, out)
+    gbs_plot(rows, "ncpus", "BM_Consumer_DrainCpus", out,
+             "Consumer drain rate against CPU count, 64 KiB pages (medians)",
+             "CPU slots of the ring", "set xtics (1, 2, 4)\n")
 
 
 def publish_plot(io, out):
