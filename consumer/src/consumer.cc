@@ -264,13 +264,43 @@ int Consumer::Impl::open_session(Error* err) {
   drain.cmdlines.ring_gone = &sh.ring_gone;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
-  // The spool's layout (ConsumerContext::per_cpu_files).
-  ctx.per_cpu_files = !collapses_ranges(ctx.spool, ctx.page_size);
-  if (ctx.per_cpu_files)
-    sh.add_note("the file system of " + dir +
-                " cannot collapse ranges (fallocate): segments are published by copying (the "
-                "spool is a file per CPU)");
+  choose_layout();
   return 0;
+}
+
+// The spool's layout (ConsumerContext::per_cpu_files). One file per
+// segment: a region per CPU the ring can ever have, each holding the most
+// a CPU can put in a segment (segment_bytes and a page), at most
+// 4 TiB / max_cpus (a CPU that fills its region ends the segment). It
+// needs a file system that collapses ranges, and files as large as the
+// layout: a finite RLIMIT_FSIZE (holes count against it; a write past it
+// would fail, or raise SIGXFSZ) or a file system whose files cannot be that
+// large (a probe) gives a file per CPU instead, each at most a segment.
+void Consumer::Impl::choose_layout() {
+  const uint64_t page = ctx.page_size;
+  ctx.max_cpus = std::max<uint32_t>(ctx.rb.max_cpus(), 1);
+  uint64_t region = (4ULL << 40) / ctx.max_cpus / page * page;
+  if (ctx.opts.segment_bytes)
+    region = std::min(region, (ctx.opts.segment_bytes + page - 1) / page * page + page);
+  ctx.cpu_region = std::max(region, 16 * page);
+  // The header's room is a few MiB at most (drainer.cc, segment_layout).
+  const uint64_t end = ctx.max_cpus * ctx.cpu_region + (1ULL << 30);
+  std::string why;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    why = "a file size limit (RLIMIT_FSIZE, ulimit -f) is set";
+  } else {
+    switch (probe_one_file_layout(ctx.spool, ctx.page_size, end)) {
+      case 0: break;
+      case -EOPNOTSUPP: why = "the file system cannot collapse ranges (fallocate)"; break;
+      case -EFBIG: why = "the file system's files cannot be large enough for its layout"; break;
+      default: why = "the one-file layout could not be probed"; break;
+    }
+  }
+  ctx.per_cpu_files = !why.empty();
+  if (ctx.per_cpu_files)
+    sh.add_note("the spool of " + ctx.opts.dir + " is a file per CPU and segments are "
+                "published by copying: " + why);
 }
 
 void Consumer::Impl::start() {

@@ -64,8 +64,13 @@ struct ConsumerContext {
   // where the file system collapses ranges; else a file per CPU (version
   // 1), published by copying, so that the CPUs' files are written in
   // parallel (io_uring's workers run the buffered writes of one file one
-  // at a time). Decided by create (collapses_ranges).
+  // at a time). Decided by create (Consumer::Impl::choose_layout).
   bool per_cpu_files = false;
+  // The ring's slot limit (fixed for its life; read by create, so that the
+  // drain thread needs no ring_mu for it) and the CPU region of the
+  // one-file layout (SegmentLayout::cpu_region).
+  uint32_t max_cpus = 1;
+  uint64_t cpu_region = 0;
 
   void message(const std::string& m) const;
   // Set once stop() gave up (Impl::give_up): messages go to stderr, not
@@ -222,7 +227,6 @@ class Publisher {
   void remove_segment_files(Segment& s);
   TraceDatInput trace_input(const Segment& s) const;
   int write_segment(Segment& s, std::string* err);
-  bool can_compact(const Segment& s);
   int compact(Segment& s, const SegmentLayout::Plan& plan, size_t* done, std::string* err);
   int finish_in_place(Segment& s, TraceDatInput& in, const SegmentLayout::Plan& plan,
                       std::string* err);
@@ -244,6 +248,7 @@ struct Consumer::Impl {
 
   // ---- create's steps ----
   void configure();
+  void choose_layout();
   int open_session(Error* err);
   void start();
   // ---- control ----

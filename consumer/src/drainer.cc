@@ -231,20 +231,21 @@ void Drainer::grow() {
 // 4 TiB / max_cpus (offsets stay within every file system's file size; a
 // CPU that fills its region ends the segment). Holes cost nothing.
 // Creates a spool file (O_EXCL, never through a link), O_DIRECT when
-// asked for and the file system takes it. The fd or -errno.
+// asked for and the file system takes it: set with fcntl once the file
+// exists (an open with O_DIRECT that the file system refuses has created
+// the file already). The fd or -errno.
 int Drainer::open_spool_file(const std::string& path, mode_t mode) {
-  const int flags = O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW;
-  int fd = -1;
+  const int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return -errno;
   if (ctx.opts.direct_io && !direct_refused) {
-    fd = open(path.c_str(), flags | O_DIRECT, mode);
-    if (fd < 0 && errno == EINVAL) {
+    const int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) {
       direct_refused = true;
-      sh.add_note("O_DIRECT refused by the file system of " + ctx.opts.dir +
-                  ": the spool goes through the page cache");
+      sh.add_note("O_DIRECT refused by the file system of " + ctx.opts.dir + " (" +
+                  std::strerror(errno) + "): the spool goes through the page cache");
     }
   }
-  if (fd < 0) fd = open(path.c_str(), flags, mode);
-  return fd < 0 ? -errno : fd;
+  return fd;
 }
 
 // CPU `cpu`'s own spool file in a per-CPU-files segment, made with its
@@ -257,7 +258,7 @@ int Drainer::cpu_fd(Segment* s, uint32_t cpu) {
 
 SegmentLayout Drainer::segment_layout(const std::vector<EventFormat>& events) const {
   const uint64_t page = ctx.page_size;
-  const uint32_t max_cpus = std::max<uint32_t>(ctx.rb.max_cpus(), 1);
+  const uint32_t max_cpus = ctx.max_cpus;  // not the ring's: ring_mu is not held here
   TraceDatInput est;
   est.page_size = ctx.page_size;
   est.clock = ctx.clock_name;
@@ -268,10 +269,7 @@ SegmentLayout Drainer::segment_layout(const std::vector<EventFormat>& events) co
   const uint64_t stats = max_cpus * (cpu_stats_text_bound() + 128);  // + the segment's lines
   SegmentLayout l;
   l.header_room = (trace_dat_header_size(est) + stats + kCmdlinesRoom + page - 1) / page * page;
-  uint64_t region = (4ULL << 40) / max_cpus / page * page;
-  if (ctx.opts.segment_bytes)
-    region = std::min(region, (ctx.opts.segment_bytes + page - 1) / page * page + page);
-  l.cpu_region = std::max(region, 16 * page);
+  l.cpu_region = ctx.cpu_region;
   return l;
 }
 
@@ -432,6 +430,16 @@ void Drainer::complete(const IoCompletion& c) {
   Slot& sl = slots[i];
   Segment* s = sl.seg;
   int64_t res = c.res;
+  if (res == -EINVAL && ctx.opts.direct_io) {
+    // O_DIRECT refused at write time (an alignment the device wants and
+    // the pages do not have): through the page cache, from now on.
+    res = finish_short_write(sl, 0);
+    if (!direct_refused) {
+      direct_refused = true;
+      sh.add_note("O_DIRECT writes refused by the file system of " + ctx.opts.dir +
+                  " (EINVAL): the spool goes through the page cache");
+    }
+  }
   if (res >= 0 && res < page_size) res = finish_short_write(sl, res);
   const bool ok = res == page_size;
   s->completed(sl.cpu, sl.off, sl.events, ok);
@@ -450,8 +458,10 @@ void Drainer::complete(const IoCompletion& c) {
       sh.st.pages_failed++;
     }
     write_failed(s, sl.cpu, static_cast<int>(-res),
-                 "write spool " + ctx.seg_path(s->seq, ".dat") + ", CPU " +
-                     std::to_string(sl.cpu));
+                 "write spool " +
+                     (s->per_cpu_files
+                          ? ctx.seg_path(s->seq, (".cpu" + std::to_string(sl.cpu)).c_str())
+                          : ctx.seg_path(s->seq, ".dat") + ", CPU " + std::to_string(sl.cpu)));
   }
 }
 

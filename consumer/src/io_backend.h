@@ -59,8 +59,10 @@ class IoBackend {
   virtual void disable_fixed() {}
   // Queues a write of `len` bytes at `buf` to `fd` at `off`.
   virtual void prep_write(int fd, const void* buf, uint32_t len, uint64_t off, uint64_t tag) = 0;
-  // Submits everything queued. 0 or -errno (the queued writes then complete
-  // with that error).
+  // Submits everything queued. 0, or -errno from io_uring_submit: the
+  // writes stay queued and the next submit() (or a reap that needs an SQE)
+  // tries again; a write that can get no SQE at all completes with the
+  // error. pwritev: always 0 (each write's result is its completion).
   virtual int submit() = 0;
   // Appends completions to *out. With wait_ns > 0 and nothing ready, waits
   // up to wait_ns for one. Returns the number appended.

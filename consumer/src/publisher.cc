@@ -129,7 +129,12 @@ int Publisher::finish_in_place(Segment& s, TraceDatInput& in, const SegmentLayou
     // an existing name, a planted link included.
     if (::link(from.c_str(), (dir + "/" + name).c_str()) == 0) break;
     const int e = errno;
-    if (e != EEXIST || k >= 100) {
+    if (e != EEXIST) {
+      // EXDEV (the spool on another mount), EPERM, ENOSPC for the name...:
+      // the compacted file is a complete trace; publish a copy of it.
+      return write_and_link(s, in, err);
+    }
+    if (k >= 100) {
       *err = "link " + dir + "/" + name + ": " + std::strerror(e);
       return -e;
     }
@@ -164,7 +169,7 @@ int Publisher::write_segment(Segment& s, std::string* err) {
   for (uint32_t c = 0; c < s.cpus.size(); c++) sizes[c] = s.cpus[c].good_end;
   SegmentLayout::Plan plan;
   size_t done = 0;
-  if (can_compact(s) && s.layout.plan(sizes, data_start, &plan)) {
+  if (compact_ok && s.layout.plan(sizes, data_start, &plan)) {
     const int rc = compact(s, plan, &done, err);
     if (rc == 0) {
       const int r2 = finish_in_place(s, in, plan, err);
@@ -183,19 +188,6 @@ int Publisher::write_segment(Segment& s, std::string* err) {
     for (uint32_t c = 0; c < in.cpus.size(); c++) in.cpus[c].offset = plan.offset_after(s.layout, c, done);
   }
   return write_and_link(s, in, err);
-}
-
-// Collapsing needs the file system's block size to divide the page size
-// (every offset and length of the plan is a page multiple).
-bool Publisher::can_compact(const Segment& s) {
-  if (!compact_ok) return false;
-  struct stat st;
-  if (fstat(s.fd, &st) != 0) return false;
-  if (st.st_blksize <= 0 || ctx.page_size % static_cast<uint64_t>(st.st_blksize) != 0) {
-    compact_ok = false;
-    return false;
-  }
-  return true;
 }
 
 // A segment that could not be published: what it held is lost; a full

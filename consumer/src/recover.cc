@@ -177,7 +177,13 @@ int collect_cpu(int in, uint64_t start, uint64_t end, const std::string& scratch
   for (uint64_t off = start; off + page_size <= end; off += page_size) {
     while (e < ext.size() && ext[e].second <= off) e++;
     if (e == ext.size() || ext[e].first >= off + page_size) {
-      out->incomplete++;  // a hole: a write the crash cut
+      // Holes (writes the crash cut) up to the page of the next data,
+      // counted in one step: a region is mostly hole.
+      const uint64_t next =
+          e == ext.size() ? end
+                          : std::min(end, start + (ext[e].first - start) / page_size * page_size);
+      out->incomplete += (next - off) / page_size;
+      off = next - page_size;
       continue;
     }
     ssize_t r = pread(in, buf.get(), page_size, static_cast<off_t>(off));
@@ -293,6 +299,26 @@ bool published_by_us(const std::string& path) {
   return lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid();
 }
 
+// A segment published in place is its spool file under another name: a
+// name taken by someone else made it `name.k` (publisher.cc), which
+// published_by_us does not see. True when `name` or a `name.k` is the
+// same file as `spool_dat`.
+bool linked_in_place(const std::string& dir, const std::string& name,
+                     const std::string& spool_dat) {
+  struct stat sp;
+  if (lstat(spool_dat.c_str(), &sp) != 0 || !S_ISREG(sp.st_mode) || sp.st_nlink < 2) return false;
+  for (int k = 0; k < 100; k++) {
+    const std::string p = dir + "/" + name + (k ? "." + std::to_string(k) : std::string());
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) {
+      if (k > 0) return false;  // names are taken in order: no later one
+      continue;
+    }
+    if (st.st_dev == sp.st_dev && st.st_ino == sp.st_ino) return true;
+  }
+  return false;
+}
+
 int recover_segment(const std::string& dir, const std::string& sdir, const std::string& meta_name,
                     const std::vector<std::pair<int32_t, std::string>>& cmdlines, bool tmp_ok,
                     RecoverResult* res, std::string* err) {
@@ -311,7 +337,8 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
     *err = sdir + "/" + meta_name + ": segment number does not match the file name";
     return -EINVAL;
   }
-  if (published_by_us(dir + "/" + m.public_name)) {
+  if (published_by_us(dir + "/" + m.public_name) ||
+      linked_in_place(dir, m.public_name, sdir + "/" + segment_file(m.segment, ".dat"))) {
     // Published before the crash; only the clean-up was missing.
     res->messages.push_back(m.public_name + " was already published; spool removed");
     remove_segment(sdir, m.segment, m.ncpus);

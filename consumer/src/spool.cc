@@ -192,8 +192,9 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
     if (!p.u64("header_room", &m->header_room) || m->header_room == 0 ||
         m->header_room % m->page_size || m->header_room > (1ULL << 40))
       return bad("bad header_room");
+    // At most what a consumer makes (4 TiB / max_cpus, or a segment).
     if (!p.u64("cpu_region", &m->cpu_region) || m->cpu_region == 0 ||
-        m->cpu_region % m->page_size || m->cpu_region > (1ULL << 62) / kMaxCpus)
+        m->cpu_region % m->page_size || m->cpu_region > (4ULL << 40))
       return bad("bad cpu_region");
   }
   if (!p.kv("clock", &m->clock) || m->clock.empty() || m->clock.size() > 64)
@@ -239,18 +240,24 @@ bool decode_meta(const std::string& b, SpoolMeta* m, std::string* err) {
   return true;
 }
 
-bool collapses_ranges(const std::string& dir, uint32_t page_size) {
+int probe_one_file_layout(const std::string& dir, uint32_t page_size, uint64_t end) {
   int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) {
-    const std::string p = dir + "/.collapse-probe";
+    const std::string p = dir + "/.layout-probe";
     fd = open(p.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) return false;
+    if (fd < 0) return -errno;
     unlink(p.c_str());
   }
-  const bool ok = ftruncate(fd, 3 * static_cast<off_t>(page_size)) == 0 &&
-                  fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, page_size, page_size) == 0;
+  int rc = 0;
+  if (ftruncate(fd, 3 * static_cast<off_t>(page_size)) != 0) {
+    rc = -errno;
+  } else if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, page_size, page_size) != 0) {
+    rc = -EOPNOTSUPP;  // EOPNOTSUPP, or EINVAL for a block larger than a page
+  } else if (end > static_cast<uint64_t>(INT64_MAX) || ftruncate(fd, static_cast<off_t>(end)) != 0) {
+    rc = errno == EINVAL ? -EFBIG : -errno;
+  }
   close(fd);
-  return ok;
+  return rc;
 }
 
 void drop_o_direct(int fd) {

@@ -101,11 +101,14 @@ struct SegmentLayout {
   bool plan(const std::vector<uint64_t>& sizes, uint64_t data_start, Plan* out) const;
 };
 
-// Whether the file system of the directory `dir` collapses ranges
-// (fallocate FALLOC_FL_COLLAPSE_RANGE) at `page_size` granularity: a probe
-// file (unnamed, or named and removed at once) of 3 pages loses its middle
-// one.
-bool collapses_ranges(const std::string& dir, uint32_t page_size);
+// Whether the file system of the directory `dir` takes the one-file
+// layout (SegmentLayout) of `end` bytes: a probe file (unnamed, or named and
+// removed at once) of 3 pages loses its middle one (fallocate
+// FALLOC_FL_COLLAPSE_RANGE at `page_size` granularity), then is truncated
+// to `end` (a hole). 0; -EOPNOTSUPP when the collapse is refused; -EFBIG
+// when the file cannot be that large; else -errno. Call with no finite
+// RLIMIT_FSIZE (the truncation would raise SIGXFSZ).
+int probe_one_file_layout(const std::string& dir, uint32_t page_size, uint64_t end);
 
 // Clears O_DIRECT on `fd` if set (fcntl F_SETFL): what follows is written
 // through the page cache (pieces of pages, the header).

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -209,8 +210,9 @@ bool collapses(const std::string& dir) {
 // no hole left); where it cannot (tmpfs), the trace is a copy, and the
 // stats say which. Both files read the same.
 TEST(Consumer, SegmentsArePublishedInPlaceWhereTheFileSystemCollapses) {
-  for (const char* base : {"/tmp", "/dev/shm"}) {
-    SCOPED_TRACE(base);
+  for (const auto& [base, direct] : {std::pair{"/tmp", false}, std::pair{"/tmp", true},
+                                     std::pair{"/dev/shm", false}}) {
+    SCOPED_TRACE(std::string(base) + (direct ? " O_DIRECT" : ""));
     const std::string dir = ctest::make_temp_dir(base, "inplace");
     ASSERT_FALSE(dir.empty()) << base;
     const bool in_place = collapses(dir);
@@ -219,6 +221,7 @@ TEST(Consumer, SegmentsArePublishedInPlaceWhereTheFileSystemCollapses) {
     co.dir = dir + "/out";
     co.segment_bytes = 40 * 4096;  // a few segments, some with one CPU only
     co.period_us = 500;
+    co.direct_io = direct;
     auto c = rbtrace::Consumer::create(*fx.rb, co);
     ASSERT_TRUE(c);
     uint64_t written = 0;
@@ -237,6 +240,10 @@ TEST(Consumer, SegmentsArePublishedInPlaceWhereTheFileSystemCollapses) {
       EXPECT_EQ(st.segments_in_place, 0u);
       EXPECT_NE(st.backend_note.find("cannot collapse ranges"), std::string::npos)
           << st.backend_note;
+    }
+    if (direct) {
+      EXPECT_EQ(st.backend_note.find("O_DIRECT"), std::string::npos)
+          << "ext4 takes O_DIRECT: " << st.backend_note;
     }
     uint64_t events = 0;
     for (const std::string& f : c->published()) {
@@ -268,6 +275,32 @@ TEST(Consumer, SegmentsArePublishedInPlaceWhereTheFileSystemCollapses) {
     EXPECT_TRUE(ctest::list(co.dir + "/spool").empty());
     ctest::remove_tree(dir);
   }
+}
+
+// A file size limit (RLIMIT_FSIZE) counts the one-file layout's holes:
+// under one the spool is a file per CPU, each at most a segment, and
+// every event is published.
+TEST(Consumer, AFileSizeLimitGivesAFilePerCpu) {
+  struct rlimit old_lim;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old_lim), 0);
+  struct rlimit lim = old_lim;
+  lim.rlim_cur = 256ULL << 20;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  Fixture fx("fsize");
+  auto co = fx.opts();
+  auto c = rbtrace::Consumer::create(*fx.rb, co);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old_lim), 0);  // the choice is made at create
+  ASSERT_TRUE(c);
+  fx.write(0, 0, 3000);
+  fx.write(1, 0, 3000);
+  ASSERT_EQ(c->stop(), 0);
+  const rbtrace::ConsumerStats st = c->stats();
+  EXPECT_NE(st.backend_note.find("file size limit"), std::string::npos) << st.backend_note;
+  EXPECT_EQ(st.segments_in_place, 0u);
+  std::vector<int64_t> seqs(2, -1);
+  EXPECT_EQ(fx.events_in(c->published(), &seqs), 6000u);
+  EXPECT_EQ(seqs[0], 2999);
+  EXPECT_EQ(seqs[1], 2999);
 }
 
 TEST(Consumer, PublishPathsTmpfileAndPrivate) {

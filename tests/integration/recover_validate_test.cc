@@ -33,6 +33,8 @@
 // (not followed: what it points at is untouched), a lock that is a link,
 // and one of another user.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -400,6 +402,35 @@ Damage chosen_damage(const Spool& s) {
     std::memcpy(&(*f[1])[base(5) + u.rec], &unknown, 2);
   }
   return d;
+}
+
+// A segment published in place under `name.1` (another user's file had
+// the name) by a process killed before it removed its spool: the spool file
+// is that published file, so recover only cleans up, and publishes no
+// second copy (`name.2`).
+TEST_F(RecoverValidates, ASegmentLinkedInPlaceUnderAnotherNameIsNotPublishedTwice) {
+  const Spool& s = pristine();
+  const std::string dir = stage(s, s.files);
+  ASSERT_FALSE(dir.empty());
+  const std::string name = dir + "/" + s.meta.public_name;
+  const int fd = open(name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fchown(fd, 65534, 65534), 0) << "the test runs as root (CI does)";
+  close(fd);
+  const std::string dat = dir + "/spool/" + s.session + "/" + kDat;
+  ASSERT_EQ(link(dat.c_str(), (name + ".1").c_str()), 0);
+  rbtrace::RecoverResult r;
+  std::string err;
+  ASSERT_EQ(rbtrace::recover_spool(dir, &r, &err), 0) << err;
+  EXPECT_TRUE(r.published.empty());
+  EXPECT_NE(std::find_if(r.messages.begin(), r.messages.end(),
+                         [](const std::string& m) { return m.find("already published") != std::string::npos; }),
+            r.messages.end());
+  struct stat st;
+  EXPECT_NE(lstat((name + ".2").c_str(), &st), 0) << "published twice";
+  EXPECT_EQ(lstat((name + ".1").c_str(), &st), 0);
+  EXPECT_TRUE(ctest::list(dir + "/spool").empty());
+  ctest::remove_tree(dir);
 }
 
 TEST_F(RecoverValidates, ChosenCorruptionsAreSkippedCountedAndTheRestIsReadable) {
