@@ -302,17 +302,14 @@ void Drainer::close_current() {
   closing.push_back(std::move(cur));
 }
 
-// Hands finished segments (closed, nothing in flight) to the publish thread.
+// Hands finished segments (closed, nothing in flight) to the publish
+// thread, in the order they were opened: a segment whose writes complete
+// before its predecessor's (io_uring completes out of order, across files
+// too) waits for it, so segments are published in order (a directory
+// watcher never sees segment N+1 before N; published() is in segment
+// order).
 void Drainer::hand_over_finished() {
-  for (size_t i = 0; i < closing.size();) {
-    if (closing[i]->in_flight != 0) {
-      i++;
-      continue;
-    }
-    std::unique_ptr<Segment> s = std::move(closing[i]);
-    closing.erase(closing.begin() + static_cast<long>(i));
-    finish(std::move(s), 0);
-  }
+  for (std::unique_ptr<Segment>& s : take_finished_in_order(&closing)) finish(std::move(s), 0);
 }
 
 void Drainer::finish(std::unique_ptr<Segment> s, uint64_t gen) {

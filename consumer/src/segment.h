@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -137,5 +138,19 @@ struct Segment {
            "segment lost events: " + std::to_string(r.lost_events()) + "\n";
   }
 };
+
+// The closed segments, oldest first, that may go to the publish thread:
+// the longest prefix of `closing` with nothing in flight (removed from it).
+// A segment whose writes completed before its predecessor's waits for it:
+// segments are published in the order they were opened.
+inline std::vector<std::unique_ptr<Segment>> take_finished_in_order(
+    std::vector<std::unique_ptr<Segment>>* closing) {
+  size_t n = 0;
+  while (n < closing->size() && (*closing)[n]->in_flight == 0) n++;
+  std::vector<std::unique_ptr<Segment>> out;
+  for (size_t i = 0; i < n; i++) out.push_back(std::move((*closing)[i]));
+  closing->erase(closing->begin(), closing->begin() + static_cast<long>(n));
+  return out;
+}
 
 }  // namespace rbtrace::detail

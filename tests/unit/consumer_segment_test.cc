@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "segment.h"
@@ -247,6 +248,38 @@ TEST(SegmentLayout, PlansThatDoNotFitAreRefused) {
   ASSERT_EQ(p.steps.size(), 1u);                     // only CPU 0's region
   EXPECT_EQ(p.steps[0].off, 4 * kPage);
   EXPECT_EQ(p.steps[0].len, 10 * kPage);
+}
+
+}  // namespace
+
+namespace {
+
+using rbtrace::detail::take_finished_in_order;
+
+// Segments go to the publish thread in the order they were opened: one
+// whose writes completed first waits for its predecessor (io_uring
+// completes out of order; RotationBySize saw segment 4 published before 3).
+TEST(ConsumerSegment, FinishedSegmentsAreHandedOverInOrder) {
+  std::vector<std::unique_ptr<Segment>> closing;
+  for (uint64_t seq = 1; seq <= 3; seq++) {
+    closing.push_back(std::make_unique<Segment>(seq, 1, kPage));
+    closing.back()->submit(0, 1);
+  }
+  closing[1]->completed(0, 0, 1, true);  // segment 2 done first
+  EXPECT_TRUE(take_finished_in_order(&closing).empty());
+  EXPECT_EQ(closing.size(), 3u);
+  closing[0]->completed(0, 0, 1, true);  // then segment 1
+  auto out = take_finished_in_order(&closing);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0]->seq, 1u);
+  EXPECT_EQ(out[1]->seq, 2u);
+  ASSERT_EQ(closing.size(), 1u);
+  EXPECT_EQ(closing[0]->seq, 3u);
+  closing[0]->completed(0, 0, 1, true);
+  out = take_finished_in_order(&closing);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]->seq, 3u);
+  EXPECT_TRUE(closing.empty());
 }
 
 }  // namespace
