@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -453,6 +454,75 @@ TEST_F(TraceCmd, ReportAgreesWithTraceCmdAndWithTheCounters) {
   ASSERT_EQ(t.status, 0);
   ASSERT_EQ(r.status, 0);
   EXPECT_EQ(r.out, t.out);
+}
+
+RingBuffer* g_handler_rb = nullptr;
+void handler_writes(int) {
+  SignalHandlerScope in_handler;
+  rbtrace_events::tcmd_fixed::emit(*g_handler_rb, 7, 7, 7);
+}
+
+// An event a signal handler writes inside a SignalHandlerScope carries
+// kFlagSignal, which `trace-cmd report -l` prints as `h` in its latency
+// column; the thread's events do not: a reader tells them apart.
+TEST_F(TraceCmd, HandlerEventsAreFlaggedForTraceCmd) {
+  Options o;
+  o.ncpus = 1;
+  o.pages_per_cpu = 4;
+  auto rb = RingBuffer::create(o);
+  ASSERT_TRUE(rb);
+  ASSERT_EQ(rb->bind_thread(0), 0);
+  g_handler_rb = rb.get();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = handler_writes;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  rbtrace_events::tcmd_fixed::emit(*rb, 6, 6, 6);
+  ASSERT_EQ(raise(SIGUSR2), 0);
+  rbtrace_events::tcmd_fixed::emit(*rb, 8, 8, 8);
+  ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
+  const std::string pages = dir.path + "/cpu0";
+  const int fd = ::open(pages.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  ASSERT_GE(fd, 0);
+  DataPage* page = rb->alloc_read_page();
+  uint64_t size = 0;
+  while (rb->read_page(&page, 0, false) > 0) {
+    ASSERT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
+    size += o.page_size;
+  }
+  rb->free_read_page(page);
+  rb->unbind_thread();
+  TraceDatInput in;
+  in.page_size = o.page_size;
+  in.clock = rb->clock().trace_clock_name();
+  in.tsc2nsec = rb->clock().kind() == ClockKind::kCounter;
+  if (in.tsc2nsec) in.calibration = counter_calibration();
+  in.events = registered_event_formats();
+  in.cpus.push_back({fd, 0, size, cpu_stats_text(rb->stats(0))});
+  const std::string file = dir.path + "/trace.dat";
+  const int ofd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+  std::string err;
+  ASSERT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
+  ::close(ofd);
+  ::close(fd);
+  const Proc t = run(dir.path, {RBTRACE_TRACE_CMD, "report", "-l", file});
+  ASSERT_EQ(t.status, 0) << t.err;
+  // "comm-pid   0..h.. ts: fixed: seq=7 a=7 b=7": the second word is the
+  // CPU then the latency flags (`h`: hard interrupt, our kFlagSignal).
+  std::map<std::string, std::string> latency;  // seq -> that word
+  std::istringstream lines(t.out);
+  for (std::string l; std::getline(lines, l);) {
+    const size_t seq = l.find("seq=");
+    if (seq == std::string::npos) continue;
+    std::istringstream w(l);
+    std::string comm, col;
+    w >> comm >> col;
+    latency[l.substr(seq + 4, 1)] = col;
+  }
+  ASSERT_EQ(latency.size(), 3u) << t.out;
+  EXPECT_NE(latency["7"].find('h'), std::string::npos) << t.out;
+  EXPECT_EQ(latency["6"].find('h'), std::string::npos) << t.out;
+  EXPECT_EQ(latency["8"].find('h'), std::string::npos) << t.out;
 }
 
 TEST_F(TraceCmd, JsonAndChromeExportCarryTheSameRecords) {

@@ -3,6 +3,7 @@
 // __data_loc string), enable/disable, and long strings.
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <initializer_list>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "rbtrace/rbtrace.h"
 
@@ -384,6 +387,59 @@ TEST(Event, HeaderFormatsAreTheKernels) {
   EXPECT_TRUE(contains(he, "\ttime_extend : type == " + std::to_string(kTypeTimeExtend) + "\n"));
   EXPECT_TRUE(contains(he, "\ttime_stamp : type == " + std::to_string(kTypeTimeStamp) + "\n"));
   EXPECT_TRUE(contains(he, "\tdata max type_len  == " + std::to_string(kTypeDataMax) + "\n"));
+}
+
+}  // namespace
+
+namespace {
+
+// SIGUSR2's handler for SignalHandlerScopeFlagsHandlerEvents: writes one
+// event without a scope, one inside a scope, and one after the scope.
+RingBuffer* g_sig_rb = nullptr;
+void on_sigusr2(int) {
+  test_sample::emit(*g_sig_rb, 10, 0, "bare", 0);
+  {
+    SignalHandlerScope in_handler;
+    test_sample::emit(*g_sig_rb, 11, 0, "scoped", 0);
+    {
+      SignalHandlerScope nested;  // nests: leaving it keeps the outer one's flag
+    }
+    test_sample::emit(*g_sig_rb, 12, 0, "scoped", 0);
+  }
+  test_sample::emit(*g_sig_rb, 13, 0, "bare", 0);
+}
+
+// common_flags says "written in a handler" (kFlagSignal, trace-cmd's `h`)
+// for every event a handler writes inside a SignalHandlerScope; a handler
+// that interrupted no write and declared nothing cannot be told from its
+// thread (flags 0, level 0); the thread's events after the handler are the
+// thread's again.
+TEST(Event, SignalHandlerScopeFlagsHandlerEvents) {
+  auto rb = make();
+  Bound b(*rb, 0);
+  ASSERT_EQ(b.rc, 0);
+  g_sig_rb = rb.get();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = on_sigusr2;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  ASSERT_EQ(test_sample::emit(*rb, 1, 0, "thread", 0), 0);
+  ASSERT_EQ(raise(SIGUSR2), 0);  // delivered before raise returns
+  ASSERT_EQ(test_sample::emit(*rb, 2, 0, "thread", 0), 0);
+  ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
+  const std::vector<std::pair<uint64_t, uint8_t>> want = {
+      {1, 0}, {10, 0}, {11, kFlagSignal}, {12, kFlagSignal}, {13, 0}, {2, 0}};
+  for (const auto& [seq, flags] : want) {
+    PageEvent e;
+    ASSERT_EQ(rb->consume(0, &e), 0) << "seq " << seq;
+    test_sample::record r;
+    std::memcpy(&r, e.data, sizeof r);
+    EXPECT_EQ(r.seq, seq);
+    EXPECT_EQ(r.common.common_flags, flags) << "seq " << seq;
+    EXPECT_EQ(r.common.common_preempt_count, 0) << "seq " << seq << ": no write was interrupted";
+    EXPECT_EQ(r.common.common_pid, my_tid()) << "seq " << seq;
+    EXPECT_EQ(r.common.common_type, test_sample::id());
+  }
 }
 
 }  // namespace

@@ -110,17 +110,58 @@ std::string describe_record(const void* data, uint32_t len);
 std::string header_page_format();
 std::string header_event_format();
 
+// Marks the calling thread as inside a signal handler while it lives: the
+// typed events it writes meanwhile carry kFlagSignal in common_flags
+// (trace-cmd prints `h`), whether or not the handler interrupted a write of
+// the thread. Without it, only an event written by a handler that
+// interrupted a write is flagged (its common_preempt_count is the nesting
+// level, 1..); a handler that writes between two of the thread's writes
+// cannot be told from the thread otherwise. Put one at the top of each
+// handler that traces:
+//
+//   void on_sigusr1(int) {
+//     rbtrace::SignalHandlerScope in_handler;
+//     rbtrace_events::app_signal::emit(rb, ...);
+//   }
+//
+// Nests (a handler interrupting a handler). Async-signal-safe: it sets a
+// byte of the thread's state; no system call, no allocation.
+class SignalHandlerScope {
+ public:
+  SignalHandlerScope() noexcept : prev_(detail::tls_state.common_flags) {
+    detail::tls_state.common_flags = prev_ | kFlagSignal;
+    // A compiler fence: the flag is set before any of the handler's
+    // writes (pairs with the one in the destructor; same thread, so no
+    // hardware fence is needed).
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  ~SignalHandlerScope() {
+    // Pairs with the constructor's: the handler's writes are done before
+    // the flag goes back.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    detail::tls_state.common_flags = prev_;
+  }
+  SignalHandlerScope(const SignalHandlerScope&) = delete;
+  SignalHandlerScope& operator=(const SignalHandlerScope&) = delete;
+
+ private:
+  uint8_t prev_;
+};
+
 namespace detail {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "fill_common builds the CommonHeader as one little-endian word");
 inline void fill_common(void* rec, uint16_t id, const Reservation& r) {
   // CommonHeader {u16 type, u8 flags, u8 preempt_count, i32 pid} as one
-  // 64-bit store: a few shifts instead of masking a struct field by field.
+  // 64-bit store: the thread's cached upper part (ThreadState: the tid
+  // cached when the slot was claimed, the flags of a SignalHandlerScope),
+  // one load, or'ed with the type, the nesting level and, for a write that
+  // interrupted another of its thread, kFlagSignal.
+  uint64_t cached;
+  std::memcpy(&cached, &detail::tls_state, sizeof cached);
   const uint64_t level = r.level;
-  const uint64_t word = id | (static_cast<uint64_t>(level != 0) * (kFlagSignal << 16)) |
-                        (level << 24) |
-                        // cached when the slot was claimed
-                        (static_cast<uint64_t>(static_cast<uint32_t>(detail::tls_state.tid)) << 32);
+  const uint64_t word =
+      cached | id | (static_cast<uint64_t>(level != 0) * (kFlagSignal << 16)) | (level << 24);
   std::memcpy(rec, &word, sizeof word);
 }
 // Bytes a string takes at record offset `off`, its NUL included, when

@@ -110,7 +110,9 @@ inline constexpr uint32_t data_event_size(uint32_t payload) {
 // ---------------------------------------------------------------------------
 struct CommonHeader {
   uint16_t common_type;          // registered event type id
-  uint8_t common_flags;          // kFlagSignal when written in a handler
+  uint8_t common_flags;          // kFlagSignal: written by a signal handler
+                                 // (inside a SignalHandlerScope, or one that
+                                 // interrupted a write of its thread)
   uint8_t common_preempt_count;  // nesting level: 0 thread, 1.. signals
   int32_t common_pid;            // writer thread id (gettid)
 };

@@ -199,6 +199,13 @@ struct ThreadBinding {
 };
 inline constexpr int kMaxBindingsPerThread = 8;
 struct ThreadState {
+  // The first 8 bytes are the upper part of the common header word of
+  // this thread's typed records (event.h, fill_common: one load): bytes 0-1
+  // and 3 zero (the type and the nesting level go there), byte 2 the
+  // flags a SignalHandlerScope sets (kFlagSignal), bytes 4-7 the tid.
+  uint16_t common_zero;
+  uint8_t common_flags;
+  uint8_t common_zero2;
   int32_t tid;
   uint8_t count;
   bool key_set;
@@ -224,6 +231,8 @@ struct ThreadState {
   unsigned char* copy;
   uint32_t copy_size;
 };
+static_assert(offsetof(ThreadState, common_flags) == 2 && offsetof(ThreadState, tid) == 4,
+              "fill_common reads the first 8 bytes as the common header's upper part");
 // constinit: the definition is constant-initialized, so the compiler emits
 // no TLS wrapper call (or check for one) on the writer's path.
 extern constinit thread_local ThreadState tls_state __attribute__((tls_model("initial-exec")));
