@@ -1,5 +1,6 @@
 // event_registry.cc - event type ids and the kernel-style format texts.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -52,6 +53,21 @@ const EventType* find_event(std::string_view system, std::string_view name) {
   return nullptr;
 }
 
+namespace {
+// ", { 0, \"Red\" }, { 1, \"Green\" }" (libtraceevent's __print_symbolic
+// pairs). Each value as the field's bytes zero-extended, which is what
+// libtraceevent compares: an s32 -1 is 4294967295.
+std::string symbol_list(const EventField& fd) {
+  std::string s;
+  for (uint32_t i = 0; i < fd.nsymbols; i++) {
+    uint64_t v = static_cast<uint64_t>(fd.symbols[i].value);
+    if (fd.size < 8) v &= (uint64_t{1} << (8 * fd.size)) - 1;
+    s += ", { " + std::to_string(v) + ", \"" + fd.symbols[i].name + "\" }";
+  }
+  return s;
+}
+}  // namespace
+
 std::string EventType::print_fmt() const {
   std::string f = "\"";
   std::string args;
@@ -62,13 +78,26 @@ std::string EventType::print_fmt() const {
     f += '=';
     f += fd.fmt;
     args += ", ";
-    if (fd.is_string) {
-      args += "__get_str(";
-      args += fd.name;
-      args += ')';
-    } else {
-      args += "REC->";
-      args += fd.name;
+    const std::string fname = fd.name;
+    switch (fd.kind) {
+      case FieldKind::kString: args += "__get_str(" + fname + ")"; break;
+      case FieldKind::kEnum:
+        args += "__print_symbolic(REC->" + fname + symbol_list(fd) + ")";
+        break;
+      case FieldKind::kArray:
+        if (fd.elem_size == 1)
+          args += "__print_hex(REC->" + fname + ", " + std::to_string(fd.array_len) + ")";
+        else
+          args += "__print_array(REC->" + fname + ", " + std::to_string(fd.array_len) + ", " +
+                  std::to_string(fd.elem_size) + ")";
+        break;
+      case FieldKind::kBytes:
+        args += "__print_hex(__get_dynamic_array(" + fname + "), __get_dynamic_array_len(" +
+                fname + "))";
+        break;
+      case FieldKind::kInt:
+      case FieldKind::kFloat:
+      case FieldKind::kPointer: args += "REC->" + fname; break;
     }
   }
   f += '"';
@@ -89,12 +118,38 @@ std::string EventType::format() const {
     s += fd.c_type;
     s += ' ';
     s += fd.name;
+    if (fd.kind == FieldKind::kArray) s += "[" + std::to_string(fd.array_len) + "]";
     s += ";\toffset:" + std::to_string(fd.offset) + ";\tsize:" + std::to_string(fd.size) +
          ";\tsigned:" + (fd.is_signed ? "1" : "0") + ";\n";
   }
   s += "\nprint fmt: " + print_fmt() + "\n";
   return s;
 }
+
+namespace {
+int64_t load_int(const unsigned char* p, uint32_t size, bool is_signed, uint64_t* u_out) {
+  uint64_t u = 0;
+  std::memcpy(&u, p, size);  // little endian, size <= 8
+  *u_out = u;
+  if (is_signed && size < 8) {
+    const unsigned shift = 64 - 8 * size;
+    return static_cast<int64_t>(u << shift) >> shift;
+  }
+  return static_cast<int64_t>(u);
+}
+void append_int(std::string* s, const unsigned char* p, uint32_t size, bool is_signed) {
+  uint64_t u;
+  const int64_t i = load_int(p, size, is_signed, &u);
+  *s += is_signed ? std::to_string(i) : std::to_string(u);
+}
+void append_hex(std::string* s, const unsigned char* p, uint32_t n) {
+  static const char kHex[] = "0123456789abcdef";
+  for (uint32_t i = 0; i < n; i++) {
+    *s += kHex[p[i] >> 4];
+    *s += kHex[p[i] & 15];
+  }
+}
+}  // namespace
 
 std::string describe_record(const void* data, uint32_t len) {
   const auto* b = static_cast<const unsigned char*>(data);
@@ -109,26 +164,64 @@ std::string describe_record(const void* data, uint32_t len) {
     s += ' ';
     s += f.name;
     s += '=';
-    if (f.is_string) {
+    if (f.kind == FieldKind::kString || f.kind == FieldKind::kBytes) {
       uint32_t loc;
       std::memcpy(&loc, b + f.offset, 4);
       const uint32_t off = loc & 0xffff, n = loc >> 16;
-      if (n == 0 || off + n > len) {
+      if ((f.kind == FieldKind::kString && n == 0) || off + n > len) {
         s += "<bad __data_loc>";
+        continue;
+      }
+      if (f.kind == FieldKind::kBytes) {
+        append_hex(&s, b + off, n);
         continue;
       }
       s.append(reinterpret_cast<const char*>(b + off), strnlen(reinterpret_cast<const char*>(b + off), n));
       continue;
     }
-    uint64_t u = 0;
-    std::memcpy(&u, b + f.offset, f.size);  // little endian
-    if (f.is_signed && f.size < 8) {
-      const unsigned shift = 64 - 8 * f.size;
-      s += std::to_string(static_cast<int64_t>(u << shift) >> shift);
-    } else if (f.is_signed) {
-      s += std::to_string(static_cast<int64_t>(u));
-    } else {
-      s += std::to_string(u);
+    switch (f.kind) {
+      case FieldKind::kFloat: {
+        char buf[32];
+        if (f.size == 4) {
+          float v;
+          std::memcpy(&v, b + f.offset, 4);
+          std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+        } else {
+          double v;
+          std::memcpy(&v, b + f.offset, 8);
+          std::snprintf(buf, sizeof buf, "%.17g", v);
+        }
+        s += buf;
+        break;
+      }
+      case FieldKind::kPointer: {
+        uint64_t u;
+        std::memcpy(&u, b + f.offset, 8);
+        char buf[24];
+        std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(u));
+        s += buf;
+        break;
+      }
+      case FieldKind::kEnum: {
+        uint64_t u;
+        const int64_t v = load_int(b + f.offset, f.size, f.is_signed, &u);
+        const char* name = nullptr;
+        for (uint32_t k = 0; k < f.nsymbols && !name; k++) {
+          if (f.symbols[k].value == v) name = f.symbols[k].name;
+        }
+        if (name) s += name;
+        else append_int(&s, b + f.offset, f.size, f.is_signed);
+        break;
+      }
+      case FieldKind::kArray:
+        s += '{';
+        for (uint32_t k = 0; k < f.array_len; k++) {
+          if (k) s += ',';
+          append_int(&s, b + f.offset + k * f.elem_size, f.elem_size, f.is_signed);
+        }
+        s += '}';
+        break;
+      default: append_int(&s, b + f.offset, f.size, f.is_signed); break;
     }
   }
   return s;

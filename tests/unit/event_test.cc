@@ -24,6 +24,15 @@ RBTRACE_EVENT(test, ints, ((int8_t, a))((int16_t, b))((uint16_t, c))((int64_t, d
 RBTRACE_EVENT(other, strings, ((rbtrace::str, first))((uint16_t, mid))((rbtrace::str, second)))
 RBTRACE_EVENT(other, three, ((rbtrace::str, s1))((rbtrace::str, s2))((uint8_t, tag))((rbtrace::str, s3)))
 
+// Issue 15, item 2: the richer field types.
+namespace ut {
+enum class Mode : int16_t { Off = -2, On = 3 };
+}
+RBTRACE_ENUM(ut::Mode, (Off)(On))
+RBTRACE_EVENT(rich, all, ((double, d))((float, f))((ut::Mode, mode))((std::array<uint8_t, 3>, mac))
+                         ((std::array<int32_t, 2>, pair))((rbtrace::bytes, blob))((const void*, ptr))
+                         ((rbtrace::str, s)))
+
 using namespace rbtrace;
 using rbtrace_events::other_strings;
 using rbtrace_events::other_three;
@@ -204,6 +213,63 @@ TEST(Event, EmitWritesTheRecord) {
   EXPECT_EQ(data_loc(e.data, e.length, offsetof(R, label)), "");
   EXPECT_EQ(rb->consume(0, &e), -EAGAIN);
   EXPECT_EQ(rb->stats(0).entries, 3u);
+}
+
+// float, double, an enum, arrays, bytes and a pointer: the record and the
+// format text.
+TEST(Event, RichFieldTypes) {
+  using rbtrace_events::rich_all;
+  using R = rich_all::record;
+  const std::string fmt = rich_all::type().format();
+  EXPECT_TRUE(contains(fmt, field_line("double d", offsetof(R, d), 8, true))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("float f", offsetof(R, f), 4, true))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("s16 mode", offsetof(R, mode), 2, true))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("u8 mac[3]", offsetof(R, mac), 3, false))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("s32 pair[2]", offsetof(R, pair), 8, true))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("__data_loc u8[] blob", offsetof(R, blob), 4, false))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("unsigned long ptr", offsetof(R, ptr), 8, false))) << fmt;
+  EXPECT_TRUE(contains(fmt, field_line("__data_loc char[] s", offsetof(R, s), 4, false))) << fmt;
+  EXPECT_TRUE(contains(
+      fmt, "print fmt: \"d=%#llx f=%#x mode=%s mac=%s pair=%s blob=%s ptr=0x%lx s=%s\", REC->d, REC->f, "
+           "__print_symbolic(REC->mode, { 65534, \"Off\" }, { 3, \"On\" }), __print_hex(REC->mac, 3), "
+           "__print_array(REC->pair, 2, 4), __print_hex(__get_dynamic_array(blob), "
+           "__get_dynamic_array_len(blob)), REC->ptr, __get_str(s)\n"))
+      << fmt;
+
+  auto rb = make();
+  Bound b(*rb, 0);
+  ASSERT_EQ(b.rc, 0);
+  const std::vector<uint8_t> blob = {9, 0, 8};
+  int x = 0;
+  ASSERT_EQ(rich_all::emit(*rb, -0.5, 3.25f, ut::Mode::Off, {1, 2, 3}, {-4, 5}, blob, &x, "hi"), 0);
+  PageEvent e;
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  EXPECT_EQ(e.length, (sizeof(R) + 3 + 3 + 3) & ~3u);
+  R r;
+  std::memcpy(&r, e.data, sizeof r);
+  EXPECT_EQ(r.common.common_type, rich_all::id());
+  EXPECT_EQ(r.d, -0.5);
+  EXPECT_EQ(r.f, 3.25f);
+  EXPECT_EQ(r.mode, -2);
+  EXPECT_EQ(r.mac, (std::array<uint8_t, 3>{1, 2, 3}));
+  EXPECT_EQ(r.pair, (std::array<int32_t, 2>{-4, 5}));
+  EXPECT_EQ(r.ptr, reinterpret_cast<uintptr_t>(&x));
+  uint32_t loc;
+  std::memcpy(&loc, e.data + offsetof(R, blob), 4);
+  EXPECT_EQ(loc & 0xffff, sizeof(R));  // the bytes right after the fixed fields, no NUL
+  EXPECT_EQ(loc >> 16, 3u);
+  EXPECT_EQ(std::memcmp(e.data + sizeof(R), blob.data(), 3), 0);
+  EXPECT_EQ(data_loc(e.data, e.length, offsetof(R, s)), "hi");
+  std::memcpy(&loc, e.data + offsetof(R, s), 4);
+  EXPECT_EQ(loc & 0xffff, sizeof(R) + 3);
+  char ptr[24];
+  std::snprintf(ptr, sizeof ptr, "0x%llx", static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(&x)));
+  EXPECT_EQ(describe_record(e.data, e.length),
+            std::string("rich:all d=-0.5 f=3.25 mode=Off mac={1,2,3} pair={-4,5} blob=090008 ptr=") + ptr + " s=hi");
+  // An empty byte sequence and a value without a name.
+  ASSERT_EQ(rich_all::emit(*rb, 0, 0, static_cast<ut::Mode>(7), {}, {}, std::string_view(), nullptr, ""), 0);
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  EXPECT_EQ(describe_record(e.data, e.length), "rich:all d=0 f=0 mode=7 mac={0,0,0} pair={0,0} blob= ptr=0x0 s=");
 }
 
 // Two strings: each has its own __data_loc, one after the other.

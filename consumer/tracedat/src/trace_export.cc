@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <cmath>
+#include <cstdlib>
 #include <cstdarg>
 #include <cstring>
 
@@ -91,6 +93,25 @@ void json_value(std::string* out, const TraceValue& v) {
       append_json_string(out, h);
       return;
     }
+    case TraceValue::Kind::kFloat:
+      // A JSON number that reads back as the same double; NaN and the
+      // infinities, which JSON has no number for, as the strings "nan",
+      // "-nan", "inf" and "-inf".
+      if (std::isnan(v.d) || std::isinf(v.d)) {
+        append_json_string(out, tracedat::float_text(v.d, v.single));
+      } else {
+        *out += tracedat::float_text(v.d, v.single);
+      }
+      return;
+    case TraceValue::Kind::kArray:
+      *out += '[';
+      for (size_t k = 0; k < v.a.size(); k++) {
+        if (k) *out += ',';
+        if (v.array_signed) appendf(out, "%" PRId64, static_cast<int64_t>(v.a[k]));
+        else appendf(out, "%" PRIu64, v.a[k]);
+      }
+      *out += ']';
+      return;
   }
 }
 
@@ -106,6 +127,17 @@ bool json_fields(std::string* out, const TraceRecord& rec, std::string* err) {
     first = false;
     append_json_string(out, f.name);
     *out += ':';
+    if (!f.symbols.empty() && (v.kind == TraceValue::Kind::kSigned || v.kind == TraceValue::Kind::kUnsigned)) {
+      // An enum (__print_symbolic in the print fmt): its name when it has one.
+      const uint64_t raw = v.kind == TraceValue::Kind::kSigned ? static_cast<uint64_t>(v.i) : v.u;
+      const uint64_t z = f.size < 8 ? raw & ((uint64_t{1} << (8 * f.size)) - 1) : raw;
+      const auto it = std::find_if(f.symbols.begin(), f.symbols.end(),
+                                   [z](const auto& p) { return p.first == z; });
+      if (it != f.symbols.end()) {
+        append_json_string(out, it->second);
+        continue;
+      }
+    }
     json_value(out, v);
   }
   return true;

@@ -85,6 +85,10 @@ bool parse_decl(std::string_view decl, TraceField* f, bool* is_array) {
     const size_t open = decl.rfind('[');
     if (open == std::string_view::npos) return false;
     suffix = std::string(decl.substr(open));
+    uint64_t n = 0;
+    f->array_len = 0;
+    if (parse_u64(decl.substr(open + 1, decl.size() - open - 2), kMaxPageSize, &n))
+      f->array_len = static_cast<uint32_t>(n);
     decl = trim(decl.substr(0, open));
     *is_array = true;
   }
@@ -127,48 +131,166 @@ bool unquote_format(std::string_view s, std::string* fmt, std::string_view* rest
   return false;  // unterminated
 }
 
-// The field one argument prints (its index in ev.fields), or -1.
-int print_arg_field(std::string_view a, const TraceEventFormat& ev) {
-  std::string_view name;
-  bool want_string = false;
-  if (starts_with(a, "REC->")) {
-    name = a.substr(5);
-  } else if (starts_with(a, "__get_str(") && a.back() == ')') {
-    name = trim(a.substr(10, a.size() - 11));
-    want_string = true;
-  } else {
-    return -1;
-  }
+// The field named `name` (its index in ev.fields), or -1.
+int field_index(std::string_view name, const TraceEventFormat& ev) {
   int idx = -1;
   for (size_t f = 0; f < ev.fields.size(); f++) {
     if (ev.fields[f].name == name) idx = static_cast<int>(f);
   }
-  if (idx < 0) return -1;
-  if (want_string && ev.fields[static_cast<size_t>(idx)].kind != TraceField::Kind::kDynString)
-    return -1;
   return idx;
 }
 
-// The arguments after the format string (", ARG, ARG...") into *args.
-bool parse_print_args(std::string_view rest, const TraceEventFormat& ev, std::vector<int>* args) {
+// `s` = "HELPER(INSIDE)": true with *inside.
+bool call_of(std::string_view s, std::string_view helper, std::string_view* inside) {
+  if (!starts_with(s, helper) || s.size() < helper.size() + 2) return false;
+  std::string_view rest = trim(s.substr(helper.size()));
+  if (rest.size() < 2 || rest.front() != '(' || rest.back() != ')') return false;
+  *inside = rest.substr(1, rest.size() - 2);
+  return true;
+}
+
+// Splits `s` at the commas outside parentheses, braces and quotes.
+bool split_args(std::string_view s, std::vector<std::string_view>* parts) {
   int depth = 0;
+  bool quoted = false;
   size_t b = 0;
-  std::vector<std::string_view> parts;
-  for (size_t k = 0; k <= rest.size(); k++) {
-    if (k == rest.size() || (rest[k] == ',' && depth == 0)) {
-      parts.push_back(trim(rest.substr(b, k - b)));
+  for (size_t k = 0; k <= s.size(); k++) {
+    if (k < s.size() && quoted) {
+      if (s[k] == '\\') k++;
+      else if (s[k] == '"') quoted = false;
+      continue;
+    }
+    if (k == s.size() || (s[k] == ',' && depth == 0)) {
+      parts->push_back(trim(s.substr(b, k < s.size() ? k - b : s.size() - b)));
       b = k + 1;
       continue;
     }
-    if (rest[k] == '(') depth++;
-    if (rest[k] == ')') depth--;
+    if (s[k] == '"') quoted = true;
+    if (s[k] == '(' || s[k] == '{') depth++;
+    if (s[k] == ')' || s[k] == '}') depth--;
     if (depth < 0) return false;
   }
+  return depth == 0 && !quoted;
+}
+
+// A decimal (optionally negative) or 0x hex number, as the bits of a
+// `size`-byte field zero-extended.
+bool parse_symbol_value(std::string_view t, uint32_t size, uint64_t* v) {
+  bool neg = false;
+  if (!t.empty() && t[0] == '-') {
+    neg = true;
+    t = trim(t.substr(1));
+  }
+  uint64_t x = 0;
+  if (starts_with(t, "0x") || starts_with(t, "0X")) {
+    if (t.size() == 2 || t.size() > 18) return false;
+    for (char c : t.substr(2)) {
+      const int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+      if (d < 0) return false;
+      x = x << 4 | static_cast<uint64_t>(d);
+    }
+  } else if (!parse_u64(t, UINT64_MAX, &x)) {
+    return false;
+  }
+  if (neg) x = 0 - x;
+  if (size < 8) x &= (uint64_t{1} << (8 * size)) - 1;
+  *v = x;
+  return true;
+}
+
+// "{ V, \"NAME\" }" pairs of a __print_symbolic into *symbols.
+bool parse_symbols(const std::vector<std::string_view>& parts, uint32_t size,
+                   std::vector<std::pair<uint64_t, std::string>>* symbols) {
+  for (size_t k = 1; k < parts.size(); k++) {
+    std::string_view p = parts[k];
+    if (p.size() < 2 || p.front() != '{' || p.back() != '}') return false;
+    std::vector<std::string_view> vn;
+    if (!split_args(p.substr(1, p.size() - 2), &vn) || vn.size() != 2) return false;
+    uint64_t v = 0;
+    std::string name;
+    std::string_view rest;
+    if (!parse_symbol_value(vn[0], size, &v) || !unquote_format(vn[1], &name, &rest) ||
+        !trim(rest).empty())
+      return false;
+    symbols->emplace_back(v, std::move(name));
+  }
+  return true;
+}
+
+// The field one argument prints (its index in ev.fields), or -1; *helper
+// says how. A __print_symbolic's names go to the field's `symbols`.
+int print_arg_field(std::string_view a, TraceEventFormat& ev, TraceEventFormat::PrintHelper* helper) {
+  using H = TraceEventFormat::PrintHelper;
+  *helper = H::kPlain;
+  std::string_view inside;
+  if (starts_with(a, "REC->")) return field_index(a.substr(5), ev);
+  if (call_of(a, "__get_str", &inside)) {
+    const int idx = field_index(trim(inside), ev);
+    if (idx < 0 || ev.fields[static_cast<size_t>(idx)].kind != TraceField::Kind::kDynString) return -1;
+    return idx;
+  }
+  std::vector<std::string_view> parts;
+  if (call_of(a, "__print_symbolic", &inside)) {
+    if (!split_args(inside, &parts) || parts.size() < 2 || !starts_with(parts[0], "REC->")) return -1;
+    const int idx = field_index(parts[0].substr(5), ev);
+    if (idx < 0) return -1;
+    TraceField& f = ev.fields[static_cast<size_t>(idx)];
+    if (f.kind != TraceField::Kind::kInt) return -1;
+    std::vector<std::pair<uint64_t, std::string>> symbols;
+    if (!parse_symbols(parts, f.size, &symbols)) return -1;
+    f.symbols = std::move(symbols);
+    *helper = H::kSymbolic;
+    return idx;
+  }
+  if (call_of(a, "__print_hex", &inside)) {
+    if (!split_args(inside, &parts) || parts.size() != 2) return -1;
+    std::string_view dyn, dyn_len;
+    if (call_of(parts[0], "__get_dynamic_array", &dyn)) {
+      // __print_hex(__get_dynamic_array(f), __get_dynamic_array_len(f))
+      if (!call_of(parts[1], "__get_dynamic_array_len", &dyn_len) || trim(dyn) != trim(dyn_len))
+        return -1;
+      const int idx = field_index(trim(dyn), ev);
+      if (idx < 0 || ev.fields[static_cast<size_t>(idx)].kind != TraceField::Kind::kDynArray) return -1;
+      *helper = H::kHex;
+      return idx;
+    }
+    if (!starts_with(parts[0], "REC->")) return -1;
+    const int idx = field_index(parts[0].substr(5), ev);
+    uint64_t n = 0;
+    if (idx < 0 || !parse_u64(parts[1], kMaxPageSize, &n)) return -1;
+    const TraceField& f = ev.fields[static_cast<size_t>(idx)];
+    if (f.kind != TraceField::Kind::kIntArray || f.size != f.array_len || n != f.array_len) return -1;
+    *helper = H::kHex;
+    return idx;
+  }
+  if (call_of(a, "__print_array", &inside)) {
+    if (!split_args(inside, &parts) || parts.size() != 3 || !starts_with(parts[0], "REC->")) return -1;
+    const int idx = field_index(parts[0].substr(5), ev);
+    uint64_t n = 0, el = 0;
+    if (idx < 0 || !parse_u64(parts[1], kMaxPageSize, &n) || !parse_u64(parts[2], 8, &el)) return -1;
+    const TraceField& f = ev.fields[static_cast<size_t>(idx)];
+    if (f.kind != TraceField::Kind::kIntArray || n != f.array_len || n * el != f.size) return -1;
+    *helper = H::kArray;
+    return idx;
+  }
+  return -1;
+}
+
+// The arguments after the format string (", ARG, ARG...") into *args.
+bool parse_print_args(std::string_view rest, TraceEventFormat& ev, std::vector<int>* args,
+                      std::vector<TraceEventFormat::PrintHelper>* helpers) {
+  std::vector<std::string_view> parts;
+  if (!split_args(rest, &parts)) return false;
   if (parts.empty() || !parts[0].empty()) return false;
   for (size_t k = 1; k < parts.size(); k++) {
-    const int idx = print_arg_field(parts[k], ev);
+    TraceEventFormat::PrintHelper h;
+    const int idx = print_arg_field(parts[k], ev, &h);
     if (idx < 0) return false;
     args->push_back(idx);
+    helpers->push_back(h);
   }
   return true;
 }
@@ -192,25 +314,38 @@ bool count_conversions(std::string_view fmt, size_t* n) {
 void parse_print_fmt(TraceEventFormat* ev) {
   ev->print_ok = false;
   ev->print_args.clear();
+  ev->print_helpers.clear();
   ev->print_format.clear();
   std::string fmt;
   std::string_view rest;
   std::vector<int> args;
+  std::vector<TraceEventFormat::PrintHelper> helpers;
   size_t nconv = 0;
-  if (!unquote_format(trim(ev->print_fmt), &fmt, &rest) || !parse_print_args(rest, *ev, &args) ||
-      !count_conversions(fmt, &nconv) || nconv != args.size())
+  if (!unquote_format(trim(ev->print_fmt), &fmt, &rest) ||
+      !parse_print_args(rest, *ev, &args, &helpers) || !count_conversions(fmt, &nconv) ||
+      nconv != args.size()) {
+    for (TraceField& f : ev->fields) f.symbols.clear();
     return;
+  }
   ev->print_format = std::move(fmt);
   ev->print_args = std::move(args);
+  ev->print_helpers = std::move(helpers);
   ev->print_ok = true;
 }
 
 // ---- the format text
 
 TraceField::Kind field_kind(const TraceField& f, bool is_array) {
-  if (starts_with(f.type, "__data_loc")) return TraceField::Kind::kDynString;
-  if (is_array && f.type.find("char") != std::string::npos && f.size > 0)
-    return TraceField::Kind::kCharArray;
+  const bool has_char = f.type.find("char") != std::string::npos;
+  if (starts_with(f.type, "__data_loc"))
+    return has_char ? TraceField::Kind::kDynString : TraceField::Kind::kDynArray;
+  if (is_array && has_char && f.size > 0) return TraceField::Kind::kCharArray;
+  if (is_array && f.array_len > 0 && f.size % f.array_len == 0) {
+    const uint32_t el = f.size / f.array_len;
+    if (el == 1 || el == 2 || el == 4 || el == 8) return TraceField::Kind::kIntArray;
+  }
+  if (!is_array && ((f.type == "float" && f.size == 4) || (f.type == "double" && f.size == 8)))
+    return TraceField::Kind::kFloat;
   if (!is_array && (f.size == 1 || f.size == 2 || f.size == 4 || f.size == 8))
     return TraceField::Kind::kInt;
   return TraceField::Kind::kBytes;
@@ -240,7 +375,8 @@ bool add_field(std::string_view line, const std::string& where, bool common_done
   f.size = static_cast<uint32_t>(fl.size);
   f.is_signed = fl.is_signed != 0;
   f.kind = field_kind(f, is_array);
-  if (f.kind == TraceField::Kind::kDynString && f.size != 4) {
+  if (f.kind != TraceField::Kind::kIntArray) f.array_len = 0;
+  if ((f.kind == TraceField::Kind::kDynString || f.kind == TraceField::Kind::kDynArray) && f.size != 4) {
     *err = where + ": __data_loc field '" + f.name + "' is not 4 bytes";
     return false;
   }

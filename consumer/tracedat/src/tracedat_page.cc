@@ -84,7 +84,7 @@ bool field_in_record(const unsigned char* rec, uint32_t size, const TraceField& 
            std::to_string(f.size) + ") is outside the " + std::to_string(size) + "-byte record";
     return false;
   }
-  if (f.kind != TraceField::Kind::kDynString) return true;
+  if (f.kind != TraceField::Kind::kDynString && f.kind != TraceField::Kind::kDynArray) return true;
   // u32: offset in the low 16 bits, length in the high 16 (parse_format
   // made sure the field is 4 bytes).
   const uint32_t loc = load_u32(rec + f.offset);
@@ -124,7 +124,7 @@ bool check_trace_page(const unsigned char* page, uint32_t page_size, const Trace
                              std::to_string(ev.offset) + " is " + std::to_string(ev.length) +
                              " bytes, its format needs " + std::to_string(f->min_size));
     for (const TraceField& fd : f->fields) {
-      if (fd.kind != TraceField::Kind::kDynString) continue;
+      if (fd.kind != TraceField::Kind::kDynString && fd.kind != TraceField::Kind::kDynArray) continue;
       if (!tracedat::field_in_record(ev.data, ev.length, fd, nullptr, nullptr, &e))
         return refuse(why, "record of " + f->system + ":" + f->name + " at data offset " +
                                std::to_string(ev.offset) + ": " + e);

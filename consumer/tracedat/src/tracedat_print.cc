@@ -2,7 +2,9 @@
 // field_value, raw_fields and format_fields (see rbtrace/tracedat_reader.h),
 // with the one printf conversion done here (the file's format text never
 // reaches printf).
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -26,6 +28,15 @@ uint64_t load_le(const unsigned char* p, uint32_t n) {
 
 std::string value_text(const TraceValue& v) {
   switch (v.kind) {
+    case TraceValue::Kind::kFloat: return td::float_text(v.d, v.single);
+    case TraceValue::Kind::kArray: {
+      std::string s = "{";
+      for (size_t k = 0; k < v.a.size(); k++) {
+        if (k) s += ',';
+        s += v.array_signed ? std::to_string(static_cast<int64_t>(v.a[k])) : std::to_string(v.a[k]);
+      }
+      return s + "}";
+    }
     case TraceValue::Kind::kSigned: return std::to_string(v.i);
     case TraceValue::Kind::kUnsigned: return std::to_string(v.u);
     case TraceValue::Kind::kString: {
@@ -102,6 +113,12 @@ std::string integer_text(const td::Conversion& c, uint64_t raw) {
 // 999, length modifiers hh h l ll z j t, conversions d i u o x X c s p.
 void format_one(std::string* out, const td::Conversion& c, const TraceValue& v) {
   const bool is_num = v.kind == TraceValue::Kind::kSigned || v.kind == TraceValue::Kind::kUnsigned;
+  if (v.kind == TraceValue::Kind::kFloat) {
+    // trace-cmd cannot print a float: the print fmt shows its bits (0x%llx);
+    // here the number, whatever the conversion.
+    pad_into(out, td::float_text(v.d, v.single), c.flags, c.width);
+    return;
+  }
   if (c.conv == 's' || !is_num) {
     // The precision cuts the string's bytes, before they are escaped (an
     // escape is never cut in half).
@@ -142,6 +159,52 @@ void zero_extend_small(TraceValue* v, uint32_t size, uint32_t below) {
   v->u = static_cast<uint64_t>(v->i) & ((uint64_t{1} << (8 * size)) - 1);
 }
 
+// What libtraceevent prints for a __print_symbolic / __print_hex /
+// __print_array argument: the name (else 0x%llx of the value), the bytes
+// as "de ad 0b ef", the elements zero-extended in decimal, space
+// separated.
+std::string helper_text(TraceEventFormat::PrintHelper h, const TraceField& f, const TraceValue& v) {
+  std::string s;
+  char b[24];
+  switch (h) {
+    case TraceEventFormat::PrintHelper::kSymbolic: {
+      const uint64_t raw = v.kind == TraceValue::Kind::kSigned ? static_cast<uint64_t>(v.i) : v.u;
+      const uint64_t z = f.size < 8 ? raw & ((uint64_t{1} << (8 * f.size)) - 1) : raw;
+      for (const auto& [value, name] : f.symbols) {
+        if (value == z) {
+          append_escaped(&s, reinterpret_cast<const unsigned char*>(name.data()), name.size());
+          return s;
+        }
+      }
+      std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(z));
+      return b;
+    }
+    case TraceEventFormat::PrintHelper::kHex: {
+      std::string bytes = v.s;
+      if (v.kind == TraceValue::Kind::kArray) {
+        bytes.clear();
+        for (uint64_t e : v.a) bytes += static_cast<char>(e);
+      }
+      for (size_t k = 0; k < bytes.size(); k++) {
+        std::snprintf(b, sizeof b, k ? " %02x" : "%02x", static_cast<unsigned char>(bytes[k]));
+        s += b;
+      }
+      return s;
+    }
+    case TraceEventFormat::PrintHelper::kArray: {
+      const uint32_t el = f.array_len ? f.size / f.array_len : 8;
+      for (size_t k = 0; k < v.a.size(); k++) {
+        const uint64_t z = el < 8 ? v.a[k] & ((uint64_t{1} << (8 * el)) - 1) : v.a[k];
+        if (k) s += ' ';
+        s += std::to_string(z);
+      }
+      return s;
+    }
+    case TraceEventFormat::PrintHelper::kPlain: break;
+  }
+  return value_text(v);
+}
+
 }  // namespace
 
 bool TraceDatReader::field_value(const TraceRecord& rec, const TraceField& f, TraceValue* out,
@@ -178,6 +241,34 @@ bool TraceDatReader::field_value(const TraceRecord& rec, const TraceField& f, Tr
       out->kind = TraceValue::Kind::kBytes;
       out->s.assign(reinterpret_cast<const char*>(p), f.size);
       return true;
+    case TraceField::Kind::kDynArray:
+      out->kind = TraceValue::Kind::kBytes;
+      out->s.assign(reinterpret_cast<const char*>(rec.data + off), len);
+      return true;
+    case TraceField::Kind::kFloat:
+      out->kind = TraceValue::Kind::kFloat;
+      out->single = false;
+      if (f.size == 4) {
+        float x;
+        std::memcpy(&x, p, 4);
+        out->d = x;
+        out->single = true;
+      } else {
+        std::memcpy(&out->d, p, 8);
+      }
+      return true;
+    case TraceField::Kind::kIntArray: {
+      out->kind = TraceValue::Kind::kArray;
+      out->array_signed = f.is_signed;
+      const uint32_t el = f.size / f.array_len;
+      const unsigned sh = 64 - 8 * el;
+      out->a.clear();
+      for (uint32_t k = 0; k < f.array_len; k++) {
+        const uint64_t u = load_le(p + k * el, el);
+        out->a.push_back(f.is_signed ? static_cast<uint64_t>(static_cast<int64_t>(u << sh) >> sh) : u);
+      }
+      return true;
+    }
   }
   return false;
 }
@@ -226,9 +317,15 @@ bool TraceDatReader::format_fields(const TraceRecord& rec, std::string* out, std
       *out += '%';
       continue;
     }
+    const TraceEventFormat::PrintHelper helper =
+        arg < ev.print_helpers.size() ? ev.print_helpers[arg] : TraceEventFormat::PrintHelper::kPlain;
     const TraceField& field = ev.fields[static_cast<size_t>(ev.print_args[arg++])];
     TraceValue v;
     if (!field_value(rec, field, &v, err)) return false;
+    if (helper != TraceEventFormat::PrintHelper::kPlain) {
+      pad_into(out, helper_text(helper, field, v), c.flags, c.width);
+      continue;
+    }
     // libtraceevent reads a print-fmt argument's bytes zero-extended and
     // then casts to the conversion's type: an s8 -69 printed with %d
     // shows 187 in trace-cmd. Do the same so the texts agree.

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -11,6 +13,20 @@
 #include <vector>
 
 namespace rbtrace::tracedat {
+
+// The shortest text that reads back as the same value: "1.5", "0.1",
+// "-2.99999995e+38"; "nan", "-nan", "inf", "-inf". `single`: the value
+// came from a float (it reads back as that float).
+inline std::string float_text(double d, bool single) {
+  if (std::isnan(d)) return std::signbit(d) ? "-nan" : "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  char b[40];
+  for (int prec = 1; prec <= 17; prec++) {
+    std::snprintf(b, sizeof b, "%.*g", prec, d);
+    if (single ? std::strtof(b, nullptr) == static_cast<float>(d) : std::strtod(b, nullptr) == d) break;
+  }
+  return b;
+}
 
 inline std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);

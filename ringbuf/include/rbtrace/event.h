@@ -13,21 +13,44 @@
 //     any thread or signal handler; no allocation, no system call),
 //   - `enable()` / `disable()`: a disabled event costs one load and a branch.
 //
-// Field types: the fixed-width integer types, bool, and rbtrace::str
-// (passed as std::string_view; longer than 65535 bytes is cut, and a string
-// followed by other strings is cut so that their 16-bit __data_loc offsets
-// still fit).
+// Field types (anything else fails with a static_assert listing these):
+//   - the fixed-width integer types and bool;
+//   - rbtrace::str (passed as std::string_view; longer than 65534 bytes is
+//     cut, and a string followed by other dynamic fields is cut so that
+//     their 16-bit __data_loc offsets still fit);
+//   - float, double: "double ms", signed:1; trace-cmd shows the IEEE bits
+//     in hex (0x3ff8000000000000 for 1.5), rbtrace report the number;
+//   - an enum declared once with RBTRACE_ENUM (below), stored as its
+//     underlying type, printed by name (__print_symbolic);
+//   - std::array<I, N> of a fixed-width integer type: "u8 mac[6]"
+//     (trace-cmd: __print_hex for 1-byte elements, __print_array else);
+//   - rbtrace::bytes, a byte sequence passed as any contiguous range of
+//     1-byte elements (bytes_view): "__data_loc u8[]", cut as strings are;
+//   - any pointer T*: "unsigned long", printed 0x%lx (never dereferenced).
+// A type with a comma needs no alias: ((std::array<uint8_t, 6>, mac)).
+//
+//   namespace net { enum class Proto : uint8_t { Tcp, Udp }; }
+//   RBTRACE_ENUM(net::Proto, (Tcp)(Udp))
+//   RBTRACE_EVENT(net, pkt, ((net::Proto, proto))((std::array<uint8_t, 6>, mac))
+//                           ((rbtrace::bytes, head))((double, ms))((const void*, sock)))
+//   rbtrace_events::net_pkt::emit(rb, net::Proto::Udp, mac, std::span(buf, 16), 0.25, s);
 #pragma once
 
 #include <boost/preprocessor/comma_if.hpp>
 #include <boost/preprocessor/seq/for_each.hpp>
 #include <boost/preprocessor/seq/for_each_i.hpp>
 #include <boost/preprocessor/stringize.hpp>
+#include <boost/preprocessor/arithmetic/dec.hpp>
 #include <boost/preprocessor/tuple/elem.hpp>
+#include <boost/preprocessor/tuple/enum.hpp>
+#include <boost/preprocessor/tuple/pop_back.hpp>
+#include <boost/preprocessor/tuple/size.hpp>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <ranges>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -37,10 +60,58 @@
 
 namespace rbtrace {
 
-struct str {};  // marker type for a __data_loc char[] field
+struct str {};    // marker type for a __data_loc char[] field
+struct bytes {};  // marker type for a __data_loc u8[] field (a byte sequence)
+
+// A byte sequence passed to a `rbtrace::bytes` field: any contiguous range
+// of 1-byte elements (std::span<const uint8_t>, std::string_view,
+// std::vector<uint8_t>, std::array<std::byte, N>, ...) or (pointer, size).
+struct bytes_view {
+  const void* data = nullptr;
+  size_t size = 0;
+  constexpr bytes_view() = default;
+  constexpr bytes_view(const void* p, size_t n) : data(p), size(n) {}
+  template <class R>
+    requires std::ranges::contiguous_range<const R&> &&
+             (sizeof(std::ranges::range_value_t<const R&>) == 1)
+  constexpr bytes_view(const R& r)  // NOLINT: implicit by design
+      : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
+};
+
+// The field kinds of an EventField.
+enum class FieldKind : uint8_t {
+  kInt,      // fixed-width integer or bool
+  kString,   // rbtrace::str: __data_loc char[]
+  kFloat,    // float, double
+  kEnum,     // an enum declared with RBTRACE_ENUM: its underlying integer
+  kArray,    // std::array<integer, N>: "u8 name[N]"
+  kBytes,    // rbtrace::bytes: __data_loc u8[]
+  kPointer,  // any T*: unsigned long, printed 0x%lx
+};
+
+// An enum's names: specialised by RBTRACE_ENUM (below).
+template <class E>
+struct EnumTraits {
+  static constexpr bool declared = false;
+};
+struct EnumValue {
+  int64_t value;
+  const char* name;
+};
 
 template <class T>
-struct FieldTraits;
+inline constexpr bool kAlwaysFalse = false;
+
+// The primary template: every supported type has a specialisation below.
+template <class T>
+struct FieldTraits {
+  static_assert(kAlwaysFalse<T>,
+                "RBTRACE_EVENT field type not supported. Supported: uint8_t..uint64_t, "
+                "int8_t..int64_t, bool, float, double, rbtrace::str (a string), "
+                "rbtrace::bytes (a byte sequence), std::array<I, N> of a fixed-width "
+                "integer type I, any pointer T*, and an enum declared with "
+                "RBTRACE_ENUM(Type, (A)(B)...) at global scope");
+};
 #define RBTRACE_FIELD_TRAITS(T, cname, pfmt)                      \
   template <>                                                     \
   struct FieldTraits<T> {                                         \
@@ -50,6 +121,8 @@ struct FieldTraits;
     static constexpr const char* fmt = pfmt;                      \
     static constexpr bool is_signed = std::is_signed_v<T>;        \
     static constexpr bool is_string = false;                      \
+    static constexpr bool is_dynamic = false;                     \
+    static constexpr FieldKind kind = FieldKind::kInt;            \
   };
 RBTRACE_FIELD_TRAITS(uint64_t, "u64", "%llu")
 RBTRACE_FIELD_TRAITS(int64_t, "s64", "%lld")
@@ -69,6 +142,108 @@ struct FieldTraits<str> {
   static constexpr const char* fmt = "%s";
   static constexpr bool is_signed = false;
   static constexpr bool is_string = true;
+  static constexpr bool is_dynamic = true;
+  static constexpr FieldKind kind = FieldKind::kString;
+};
+template <>
+struct FieldTraits<bytes> {
+  using storage = uint32_t;
+  using param = bytes_view;
+  static constexpr const char* c_name = "__data_loc u8[]";
+  static constexpr const char* fmt = "%s";
+  static constexpr bool is_signed = false;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = true;
+  static constexpr FieldKind kind = FieldKind::kBytes;
+};
+// float and double: "float x" / "double x", signed:1, the IEEE bits little
+// endian. trace-cmd cannot print a float: the print fmt shows the bits in
+// hex (%#llx: 0x3ff8000000000000 for 1.5); rbtrace's reader knows the type
+// and prints the number (1.5).
+template <>
+struct FieldTraits<float> {
+  using storage = float;
+  using param = float;
+  static constexpr const char* c_name = "float";
+  static constexpr const char* fmt = "%#x";
+  static constexpr bool is_signed = true;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = false;
+  static constexpr FieldKind kind = FieldKind::kFloat;
+};
+template <>
+struct FieldTraits<double> {
+  using storage = double;
+  using param = double;
+  static constexpr const char* c_name = "double";
+  static constexpr const char* fmt = "%#llx";
+  static constexpr bool is_signed = true;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = false;
+  static constexpr FieldKind kind = FieldKind::kFloat;
+};
+// Any pointer: its address as an unsigned long (the pointee is not read).
+template <class T>
+struct FieldTraits<T*> {
+  using storage = uint64_t;
+  using param = T*;
+  static constexpr const char* c_name = "unsigned long";
+  static constexpr const char* fmt = "0x%lx";
+  static constexpr bool is_signed = false;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = false;
+  static constexpr FieldKind kind = FieldKind::kPointer;
+};
+// std::array<I, N> of a fixed-width integer type (not bool, not char):
+// the kernel's "u8 name[N]"; printed by trace-cmd with __print_hex (u8,
+// s8) or __print_array (wider elements).
+template <class I, size_t N>
+  requires(std::is_integral_v<I> && !std::is_same_v<I, bool> && !std::is_same_v<I, char> &&
+           N > 0)
+struct FieldTraits<std::array<I, N>> {
+  using storage = std::array<I, N>;
+  using param = const std::array<I, N>&;
+  static constexpr const char* c_name = FieldTraits<I>::c_name;
+  static constexpr const char* fmt = "%s";
+  static constexpr bool is_signed = std::is_signed_v<I>;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = false;
+  static constexpr FieldKind kind = FieldKind::kArray;
+};
+// An enum declared with RBTRACE_ENUM: stored as its underlying type,
+// printed by name (__print_symbolic).
+template <class E>
+  requires(std::is_enum_v<E> && EnumTraits<E>::declared)
+struct FieldTraits<E> {
+  using storage = std::underlying_type_t<E>;
+  using param = E;
+  static constexpr const char* c_name = FieldTraits<storage>::c_name;
+  static constexpr const char* fmt = "%s";
+  static constexpr bool is_signed = std::is_signed_v<storage>;
+  static constexpr bool is_string = false;
+  static constexpr bool is_dynamic = false;
+  static constexpr FieldKind kind = FieldKind::kEnum;
+};
+
+// The enum's names of a field type (null when it is not an enum).
+template <class T>
+constexpr const EnumValue* enum_values() {
+  if constexpr (std::is_enum_v<T>) return EnumTraits<T>::values;
+  else return nullptr;
+}
+template <class T>
+constexpr uint32_t enum_count() {
+  if constexpr (std::is_enum_v<T>) return sizeof(EnumTraits<T>::values) / sizeof(EnumValue);
+  else return 0;
+}
+// Elements of an array field (0 when it is not one) and their size.
+template <class T>
+struct ArrayInfo {
+  static constexpr uint32_t n = 0, elem_size = 0;
+};
+template <class I, size_t N>
+struct ArrayInfo<std::array<I, N>> {
+  static constexpr uint32_t n = static_cast<uint32_t>(N), elem_size = sizeof(I);
 };
 
 struct EventField {
@@ -79,6 +254,11 @@ struct EventField {
   bool is_signed;
   bool is_string;
   const char* fmt;
+  FieldKind kind;
+  uint32_t array_len;        // kArray: elements (the "[N]" of the declaration)
+  uint32_t elem_size;        // kArray: bytes per element
+  const EnumValue* symbols;  // kEnum: the names
+  uint32_t nsymbols;
 };
 
 // A registered event type. Any thread may read it; registration happens
@@ -176,12 +356,24 @@ inline uint32_t str_len(std::string_view s, uint32_t off, uint32_t after) {
   }
   return static_cast<uint32_t>((s.size() > max ? max : s.size()) + 1);
 }
+// Bytes a byte sequence takes at record offset `off` when `after` more
+// dynamic fields follow it (str_len's rule, without the NUL).
+inline uint32_t bytes_len(size_t size, uint32_t off, uint32_t after) {
+  size_t max = 65535;
+  if (after != 0) {
+    const size_t room = off + after <= 0xffff ? 0xffff - after - off : 0;
+    if (room < max) max = room;
+  }
+  return static_cast<uint32_t>(size > max ? max : size);
+}
 // Dynamic bytes of one field placed at record offset `off`; `left` counts
-// the string fields not placed yet (the same walk as put_field's).
+// the dynamic fields not placed yet (the same walk as put_field's).
 template <class T, class P>
 inline uint32_t dyn_size(uint32_t off, uint32_t* left, const P& v) {
   if constexpr (FieldTraits<T>::is_string) {
     return str_len(v, off, --*left);
+  } else if constexpr (FieldTraits<T>::kind == FieldKind::kBytes) {
+    return bytes_len(v.size, off, --*left);
   } else {
     (void)off, (void)left, (void)v;
     return 0;
@@ -198,6 +390,20 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
     std::memcpy(base + *dyn, v.data(), n - 1);
     base[*dyn + n - 1] = 0;
     *dyn += n;
+  } else if constexpr (FieldTraits<T>::kind == FieldKind::kBytes) {
+    const uint32_t n = bytes_len(v.size, *dyn, --*left);
+    const uint32_t loc = (n << 16) | *dyn;
+    std::memcpy(base + off, &loc, 4);
+    if (n != 0) std::memcpy(base + *dyn, v.data, n);
+    *dyn += n;
+  } else if constexpr (FieldTraits<T>::kind == FieldKind::kPointer) {
+    (void)left;
+    const uint64_t s = reinterpret_cast<uintptr_t>(v);
+    std::memcpy(base + off, &s, sizeof s);
+  } else if constexpr (FieldTraits<T>::kind == FieldKind::kEnum) {
+    (void)left;
+    const typename FieldTraits<T>::storage s = static_cast<typename FieldTraits<T>::storage>(v);
+    std::memcpy(base + off, &s, sizeof s);
   } else {
     (void)left;
     const typename FieldTraits<T>::storage s = v;
@@ -208,15 +414,17 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
 
 }  // namespace rbtrace
 
-#define RBTRACE_DETAIL_FTYPE(f) BOOST_PP_TUPLE_ELEM(2, 0, f)
-#define RBTRACE_DETAIL_FNAME(f) BOOST_PP_TUPLE_ELEM(2, 1, f)
+// A field is (TYPE, NAME); TYPE may hold commas (std::array<uint8_t, 6>):
+// the name is the tuple's last element, the type all the others.
+#define RBTRACE_DETAIL_FTYPE(f) BOOST_PP_TUPLE_ENUM(BOOST_PP_TUPLE_POP_BACK(f))
+#define RBTRACE_DETAIL_FNAME(f) BOOST_PP_TUPLE_ELEM(BOOST_PP_DEC(BOOST_PP_TUPLE_SIZE(f)), f)
 #define RBTRACE_DETAIL_DECL(r, _, f) \
   typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::storage RBTRACE_DETAIL_FNAME(f);
 #define RBTRACE_DETAIL_PARAM(r, _, i, f)      \
   BOOST_PP_COMMA_IF(i)                         \
   typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::param RBTRACE_DETAIL_FNAME(f)
 #define RBTRACE_DETAIL_NSTR(r, _, f) \
-  +(::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string ? 1u : 0u)
+  +(::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_dynamic ? 1u : 0u)
 #define RBTRACE_DETAIL_ARG(r, _, i, f) BOOST_PP_COMMA_IF(i) RBTRACE_DETAIL_FNAME(f)
 #define RBTRACE_DETAIL_DYN(r, _, f)                                               \
   len_ += ::rbtrace::detail::dyn_size<RBTRACE_DETAIL_FTYPE(f)>(len_, &left_,     \
@@ -232,7 +440,26 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
    static_cast<uint32_t>(sizeof(record::RBTRACE_DETAIL_FNAME(f))),                      \
    ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_signed,                          \
    ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_string,                          \
-   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::fmt},
+   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::fmt,                                \
+   ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::kind,                               \
+   ::rbtrace::ArrayInfo<RBTRACE_DETAIL_FTYPE(f)>::n,                                    \
+   ::rbtrace::ArrayInfo<RBTRACE_DETAIL_FTYPE(f)>::elem_size,                            \
+   ::rbtrace::enum_values<RBTRACE_DETAIL_FTYPE(f)>(),                                   \
+   ::rbtrace::enum_count<RBTRACE_DETAIL_FTYPE(f)>()},
+
+// RBTRACE_ENUM(ns::Color, (Red)(Green)(Blue)): makes the enum (scoped or
+// not) a field type, printed by name. At global scope, the type fully
+// qualified, every enumerator that may be traced listed (another value
+// prints as its number in rbtrace report, as trace-cmd prints it).
+#define RBTRACE_DETAIL_ENUM_VALUE(r, E_, e) \
+  {static_cast<int64_t>(E_::e), BOOST_PP_STRINGIZE(e)},
+#define RBTRACE_ENUM(E_, NAMES_)                                              \
+  template <>                                                                 \
+  struct rbtrace::EnumTraits<E_> {                                            \
+    static constexpr bool declared = true;                                    \
+    static constexpr ::rbtrace::EnumValue values[] = {                        \
+        BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_ENUM_VALUE, E_, NAMES_)};        \
+  };
 
 #define RBTRACE_EVENT(SYS_, NAME_, FIELDS_)                                             \
   namespace rbtrace_events {                                                            \

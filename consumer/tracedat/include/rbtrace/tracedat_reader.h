@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rbtrace {
@@ -43,6 +44,9 @@ struct TraceField {
     kDynString,  // __data_loc char[]: u32 = offset | length << 16
     kCharArray,  // char name[N]: a NUL-padded string of `size` bytes
     kBytes,      // anything else (arrays, odd sizes): raw bytes
+    kFloat,      // "float x" (size 4) / "double x" (size 8): IEEE, little endian
+    kIntArray,   // "T name[N]", T not char, size/N of 1, 2, 4 or 8 bytes
+    kDynArray,   // __data_loc T[] with T not char: bytes (offset | length << 16)
   };
   std::string type;  // declaration without the name ("u64", "__data_loc char[]")
   std::string name;
@@ -50,6 +54,11 @@ struct TraceField {
   uint32_t size = 0;
   bool is_signed = false;
   Kind kind = Kind::kInt;
+  uint32_t array_len = 0;  // kIntArray: N (element size = size / N)
+  // The names of its values, when the print fmt prints the field with
+  // __print_symbolic(REC->name, {value, "name"}, ...): value as the
+  // field's bytes zero-extended (libtraceevent compares that).
+  std::vector<std::pair<uint64_t, std::string>> symbols;
 };
 
 // One event format (events/<system>/<name>/format).
@@ -67,6 +76,15 @@ struct TraceEventFormat {
   bool print_ok = false;
   std::string print_format;
   std::vector<int> print_args;  // index into fields
+  // Per print arg, how it prints its field (kPlain: REC->name or
+  // __get_str(name); the others are libtraceevent's helpers).
+  enum class PrintHelper : uint8_t {
+    kPlain,
+    kSymbolic,  // __print_symbolic(REC->f, {v, "name"}...): fields[].symbols
+    kHex,       // __print_hex(REC->f, N) / __print_hex(__get_dynamic_array(f), ...)
+    kArray,     // __print_array(REC->f, N, elem_size)
+  };
+  std::vector<PrintHelper> print_helpers;  // parallel to print_args
 };
 
 // A CPU's data as the file declares it.
@@ -99,10 +117,21 @@ struct TraceRecord {
 
 // A field's value, decoded with bounds checks.
 struct TraceValue {
-  enum class Kind : uint8_t { kSigned, kUnsigned, kString, kBytes } kind = Kind::kUnsigned;
+  enum class Kind : uint8_t {
+    kSigned,
+    kUnsigned,
+    kString,
+    kBytes,
+    kFloat,  // d (a float field widened to double)
+    kArray,  // an integer array: `a`, each element sign-extended when array_signed
+  } kind = Kind::kUnsigned;
   int64_t i = 0;
   uint64_t u = 0;
+  double d = 0;
+  bool single = false;  // kFloat: d holds a float ("float" field)
   std::string s;  // kString (up to the first NUL) and kBytes
+  std::vector<uint64_t> a;
+  bool array_signed = false;
 };
 
 // What next() saw per CPU so far.
