@@ -3,6 +3,7 @@
 //
 //   rbtrace report [--json] [-t] [-R] FILE     trace-cmd-like text, or JSON lines
 //   rbtrace export --chrome FILE -o OUT.json   Chrome trace-event JSON (Perfetto)
+//   rbtrace export --ctf FILE -o DIR           a CTF 1.8 directory (babeltrace2)
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,13 +32,21 @@ int cmd_report(const Args& a) {
 }
 
 int cmd_export(const Args& a) {
-  if (!a.has("--chrome")) return a.usage_error("choose a format (--chrome)");
-  if (!a.has("-o")) return a.usage_error("no output file (-o OUT.json)");
+  const bool ctf = a.has("--ctf");
+  if (a.has("--chrome") == ctf) return a.usage_error("choose one format (--chrome or --ctf)");
+  if (!a.has("-o")) return a.usage_error(ctf ? "no output directory (-o DIR)" : "no output file (-o OUT.json)");
+  if (ctf && a.has("--pid")) return a.usage_error("--pid is for --chrome");
   const std::string file = a.text("FILE");
   const std::string out = a.text("-o");
   std::string err;
   auto r = rbtrace::TraceDatReader::open(file, &err);
   if (!r) return a.fail(err);
+  if (ctf) {
+    // A directory that exists and is not empty is refused; on an error
+    // nothing is left (write_ctf builds it under a temporary name).
+    if (rbtrace::write_ctf(*r, out, &err) != 0) return a.fail(file + ": " + err);
+    return 0;
+  }
   return write_output(a, out, true, [&](int fd) {
     std::FILE* f = ::fdopen(::dup(fd), "w");  // dup: the AtomicFile keeps its own
     if (!f) return a.fail(out + ": " + std::strerror(errno));

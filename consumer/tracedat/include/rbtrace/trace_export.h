@@ -1,4 +1,4 @@
-// rbtrace/trace_export.h - text, JSON and Chrome trace-event renderings of a
+// rbtrace/trace_export.h - text, JSON, Chrome trace-event and CTF renderings of a
 // trace.dat (rbtrace::tracedat); the `rbtrace report` and `rbtrace export`
 // commands are thin wrappers around these.
 //
@@ -60,6 +60,24 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
 // ts is in microseconds with nanosecond decimals; P = `pid` (the file does
 // not record the process id; thread ids are the records' common_pid).
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err);
+
+// A CTF 1.8 trace directory (babeltrace2, Trace Compass): `metadata` (TSDL
+// text) and one stream file `cpu<N>` per CPU with records, in packets of at
+// most 256 KiB plus one record (memory does not grow with the trace). Each
+// record is an event named "system:name" (records of a type without a
+// format: "rbtrace:unknown_type" with its `type`), with the header time
+// stamp = ts_ns on a 1 GHz clock of offset 0, the event context
+// { pid, comm }, and the non-common fields: integers of their size and
+// signedness, __data_loc char[] as strings, char[N] as UTF-8 text arrays,
+// other bytes as u8 arrays. Lost events (TraceRecord::missed) go into the
+// packet context's events_discarded (a running total; 1 for a count the
+// page did not store), the record after them opening its own packet.
+// `dir` must not exist or be an empty directory (else -1: "exists and is
+// not empty (never replaced)"); it is built under a temporary name beside
+// it (mode 0755 less the umask, files O_EXCL and never through a symbolic
+// link) and renamed to `dir` only once complete: on any error nothing is
+// left. Every file is fsync'ed before the rename.
+int write_ctf(TraceDatReader& r, const std::string& dir, std::string* err);
 
 // Appends `s` to *out as a JSON string literal (quotes included).
 void append_json_string(std::string* out, const std::string& s);
