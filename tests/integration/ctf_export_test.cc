@@ -34,6 +34,7 @@
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat.h"
 #include "rbtrace/tracedat_reader.h"
+#include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace_test/test_files.h"
 
 RBTRACE_EVENT(ctfx, ints,
@@ -132,36 +133,10 @@ std::string record(const std::string& dir) {
       rb->unbind_thread();
     }).join();
   }
-  TraceDatInput in;
-  in.page_size = o.page_size;
-  in.clock = rb->clock().trace_clock_name();
-  in.tsc2nsec = rb->clock().kind() == ClockKind::kCounter;
-  if (in.tsc2nsec) in.calibration = counter_calibration();
-  in.events = registered_event_formats();
+  TraceDatInput in = rbtrace_test::tracedat_input_for(*rb);
   in.events.push_back({"ctfx", kArrsFormat});
-  std::vector<int> fds;
-  for (uint32_t c = 0; c < ncpus; c++) {
-    if (c < 2) in.cmdlines.push_back({tids[c], "writer" + std::to_string(c)});
-    const std::string p = dir + "/cpu" + std::to_string(c) + ".pages";
-    const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-    ::unlink(p.c_str());
-    fds.push_back(fd);
-    DataPage* page = rb->alloc_read_page();
-    uint64_t size = 0;
-    while (rb->read_page(&page, c, false) > 0) {
-      EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
-      size += o.page_size;
-    }
-    rb->free_read_page(page);
-    in.cpus.push_back({fd, 0, size, cpu_stats_text(rb->stats(c))});
-  }
-  const std::string file = dir + "/trace.dat";
-  const int ofd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  std::string err;
-  EXPECT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
-  ::close(ofd);
-  for (int fd : fds) ::close(fd);
-  return file;
+  for (uint32_t c = 0; c < 2; c++) in.cmdlines.push_back({tids[c], "writer" + std::to_string(c)});
+  return rbtrace_test::ring_to_tracedat(*rb, dir, in);
 }
 
 // ---- one event, as both sides give it -----------------------------------------

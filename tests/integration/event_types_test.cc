@@ -19,6 +19,7 @@
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/tracedat.h"
 #include "rbtrace/tracedat_reader.h"
+#include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace_test/test_files.h"
 
 namespace ft {
@@ -53,31 +54,8 @@ std::string record(const std::string& dir, Fill fill) {
   if (!rb) return {};
   EXPECT_EQ(rb->bind_thread(0), 0);
   fill(*rb);
-  const std::string pages = dir + "/cpu0";
-  const int fd = ::open(pages.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  EXPECT_GE(fd, 0);
-  DataPage* page = rb->alloc_read_page();
-  uint64_t size = 0;
-  while (rb->read_page(&page, 0, false) > 0) {
-    EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
-    size += o.page_size;
-  }
-  rb->free_read_page(page);
   rb->unbind_thread();
-  TraceDatInput in;
-  in.page_size = o.page_size;
-  in.clock = rb->clock().trace_clock_name();
-  in.tsc2nsec = rb->clock().kind() == ClockKind::kCounter;
-  if (in.tsc2nsec) in.calibration = counter_calibration();
-  in.events = registered_event_formats();
-  in.cpus.push_back({fd, 0, size, cpu_stats_text(rb->stats(0))});
-  const std::string file = dir + "/trace.dat";
-  const int ofd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  std::string err;
-  EXPECT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
-  ::close(ofd);
-  ::close(fd);
-  return file;
+  return rbtrace_test::ring_to_tracedat(*rb, dir, rbtrace_test::tracedat_input_for(*rb));
 }
 
 // The text after "name: " of every line naming `event`, in order.

@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace_test/test_files.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/tracedat.h"
@@ -92,41 +93,18 @@ Recorded record(const std::string& dir) {
       rb->unbind_thread();
     }).join();
   }
-  TraceDatInput in;
-  in.page_size = o.page_size;
-  in.clock = rb->clock().trace_clock_name();
-  in.tsc2nsec = rb->clock().kind() == ClockKind::kCounter;
-  if (in.tsc2nsec) in.calibration = counter_calibration();
-  in.events = registered_event_formats();
+  TraceDatInput in = rbtrace_test::tracedat_input_for(*rb);
   rec.flagged.assign(ncpus, 0);
   rec.stored_lost.assign(ncpus, 0);
-  std::vector<int> fds;
-  for (uint32_t c = 0; c < ncpus; c++) {
-    if (c < 3) in.cmdlines.push_back({rec.tids[c], "writer" + std::to_string(c)});
-    const std::string p = dir + "/cpu" + std::to_string(c);
-    const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-    fds.push_back(fd);
-    DataPage* page = rb->alloc_read_page();
-    uint64_t size = 0;
-    while (rb->read_page(&page, c, false) > 0) {
-      if (page->commit & kMissedEvents) {
-        rec.flagged[c]++;
-        if (page->commit & kMissedStored)
-          rec.stored_lost[c] += load_u64(page->data + (page->commit & kCommitMask));
-      }
-      EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
-      size += o.page_size;
+  for (uint32_t c = 0; c < 3; c++) in.cmdlines.push_back({rec.tids[c], "writer" + std::to_string(c)});
+  rec.file = rbtrace_test::ring_to_tracedat(*rb, dir, in, [&rec](uint32_t c, const DataPage* page) {
+    if (page->commit & kMissedEvents) {
+      rec.flagged[c]++;
+      if (page->commit & kMissedStored)
+        rec.stored_lost[c] += load_u64(page->data + (page->commit & kCommitMask));
     }
-    rb->free_read_page(page);
-    rec.stats.push_back(rb->stats(c));
-    in.cpus.push_back({fd, 0, size, cpu_stats_text(rec.stats.back())});
-  }
-  rec.file = dir + "/trace.dat";
-  const int ofd = ::open(rec.file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  std::string err;
-  EXPECT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
-  ::close(ofd);
-  for (int fd : fds) ::close(fd);
+  });
+  for (uint32_t c = 0; c < ncpus; c++) rec.stats.push_back(rb->stats(c));
   return rec;
 }
 
@@ -481,30 +459,9 @@ TEST_F(TraceCmd, HandlerEventsAreFlaggedForTraceCmd) {
   ASSERT_EQ(raise(SIGUSR2), 0);
   rbtrace_events::tcmd_fixed::emit(*rb, 8, 8, 8);
   ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
-  const std::string pages = dir.path + "/cpu0";
-  const int fd = ::open(pages.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  ASSERT_GE(fd, 0);
-  DataPage* page = rb->alloc_read_page();
-  uint64_t size = 0;
-  while (rb->read_page(&page, 0, false) > 0) {
-    ASSERT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
-    size += o.page_size;
-  }
-  rb->free_read_page(page);
   rb->unbind_thread();
-  TraceDatInput in;
-  in.page_size = o.page_size;
-  in.clock = rb->clock().trace_clock_name();
-  in.tsc2nsec = rb->clock().kind() == ClockKind::kCounter;
-  if (in.tsc2nsec) in.calibration = counter_calibration();
-  in.events = registered_event_formats();
-  in.cpus.push_back({fd, 0, size, cpu_stats_text(rb->stats(0))});
-  const std::string file = dir.path + "/trace.dat";
-  const int ofd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
-  std::string err;
-  ASSERT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
-  ::close(ofd);
-  ::close(fd);
+  const std::string file =
+      rbtrace_test::ring_to_tracedat(*rb, dir.path, rbtrace_test::tracedat_input_for(*rb));
   const Proc t = run(dir.path, {RBTRACE_TRACE_CMD, "report", "-l", file});
   ASSERT_EQ(t.status, 0) << t.err;
   // "comm-pid   0..h.. ts: fixed: seq=7 a=7 b=7": the second word is the

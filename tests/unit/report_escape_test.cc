@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/trace_export.h"
 #include "rbtrace/tracedat.h"
@@ -70,32 +71,11 @@ std::string make_trace(const std::string& dir) {
     for (size_t i = 0; i < t.size(); i++) EXPECT_EQ(rbtrace_events::esc_line::emit(*rb, i, t[i]), 0);
     rb->unbind_thread();
   }).join();
-  const std::string pages = dir + "/cpu0";
-  const int fd = ::open(pages.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  EXPECT_GE(fd, 0);
-  DataPage* page = rb->alloc_read_page();
-  uint64_t size = 0;
-  while (rb->read_page(&page, 0, false) > 0) {
-    EXPECT_EQ(::write(fd, page, o.page_size), static_cast<ssize_t>(o.page_size));
-    size += o.page_size;
-  }
-  rb->free_read_page(page);
-  TraceDatInput in;
-  in.page_size = o.page_size;
-  in.clock = "mono";
-  in.events = registered_event_formats();
+  TraceDatInput in = rbtrace_test::tracedat_input_for(*rb);
+  in.clock = "mono";  // times are not what this test is about
+  in.tsc2nsec = false;
   in.cmdlines.push_back({tid, kComm});
-  TraceDatCpu cd;
-  cd.fd = fd;
-  cd.size = size;
-  in.cpus.push_back(cd);
-  const std::string file = dir + "/trace.dat";
-  const int ofd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  std::string err;
-  EXPECT_EQ(write_trace_dat(ofd, in, &err), 0) << err;
-  ::close(ofd);
-  ::close(fd);
-  return file;
+  return rbtrace_test::ring_to_tracedat(*rb, dir, in);
 }
 
 // Renders with `fn` into a string.
