@@ -472,7 +472,7 @@ void check_export(const std::string& dir, const std::string& file, const std::st
     if (e.name == "ctfx:rich") {
       // A byte sequence is a hex string in JSON, a sequence of u8 after
       // its length in CTF; reals compare as numbers.
-      e.fields["blob__len"] = std::to_string(e.fields["blob"].size() / 2);
+      e.fields["len_blob"] = std::to_string(e.fields["blob"].size() / 2);
       e.fields["blob"] = hex_to_array(e.fields["blob"]);
       for (const char* k : {"ms", "ratio"}) e.fields[k] = real(e.fields[k]);
       rich++;

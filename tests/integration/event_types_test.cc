@@ -185,7 +185,10 @@ TEST(EventTypes, ReaderDecodesEveryType) {
     }
     if (rec.event->name == "enums") {
       const TraceField& f = rec.event->fields[rec.event->first_field + 2];
-      EXPECT_EQ(f.symbols, (std::vector<std::pair<uint64_t, std::string>>{{0xffffffffu, "kLow"}, {100, "kHigh"}}));
+      // Sorted by value (the reader looks names up by binary search).
+      EXPECT_EQ(f.symbols, (std::vector<std::pair<uint64_t, std::string>>{{100, "kHigh"}, {0xffffffffu, "kLow"}}));
+      EXPECT_EQ(*rbtrace::find_symbol(f, 0xffffffffu), "kLow");
+      EXPECT_EQ(rbtrace::find_symbol(f, 7), nullptr);
     }
   }
   EXPECT_EQ(r->error(), "");

@@ -120,37 +120,33 @@ std::string enum_mappings(const TraceField& f) {
   return o;
 }
 
+// The field's TSDL declaration, built as a string (names are up to 256
+// bytes). Real fields are "_" + name; a byte sequence's length is
+// "len_" + that, which no real field's name can be (they all begin with
+// "_").
 std::string field_decl(const TraceField& f) {
   const std::string name = tsdl_field(f.name);
-  char b[200];
-  if (is_int_kind(f) && !f.symbols.empty()) {
-    std::snprintf(b, sizeof b, "enum : integer { size = %u; align = 8; signed = %s; } { ",
-                  f.size * 8, f.is_signed ? "true" : "false");
-    return b + enum_mappings(f) + " } " + name + ";";
-  } else if (is_int_kind(f)) {
-    std::snprintf(b, sizeof b, "integer { size = %u; align = 8; signed = %s; } %s;", f.size * 8,
-                  f.is_signed ? "true" : "false", name.c_str());
-  } else if (f.kind == TraceField::Kind::kFloat && (f.size == 4 || f.size == 8)) {
-    std::snprintf(b, sizeof b, "floating_point { exp_dig = %d; mant_dig = %d; align = 8; } %s;",
-                  f.size == 4 ? 8 : 11, f.size == 4 ? 24 : 53, name.c_str());
-  } else if (f.kind == TraceField::Kind::kIntArray && f.array_len && f.size % f.array_len == 0) {
-    std::snprintf(b, sizeof b, "integer { size = %u; align = 8; signed = %s; } %s[%u];",
-                  f.size / f.array_len * 8, f.is_signed ? "true" : "false", name.c_str(),
-                  f.array_len);
-  } else if (f.kind == TraceField::Kind::kDynArray) {
-    // A sequence: its length (bytes) first, in a field of its own.
-    std::snprintf(b, sizeof b, "uint32_t %s__len; uint8_t %s[%s__len];", name.c_str(), name.c_str(),
-                  name.c_str());
-  } else if (f.kind == TraceField::Kind::kDynString) {
-    std::snprintf(b, sizeof b, "string %s;", name.c_str());
-  } else if (f.kind == TraceField::Kind::kCharArray) {
-    std::snprintf(b, sizeof b,
-                  "integer { size = 8; align = 8; signed = false; encoding = UTF8; } %s[%u];",
-                  name.c_str(), f.size);
-  } else {
-    std::snprintf(b, sizeof b, "uint8_t %s[%u];", name.c_str(), f.size);
-  }
-  return b;
+  const std::string bits = std::to_string(f.size * 8);
+  const std::string sign = f.is_signed ? "true" : "false";
+  if (is_int_kind(f) && !f.symbols.empty())
+    return "enum : integer { size = " + bits + "; align = 8; signed = " + sign + "; } { " +
+           enum_mappings(f) + " } " + name + ";";
+  if (is_int_kind(f))
+    return "integer { size = " + bits + "; align = 8; signed = " + sign + "; } " + name + ";";
+  if (f.kind == TraceField::Kind::kFloat && (f.size == 4 || f.size == 8))
+    return std::string("floating_point { exp_dig = ") + (f.size == 4 ? "8" : "11") +
+           "; mant_dig = " + (f.size == 4 ? "24" : "53") + "; align = 8; } " + name + ";";
+  if (f.kind == TraceField::Kind::kIntArray && f.array_len && f.size % f.array_len == 0)
+    return "integer { size = " + std::to_string(f.size / f.array_len * 8) +
+           "; align = 8; signed = " + sign + "; } " + name + "[" + std::to_string(f.array_len) +
+           "];";
+  if (f.kind == TraceField::Kind::kDynArray)  // a sequence after its length (bytes)
+    return "uint32_t len" + name + "; uint8_t " + name + "[len" + name + "];";
+  if (f.kind == TraceField::Kind::kDynString) return "string " + name + ";";
+  if (f.kind == TraceField::Kind::kCharArray)
+    return "integer { size = 8; align = 8; signed = false; encoding = UTF8; } " + name + "[" +
+           std::to_string(f.size) + "];";
+  return "uint8_t " + name + "[" + std::to_string(f.size) + "];";
 }
 
 std::string metadata_text(TraceDatReader& r) {
@@ -351,16 +347,13 @@ class StreamWriter {
         }
         buf_.append(reinterpret_cast<const char*>(rec.data) + f.offset, f.size);
       } else if (f.kind == TraceField::Kind::kFloat && (f.size == 4 || f.size == 8)) {
-        if (f.size == 4) {
-          const float x = static_cast<float>(v_.d);
-          char raw[4];
-          std::memcpy(raw, &x, 4);
-          buf_.append(raw, 4);
-        } else {
-          char raw[8];
-          std::memcpy(raw, &v_.d, 8);
-          buf_.append(raw, 8);
+        // The field's own bytes: through a double a float's signalling
+        // NaN would come out quieted.
+        if (static_cast<uint64_t>(f.offset) + f.size > rec.size) {
+          *err = "field '" + f.name + "' outside the record";
+          return false;
         }
+        buf_.append(reinterpret_cast<const char*>(rec.data) + f.offset, f.size);
       } else if (f.kind == TraceField::Kind::kDynArray) {
         put32(&buf_, static_cast<uint32_t>(v_.s.size()));
         buf_.append(v_.s.data(), v_.s.size());

@@ -238,9 +238,18 @@ int print_arg_field(std::string_view a, TraceEventFormat& ev, TraceEventFormat::
     const int idx = field_index(parts[0].substr(5), ev);
     if (idx < 0) return -1;
     TraceField& f = ev.fields[static_cast<size_t>(idx)];
-    if (f.kind != TraceField::Kind::kInt) return -1;
+    // One list per field (a second __print_symbolic of the same field with
+    // another list is refused: the printer keeps one list per field).
+    if (f.kind != TraceField::Kind::kInt || !f.symbols.empty()) return -1;
     std::vector<std::pair<uint64_t, std::string>> symbols;
     if (!parse_symbols(parts, f.size, &symbols)) return -1;
+    // Sorted by value, the first name of a value kept (libtraceevent takes
+    // the first match): lookups are a binary search (find_symbol).
+    std::stable_sort(symbols.begin(), symbols.end(),
+                     [](const auto& x, const auto& y) { return x.first < y.first; });
+    symbols.erase(std::unique(symbols.begin(), symbols.end(),
+                              [](const auto& x, const auto& y) { return x.first == y.first; }),
+                  symbols.end());
     f.symbols = std::move(symbols);
     *helper = H::kSymbolic;
     return idx;
@@ -520,3 +529,13 @@ bool parse_conversion(std::string_view fmt, size_t* k, Conversion* c) {
 }
 
 }  // namespace rbtrace::tracedat
+
+namespace rbtrace {
+
+const std::string* find_symbol(const TraceField& f, uint64_t value) {
+  const auto it = std::lower_bound(f.symbols.begin(), f.symbols.end(), value,
+                                   [](const auto& p, uint64_t v) { return p.first < v; });
+  return it != f.symbols.end() && it->first == value ? &it->second : nullptr;
+}
+
+}  // namespace rbtrace

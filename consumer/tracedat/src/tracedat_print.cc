@@ -170,11 +170,9 @@ std::string helper_text(TraceEventFormat::PrintHelper h, const TraceField& f, co
     case TraceEventFormat::PrintHelper::kSymbolic: {
       const uint64_t raw = v.kind == TraceValue::Kind::kSigned ? static_cast<uint64_t>(v.i) : v.u;
       const uint64_t z = f.size < 8 ? raw & ((uint64_t{1} << (8 * f.size)) - 1) : raw;
-      for (const auto& [value, name] : f.symbols) {
-        if (value == z) {
-          append_escaped(&s, reinterpret_cast<const unsigned char*>(name.data()), name.size());
-          return s;
-        }
+      if (const std::string* name = find_symbol(f, z)) {
+        append_escaped(&s, reinterpret_cast<const unsigned char*>(name->data()), name->size());
+        return s;
       }
       std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(z));
       return b;

@@ -183,7 +183,10 @@ struct FieldTraits<double> {
   static constexpr FieldKind kind = FieldKind::kFloat;
 };
 // Any pointer: its address as an unsigned long (the pointee is not read).
+// Not a char pointer: a C string is an rbtrace::str field (passing a
+// const char* to an rbtrace::str field records the string).
 template <class T>
+  requires(!std::is_same_v<std::remove_cv_t<T>, char>)
 struct FieldTraits<T*> {
   using storage = uint64_t;
   using param = T*;
@@ -305,10 +308,13 @@ std::string header_event_format();
 //   }
 //
 // Nests (a handler interrupting a handler). Async-signal-safe: it sets a
-// byte of the thread's state; no system call, no allocation.
+// byte of the thread's state; no system call, no allocation. A handler that
+// leaves by siglongjmp skips the destructor: the thread's later events
+// would stay flagged (restore with a scope of its own, or do not jump out
+// of a scope).
 class SignalHandlerScope {
  public:
-  SignalHandlerScope() noexcept : prev_(detail::tls_state.common_flags) {
+  [[nodiscard]] SignalHandlerScope() noexcept : prev_(detail::tls_state.common_flags) {
     detail::tls_state.common_flags = prev_ | kFlagSignal;
     // A compiler fence: the flag is set before any of the handler's
     // writes (pairs with the one in the destructor; same thread, so no
@@ -404,6 +410,9 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
     (void)left;
     const typename FieldTraits<T>::storage s = static_cast<typename FieldTraits<T>::storage>(v);
     std::memcpy(base + off, &s, sizeof s);
+  } else if constexpr (FieldTraits<T>::kind == FieldKind::kArray) {
+    (void)left;
+    std::memcpy(base + off, v.data(), sizeof v);  // straight from the caller's array
   } else {
     (void)left;
     const typename FieldTraits<T>::storage s = v;
@@ -497,6 +506,11 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
     static int write(::rbtrace::RingBuffer& rb_,                                        \
                      BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {        \
       uint32_t left_ = 0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_);       \
+      /* A __data_loc offset has 16 bits: the fixed part must leave room. */            \
+      static_assert((0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_)) == 0 ||  \
+                        sizeof(record) < 0xffff,                                        \
+                    "an event with string or bytes fields needs its fixed fields "     \
+                    "to take less than 64 KiB (__data_loc offsets are 16 bits)");      \
       uint32_t len_ = static_cast<uint32_t>(sizeof(record));                            \
       BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DYN, _, FIELDS_)                             \
       ::rbtrace::Reservation r_ = rb_.template reserve<Hooks>(len_);                    \

@@ -58,8 +58,12 @@ struct TraceField {
   // The names of its values, when the print fmt prints the field with
   // __print_symbolic(REC->name, {value, "name"}, ...): value as the
   // field's bytes zero-extended (libtraceevent compares that).
-  std::vector<std::pair<uint64_t, std::string>> symbols;
+  std::vector<std::pair<uint64_t, std::string>> symbols;  // sorted by value, unique
 };
+
+// The name of `value` (the field's bytes zero-extended) in f.symbols, or
+// null (a binary search).
+const std::string* find_symbol(const TraceField& f, uint64_t value);
 
 // One event format (events/<system>/<name>/format).
 struct TraceEventFormat {
