@@ -12,6 +12,13 @@
 //                                           field of <bytes> (NUL included):
 //                                           the typed path's variable size
 //   BM_Writer_EmitDisabled/16               typed event after disable()
+//   BM_Writer_Scope, _Async, _Counter, _CounterF, _Slice, _Flow
+//                                           the track events of rbtrace/track.h
+//                                           (a 6-character name): one
+//                                           RBTRACE_SCOPE (2 events), an
+//                                           async_begin + async_end (2), one
+//                                           counter / slice / flow (1); items
+//                                           are events
 //   BM_Writer_ReserveRecordOff/16           reserve on a ring that is off (W1)
 //   BM_Writer_SignalNested/<n>              n writes in a signal handler that
 //                                           interrupted an open reservation
@@ -30,6 +37,7 @@
 #include <thread>
 
 #include "bench_common.h"
+#include "rbtrace/track.h"
 
 namespace rbtrace::bench {
 namespace {
@@ -139,6 +147,52 @@ void BM_Writer_EmitDisabled(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
   if (rb->stats(0).entries != 0) state.SkipWithError("a disabled event was written");
+}
+
+// The track events (rbtrace/track.h): what a scope, an async slice, a
+// counter, a complete slice and a flow cost. Items are events (a scope and
+// an async slice are two), so items/s compares with BM_Writer_Emit/16.
+void BM_Writer_Scope(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  for (auto _ : state) {
+    RBTRACE_SCOPE(*rb, "handle");
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * 2);
+}
+void BM_Writer_Async(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  uint64_t id = 0;
+  for (auto _ : state) {
+    rbtrace::async_begin(*rb, "handle", id);
+    rbtrace::async_end(*rb, "handle", id);
+    id++;
+  }
+  state.SetItemsProcessed(state.iterations() * 2);
+}
+void BM_Writer_Counter(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  int64_t v = 0;
+  for (auto _ : state) rbtrace::counter(*rb, "handle", v++);
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_Writer_CounterF(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  double v = 0;
+  for (auto _ : state) rbtrace::counter(*rb, "handle", v += 0.5);
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_Writer_Slice(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  uint64_t d = 0;
+  for (auto _ : state) rbtrace::slice(*rb, "handle", d++);
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_Writer_Flow(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  uint64_t id = 0;
+  for (auto _ : state) rbtrace::flow(*rb, "handle", id++, rbtrace::FlowPhase::step);
+  state.SetItemsProcessed(state.iterations());
 }
 
 // The other way to turn tracing off: the whole ring record_off(). reserve
@@ -359,6 +413,12 @@ void register_sizes() {
   common(benchmark::RegisterBenchmark("BM_Writer_Emit/mono/16", BM_Writer_Emit,
                                       ClockKind::kMono));
   common(benchmark::RegisterBenchmark("BM_Writer_EmitDisabled/16", BM_Writer_EmitDisabled));
+  common(benchmark::RegisterBenchmark("BM_Writer_Scope", BM_Writer_Scope));
+  common(benchmark::RegisterBenchmark("BM_Writer_Async", BM_Writer_Async));
+  common(benchmark::RegisterBenchmark("BM_Writer_Counter", BM_Writer_Counter));
+  common(benchmark::RegisterBenchmark("BM_Writer_CounterF", BM_Writer_CounterF));
+  common(benchmark::RegisterBenchmark("BM_Writer_Slice", BM_Writer_Slice));
+  common(benchmark::RegisterBenchmark("BM_Writer_Flow", BM_Writer_Flow));
   common(benchmark::RegisterBenchmark("BM_Writer_ReserveRecordOff/16",
                                       BM_Writer_ReserveRecordOff));
   common(benchmark::RegisterBenchmark("BM_Writer_FirstEventClaim", BM_Writer_FirstEventClaim)

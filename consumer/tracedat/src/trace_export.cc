@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstdarg>
 #include <cstring>
+#include <unordered_map>
 
 #include "rbtrace/tracedat.h"
 #include "tracedat_text.h"
@@ -131,10 +132,8 @@ bool json_fields(std::string* out, const TraceRecord& rec, std::string* err) {
       // An enum (__print_symbolic in the print fmt): its name when it has one.
       const uint64_t raw = v.kind == TraceValue::Kind::kSigned ? static_cast<uint64_t>(v.i) : v.u;
       const uint64_t z = f.size < 8 ? raw & ((uint64_t{1} << (8 * f.size)) - 1) : raw;
-      const auto it = std::find_if(f.symbols.begin(), f.symbols.end(),
-                                   [z](const auto& p) { return p.first == z; });
-      if (it != f.symbols.end()) {
-        append_json_string(out, it->second);
+      if (const std::string* name = find_symbol(f, z)) {
+        append_json_string(out, *name);
         continue;
       }
     }
@@ -187,6 +186,103 @@ int finish(TraceDatReader& r, Writer& w, int rc, std::string* err) {
     return -1;
   }
   return 0;
+}
+
+// ---- Chrome: the rbtrace:* track events of rbtrace/track.h ----
+
+// What a record of the `rbtrace` system maps to in the Chrome export.
+struct ChromeTrack {
+  char ph = 0;            // 'B' 'E' 'X' 'b' 'e' 'C' 's' 't' 'f'; 0: an instant
+  std::string name;       // the event's `name` field
+  uint64_t u = 0;         // X: dur_ns; b, e, s, t, f: id
+  TraceValue value;       // C: the counter's value (kSigned or a finite kFloat)
+};
+
+// The value of the field called `name` of kind `want`; false when the
+// format has no such field or the record does not hold it.
+bool track_field(const TraceRecord& rec, const char* name, TraceValue::Kind want, TraceValue* v) {
+  for (size_t i = rec.event->first_field; i < rec.event->fields.size(); i++) {
+    const TraceField& f = rec.event->fields[i];
+    if (f.name != name) continue;
+    std::string ignored;  // a record that does not fit: an instant, whose
+                          // json_fields says why
+    return TraceDatReader::field_value(rec, f, v, &ignored) && v->kind == want;
+  }
+  return false;
+}
+
+// Fills *t for a track event (rbtrace:slice_begin ... rbtrace:flow) whose
+// fields are as track.h declares them; false for any other record, which
+// the export writes as an instant.
+bool chrome_track(const TraceRecord& rec, ChromeTrack* t) {
+  if (!rec.event || rec.event->system != "rbtrace") return false;
+  const std::string& n = rec.event->name;
+  TraceValue v;
+  if (!track_field(rec, "name", TraceValue::Kind::kString, &v)) return false;
+  t->name = std::move(v.s);
+  if (n == "slice_begin" || n == "slice_end") {
+    t->ph = n == "slice_begin" ? 'B' : 'E';
+    return true;
+  }
+  if (n == "slice" || n == "async_begin" || n == "async_end" || n == "flow") {
+    if (!track_field(rec, n == "slice" ? "dur_ns" : "id", TraceValue::Kind::kUnsigned, &v))
+      return false;
+    t->u = v.u;
+    if (n == "slice") t->ph = 'X';
+    else if (n == "async_begin") t->ph = 'b';
+    else if (n == "async_end") t->ph = 'e';
+    else {
+      // phase: FlowPhase {out, step, in} as its u8
+      if (!track_field(rec, "phase", TraceValue::Kind::kUnsigned, &v) || v.u > 2) return false;
+      t->ph = "stf"[v.u];
+    }
+    return true;
+  }
+  if (n == "counter") {
+    if (!track_field(rec, "value", TraceValue::Kind::kSigned, &t->value)) return false;
+    t->ph = 'C';
+    return true;
+  }
+  if (n == "counter_f") {
+    // NaN and the infinities have no JSON number: an instant then.
+    if (!track_field(rec, "value", TraceValue::Kind::kFloat, &t->value) ||
+        !std::isfinite(t->value.d))
+      return false;
+    t->ph = 'C';
+    return true;
+  }
+  return false;
+}
+
+// Appends the Chrome event of track event `t` (no leading separator).
+void chrome_track_json(std::string* s, const TraceRecord& rec, const ChromeTrack& t, int32_t pid) {
+  uint64_t ts = rec.ts_ns, dur = 0;
+  if (t.ph == 'X') {  // the slice ended at the event's time
+    dur = std::min(t.u, ts);
+    ts -= dur;
+  }
+  *s += "{\"name\":";
+  append_json_string(s, t.name);
+  appendf(s,
+          ",\"cat\":\"rbtrace\",\"ph\":\"%c\",\"ts\":%" PRIu64 ".%03" PRIu64
+          ",\"pid\":%d,\"tid\":%d",
+          t.ph, ts / 1000, ts % 1000, pid, rec.pid);
+  switch (t.ph) {
+    case 'X': appendf(s, ",\"dur\":%" PRIu64 ".%03" PRIu64, dur / 1000, dur % 1000); break;
+    case 'b': case 'e': case 's': case 't': appendf(s, ",\"id\":\"0x%" PRIx64 "\"", t.u); break;
+    // "bp":"e": the flow ends in the slice enclosing it (not the next one).
+    case 'f': appendf(s, ",\"id\":\"0x%" PRIx64 "\",\"bp\":\"e\"", t.u); break;
+    default: break;
+  }
+  if (t.ph == 'C') {  // one series, named as the counter
+    *s += ",\"args\":{";
+    append_json_string(s, t.name);
+    *s += ':';
+    json_value(s, t.value);
+    *s += "}}";
+  } else {
+    appendf(s, ",\"args\":{\"cpu\":%u}}", rec.cpu);
+  }
 }
 
 }  // namespace
@@ -309,6 +405,11 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
     append_json_string(&s, comm);
     s += "}}";
   }
+  // Per thread, the slice_begin events not ended yet: a slice_end without
+  // one (its begin overwritten, or before the file's first page) is an
+  // instant, so every "E" closes a "B".
+  std::unordered_map<int32_t, uint64_t> open_slices;
+  ChromeTrack track;
   const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
     const uint64_t us = rec.ts_ns / 1000, frac = rec.ts_ns % 1000;
     if (rec.missed) {
@@ -320,6 +421,21 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
         appendf(&s, "%" PRIu64 "}}", rec.missed_count);
       else
         s += "null}}";
+    }
+    if (chrome_track(rec, &track)) {
+      bool as_track = true;
+      if (track.ph == 'B') {
+        open_slices[rec.pid]++;
+      } else if (track.ph == 'E') {
+        const auto it = open_slices.find(rec.pid);
+        if (it != open_slices.end() && it->second != 0) it->second--;
+        else as_track = false;
+      }
+      if (as_track) {
+        s += ",\n";
+        chrome_track_json(&s, rec, track, pid);
+        return true;
+      }
     }
     s += ",\n{\"name\":";
     if (rec.event)

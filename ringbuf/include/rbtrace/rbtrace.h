@@ -6,3 +6,4 @@
 #include "rbtrace/format.h"
 #include "rbtrace/library_thread.h"
 #include "rbtrace/ring_buffer.h"
+#include "rbtrace/track.h"

@@ -59,6 +59,21 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
 //     {"name":"lost events","cat":"rbtrace","ph":"i","s":"g",...,"args":{"cpu":0,"count":M}}]}
 // ts is in microseconds with nanosecond decimals; P = `pid` (the file does
 // not record the process id; thread ids are the records' common_pid).
+// The track events of rbtrace/track.h (system "rbtrace", "cat":"rbtrace")
+// become Chrome's durations, counters and flows instead of instants:
+//   slice_begin / slice_end  "ph":"B" / "E" on the writer's thread, args
+//                            {"cpu":N}; an end with no begin open on its
+//                            thread (its begin overwritten) stays an instant
+//   slice                    "ph":"X", "ts" = the event's time - dur_ns,
+//                            "dur" in microseconds
+//   async_begin / async_end  "ph":"b" / "e", "id":"0x<id hex>"
+//   counter, counter_f       "ph":"C", "args":{<name>:<value>} (a number; a
+//                            NaN or infinite counter_f stays an instant)
+//   flow                     "ph":"s" / "t" / "f" (phase out / step / in),
+//                            "id":"0x<id hex>", "f" with "bp":"e" (bound to
+//                            the slice enclosing it, as "s" and "t" are)
+// with "name" the event's name field. A record of the system whose fields
+// are not track.h's stays an instant.
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err);
 
 // A CTF 1.8 trace directory (babeltrace2, Trace Compass): `metadata` (TSDL
