@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "rbtrace_test/json.h"
 #include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace_test/test_files.h"
 #include "rbtrace/rbtrace.h"
@@ -233,97 +234,6 @@ std::string json_get(const std::string& line, const std::string& key) {
   return line.substr(b, e == std::string::npos ? std::string::npos : e - b);
 }
 
-// ---- a small strict JSON checker (for export --chrome) ------------------------------------
-struct Json {
-  const std::string& s;
-  size_t i = 0;
-  int objects_with_ph_i = 0;
-  void ws() {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) i++;
-  }
-  bool lit(const char* l) {
-    const size_t n = std::strlen(l);
-    if (s.compare(i, n, l) != 0) return false;
-    i += n;
-    return true;
-  }
-  bool str(std::string* out) {
-    if (i >= s.size() || s[i] != '"') return false;
-    i++;
-    while (i < s.size() && s[i] != '"') {
-      const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (c < 0x20) return false;
-      if (c == '\\') {
-        if (++i >= s.size()) return false;
-        if (s[i] == 'u') {
-          if (i + 4 >= s.size()) return false;
-          for (int k = 1; k <= 4; k++)
-            if (!std::isxdigit(static_cast<unsigned char>(s[i + k]))) return false;
-          i += 4;
-        } else if (!std::strchr("\"\\/bfnrt", s[i])) {
-          return false;
-        }
-      }
-      if (out) *out += s[i];
-      i++;
-    }
-    if (i >= s.size()) return false;
-    i++;
-    return true;
-  }
-  bool num() {
-    const size_t b = i;
-    if (i < s.size() && s[i] == '-') i++;
-    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
-    return i > b;
-  }
-  bool value() {
-    ws();
-    if (i >= s.size()) return false;
-    if (s[i] == '{') {
-      i++;
-      ws();
-      bool ph_i = false;
-      if (i < s.size() && s[i] == '}') return ++i, true;
-      for (;;) {
-        ws();
-        std::string key;
-        if (!str(&key)) return false;
-        ws();
-        if (!lit(":")) return false;
-        ws();
-        if (key == "ph" && s.compare(i, 3, "\"i\"") == 0) ph_i = true;
-        if (!value()) return false;
-        ws();
-        if (lit(",")) continue;
-        if (lit("}")) break;
-        return false;
-      }
-      if (ph_i) objects_with_ph_i++;
-      return true;
-    }
-    if (s[i] == '[') {
-      i++;
-      ws();
-      if (i < s.size() && s[i] == ']') return ++i, true;
-      for (;;) {
-        if (!value()) return false;
-        ws();
-        if (lit(",")) continue;
-        if (lit("]")) return true;
-        return false;
-      }
-    }
-    if (s[i] == '"') return str(nullptr);
-    if (lit("true") || lit("false") || lit("null")) return true;
-    return num();
-  }
-  bool document() {
-    if (!value()) return false;
-    ws();
-    return i == s.size();
-  }
-};
 
 class TraceCmd : public ::testing::Test {
  protected:
@@ -530,11 +440,20 @@ TEST_F(TraceCmd, JsonAndChromeExportCarryTheSameRecords) {
   const Proc c = run(dir.path, {RBTRACE_CLI, "export", "--chrome", rec.file, "-o", out});
   ASSERT_EQ(c.status, 0) << c.err;
   const std::string js = read_file(out);
-  Json p{js};
-  ASSERT_TRUE(p.document()) << "invalid JSON near byte " << p.i << ": " << js.substr(p.i > 40 ? p.i - 40 : 0, 80);
+  rbtrace_test::JVal doc;
+  rbtrace_test::JParser p{js};
+  ASSERT_TRUE(p.document(&doc)) << "invalid JSON near byte " << p.i << ": " << js.substr(p.i > 40 ? p.i - 40 : 0, 80);
+  const rbtrace_test::JVal* trace_events = doc.get("traceEvents");
+  ASSERT_TRUE(trace_events);
+  const rbtrace_test::JVal none;
+  size_t instants = 0;
+  for (const rbtrace_test::JVal& e : (trace_events ? *trace_events : none).arr) {
+    const rbtrace_test::JVal* ph = e.get("ph");
+    if (ph && ph->kind == rbtrace_test::JVal::kStr && ph->str == "i") instants++;
+  }
   EXPECT_EQ(js.rfind("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", 0), 0u);
   // Every record, plus one instant per lost-events marker.
-  EXPECT_EQ(static_cast<size_t>(p.objects_with_ph_i), tl.size());
+  EXPECT_EQ(instants, tl.size());
   EXPECT_NE(js.find("\"name\":\"thread_name\""), std::string::npos);
   EXPECT_NE(js.find("\"name\":\"lost events\""), std::string::npos);
 }

@@ -27,6 +27,7 @@
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/tracedat.h"
 #include "rbtrace_test/ring_tracedat.h"
+#include "rbtrace_test/json.h"
 #include "rbtrace_test/test_files.h"
 
 using namespace rbtrace;
@@ -37,137 +38,8 @@ using rbtrace_test::Proc;
 using rbtrace_test::run;
 using rbtrace_test::TempDir;
 
-// ---- a small strict JSON parser: a tree of values -------------------------------------
-struct JVal {
-  enum Kind { kNull, kBool, kNum, kStr, kArr, kObj } kind = kNull;
-  double num = 0;
-  std::string str;
-  std::string num_text;  // a number as written
-  std::vector<JVal> arr;
-  std::vector<std::pair<std::string, JVal>> obj;
-  const JVal* get(const std::string& k) const {
-    for (const auto& [key, v] : obj)
-      if (key == k) return &v;
-    return nullptr;
-  }
-};
-
-struct JParser {
-  const std::string& s;
-  size_t i = 0;
-  void ws() {
-    while (i < s.size() && s[i] && std::strchr(" \n\t\r", s[i])) i++;
-  }
-  bool lit(const char* l) {
-    const size_t n = std::strlen(l);
-    if (s.compare(i, n, l) != 0) return false;
-    i += n;
-    return true;
-  }
-  bool str(std::string* out) {
-    if (i >= s.size() || s[i] != '"') return false;
-    for (i++; i < s.size() && s[i] != '"'; i++) {
-      const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (c < 0x20) return false;
-      if (c == '\\') {
-        if (++i >= s.size()) return false;
-        if (s[i] == 'u') {
-          if (i + 4 >= s.size()) return false;
-          for (int k = 1; k <= 4; k++)
-            if (!std::isxdigit(static_cast<unsigned char>(s[i + k]))) return false;
-          i += 4;
-          *out += '?';
-          continue;
-        }
-        static const char* esc = "\"\\/bfnrt";
-        const char* e = std::strchr(esc, s[i]);
-        if (!e || !s[i]) return false;
-        *out += "\"\\/\b\f\n\r\t"[e - esc];
-        continue;
-      }
-      *out += static_cast<char>(c);
-    }
-    if (i >= s.size()) return false;
-    i++;
-    return true;
-  }
-  // RFC 8259: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
-  bool num(JVal* v) {
-    const size_t b = i;
-    auto digits = [&] {
-      const size_t d = i;
-      while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) i++;
-      return i > d;
-    };
-    if (i < s.size() && s[i] == '-') i++;
-    if (i < s.size() && s[i] == '0') i++;
-    else if (!digits()) return false;
-    if (i < s.size() && s[i] == '.') {
-      i++;
-      if (!digits()) return false;
-    }
-    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-      i++;
-      if (i < s.size() && (s[i] == '+' || s[i] == '-')) i++;
-      if (!digits()) return false;
-    }
-    v->kind = JVal::kNum;
-    v->num_text = s.substr(b, i - b);
-    v->num = std::strtod(v->num_text.c_str(), nullptr);
-    return true;
-  }
-  bool value(JVal* v) {
-    ws();
-    if (i >= s.size()) return false;
-    if (s[i] == '{') {
-      v->kind = JVal::kObj;
-      i++;
-      ws();
-      if (lit("}")) return true;
-      for (;;) {
-        ws();
-        std::string key;
-        if (!str(&key)) return false;
-        for (const auto& kv : v->obj)
-          if (kv.first == key) return false;  // duplicate key
-        ws();
-        if (!lit(":")) return false;
-        JVal x;
-        if (!value(&x)) return false;
-        v->obj.emplace_back(key, std::move(x));
-        ws();
-        if (lit(",")) continue;
-        return lit("}");
-      }
-    }
-    if (s[i] == '[') {
-      v->kind = JVal::kArr;
-      i++;
-      ws();
-      if (lit("]")) return true;
-      for (;;) {
-        JVal x;
-        if (!value(&x)) return false;
-        v->arr.push_back(std::move(x));
-        ws();
-        if (lit(",")) continue;
-        return lit("]");
-      }
-    }
-    if (s[i] == '"') {
-      v->kind = JVal::kStr;
-      return str(&v->str);
-    }
-    if (lit("true") || lit("false")) return v->kind = JVal::kBool, true;
-    if (lit("null")) return true;
-    return num(v);
-  }
-  bool document(JVal* v) {
-    if (!value(v)) return false;
-    ws();
-    return i == s.size();
-  }
-};
+using rbtrace_test::JParser;
+using rbtrace_test::JVal;
 
 // ---- what is written ---------------------------------------------------------------
 void spin_ns(uint64_t ns) {

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "rbtrace_test/json.h"
 #include "rbtrace_test/ring_tracedat.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/trace_export.h"
@@ -147,120 +148,6 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
-// A strict JSON value parser (RFC 8259 grammar; strings: no raw control
-// byte, only the defined escapes). Decodes strings into UTF-8 so values
-// can be compared.
-struct Json {
-  explicit Json(const std::string& text) : s(text) {}
-  const std::string& s;
-  size_t i = 0;
-  std::vector<std::string> strings;  // every string value/key, decoded
-  void ws() {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) i++;
-  }
-  static void put_utf8(std::string* o, uint32_t cp) {
-    if (cp < 0x80) {
-      *o += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      *o += static_cast<char>(0xc0 | (cp >> 6));
-      *o += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-      *o += static_cast<char>(0xe0 | (cp >> 12));
-      *o += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      *o += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-  }
-  bool str() {
-    if (i >= s.size() || s[i] != '"') return false;
-    i++;
-    std::string out;
-    while (i < s.size() && s[i] != '"') {
-      const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (c < 0x20) return false;
-      if (c != '\\') {
-        out += s[i++];
-        continue;
-      }
-      if (++i >= s.size()) return false;
-      const char e = s[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          if (i + 4 > s.size()) return false;
-          uint32_t cp = 0;
-          for (int k = 0; k < 4; k++) {
-            const char h = s[i++];
-            cp <<= 4;
-            if (h >= '0' && h <= '9') cp |= static_cast<uint32_t>(h - '0');
-            else if (h >= 'a' && h <= 'f') cp |= static_cast<uint32_t>(h - 'a' + 10);
-            else if (h >= 'A' && h <= 'F') cp |= static_cast<uint32_t>(h - 'A' + 10);
-            else return false;
-          }
-          if (cp >= 0xd800 && cp <= 0xdfff) return false;  // not written by rbtrace
-          put_utf8(&out, cp);
-          break;
-        }
-        default: return false;
-      }
-    }
-    if (i >= s.size()) return false;
-    i++;
-    strings.push_back(out);
-    return true;
-  }
-  bool num() {
-    const size_t b = i;
-    if (i < s.size() && s[i] == '-') i++;
-    if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) return false;
-    while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
-    return i > b;
-  }
-  bool value() {
-    ws();
-    if (i >= s.size()) return false;
-    if (s[i] == '{' || s[i] == '[') {
-      const char close = s[i] == '{' ? '}' : ']';
-      const bool obj = s[i] == '{';
-      i++;
-      ws();
-      if (i < s.size() && s[i] == close) return ++i, true;
-      for (;;) {
-        ws();
-        if (obj) {
-          if (!str()) return false;
-          ws();
-          if (i >= s.size() || s[i++] != ':') return false;
-        }
-        if (!value()) return false;
-        ws();
-        if (i < s.size() && s[i] == ',') {
-          i++;
-          continue;
-        }
-        if (i < s.size() && s[i] == close) return ++i, true;
-        return false;
-      }
-    }
-    if (s[i] == '"') return str();
-    for (const char* lit : {"true", "false", "null"}) {
-      const size_t n = std::strlen(lit);
-      if (s.compare(i, n, lit) == 0) return i += n, true;
-    }
-    return num();
-  }
-  bool document() {
-    if (!value()) return false;
-    ws();
-    return i == s.size();
-  }
-};
 
 // What a string must look like in the text report.
 std::string escaped(const std::string& s) {
@@ -289,7 +176,7 @@ std::string json_decoded(const std::string& s) {
       o += s.substr(i, l);
       i += l - 1;
     } else {
-      Json::put_utf8(&o, p[i]);
+      rbtrace_test::put_utf8(&o, p[i]);
     }
   }
   return o;
@@ -343,11 +230,14 @@ TEST_F(ReportEscape, JsonIsValidJsonAndUtf8AndCarriesTheBytes) {
   const auto t = texts();
   ASSERT_EQ(ls.size(), t.size());
   for (size_t i = 0; i < t.size(); i++) {
-    Json j{ls[i]};
-    ASSERT_TRUE(j.document()) << "invalid JSON near byte " << j.i << ": " << ls[i];
+    rbtrace_test::JVal v;
+    rbtrace_test::JParser j{ls[i]};
+    ASSERT_TRUE(j.document(&v)) << "invalid JSON near byte " << j.i << ": " << ls[i];
+    std::vector<std::string> strings;
+    rbtrace_test::all_strings(v, &strings);
     // Decoded: the comm, and the text field's value, as json_decoded says.
     bool comm = false, text = false;
-    for (const std::string& s : j.strings) {
+    for (const std::string& s : strings) {
       comm = comm || s == json_decoded(kComm);
       text = text || s == json_decoded(t[i]);
     }
@@ -369,10 +259,13 @@ TEST_F(ReportEscape, ChromeExportIsValidJsonAndUtf8) {
     return write_chrome_json(r, f, 1, e);
   });
   EXPECT_TRUE(valid_utf8(out));
-  Json j{out};
-  ASSERT_TRUE(j.document()) << "invalid JSON near byte " << j.i;
+  rbtrace_test::JVal v;
+  rbtrace_test::JParser j{out};
+  ASSERT_TRUE(j.document(&v)) << "invalid JSON near byte " << j.i;
+  std::vector<std::string> strings;
+  rbtrace_test::all_strings(v, &strings);
   bool comm = false;
-  for (const std::string& s : j.strings) comm = comm || s == json_decoded(kComm);
+  for (const std::string& s : strings) comm = comm || s == json_decoded(kComm);
   EXPECT_TRUE(comm) << "thread_name";
 }
 
