@@ -16,7 +16,7 @@ Prints:
     and the W labels in its comments; the general W6 by its functions in
     ringbuf/src/writer.cc.
 
-Usage: bench/callgrind.py [--build DIR] [-n N] [--mode reserve|emit|disabled]
+Usage: bench/callgrind.py [--build DIR] [-n N] [--mode reserve|emit|disabled|no-tracer|lib-no-tracer|lib-traced|lib-untraced|lib-disabled]
                        [--clock counter|mono] [--json FILE] [--keep DIR]
 Needs: valgrind (callgrind_annotate), binutils (addr2line), python3.
 """
@@ -183,7 +183,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("-n", type=int, default=200000)
-    ap.add_argument("--mode", default="reserve", choices=["reserve", "emit", "disabled"])
+    ap.add_argument("--mode", default="reserve", choices=["reserve", "emit", "disabled", "no-tracer", "lib-no-tracer", "lib-traced", "lib-untraced", "lib-disabled"])
     ap.add_argument("--clock", default="counter", choices=["counter", "mono"])
     ap.add_argument("--json", help="write the result as JSON to this file")
     ap.add_argument("--keep", help="keep the callgrind.out files in this directory")

@@ -12,6 +12,17 @@
 //                                           field of <bytes> (NUL included):
 //                                           the typed path's variable size
 //   BM_Writer_EmitDisabled/16               typed event after disable()
+//   BM_Writer_NoTracer/16                   the same event without a ring
+//                                           argument, no process ring made
+//                                           (rbtrace/tracer.h): -ENODEV
+//   BM_Library_NoTracer/16, _Traced/16, _RingDisabled/16, _Untraced
+//                                           a call into a library
+//                                           (bench_lib.h) with such a
+//                                           tracepoint and no process ring,
+//                                           into the process ring, with a
+//                                           disabled tracepoint taking its
+//                                           ring from the caller, and without
+//                                           a tracepoint
 //   BM_Writer_Scope, _Async, _Counter, _CounterF, _Slice, _Flow
 //                                           the track events of rbtrace/track.h
 //                                           (a 6-character name): one
@@ -37,7 +48,11 @@
 #include <thread>
 
 #include "bench_common.h"
+#include "bench_lib.h"
+#include "rbtrace/tracer.h"
 #include "rbtrace/track.h"
+
+RBTRACE_EVENT(rbtrace_bench, rec16_noring, ((uint64_t, a))((uint64_t, b)))
 
 namespace rbtrace::bench {
 namespace {
@@ -147,6 +162,71 @@ void BM_Writer_EmitDisabled(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
   if (rb->stats(0).entries != 0) state.SkipWithError("a disabled event was written");
+}
+
+// A typed event without a RingBuffer& in a process that made no process
+// ring (rbtrace/tracer.h): one load and a branch, as a disabled event. An
+// event of its own: another caller of rec16's write would change how the
+// compiler inlines that into BM_Writer_Emit.
+void BM_Writer_NoTracer(benchmark::State& state) {
+  if (rbtrace::process_ring() != nullptr) {
+    state.SkipWithError("a process ring exists");
+    return;
+  }
+  uint64_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(rbtrace_events::rbtrace_bench_rec16_noring::emit(i, i));
+    i++;
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (rbtrace_events::rbtrace_bench_rec16_noring::emit(i, i) != -ENODEV)
+    state.SkipWithError("an event without a process ring was not refused");
+}
+
+// The same through a library (bench_lib.h, its own static library): a call
+// to a function with a tracepoint and no process ring, beside the same
+// function without the tracepoint. The difference is what a library's
+// tracepoint costs a host that set nothing up.
+void BM_Library_NoTracer(benchmark::State& state) {
+  if (rbtrace::process_ring() != nullptr) {
+    state.SkipWithError("a process ring exists");
+    return;
+  }
+  uint64_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(bench_lib::op_traced(i++));
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_Library_RingDisabled(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  bench_lib::disable_op_off();
+  uint64_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(bench_lib::op_ring_disabled(*rb, i++));
+  state.SetItemsProcessed(state.iterations());
+  if (rb->stats(0).entries != 0) state.SkipWithError("a disabled event was written");
+}
+// Into the process ring: a ring of the benchmarks' options, installed as
+// the process ring for this benchmark only, through the pointer behind
+// tracer::init (rbtrace/tracer.h), which has no way to take a ring away:
+// writers might hold it. Here only this thread writes, and the
+// BM_*_NoTracer benchmarks, in whatever order they run, need no process
+// ring.
+void BM_Library_Traced(benchmark::State& state) {
+  BoundRing rb(writer_options());
+  rbtrace::RingBuffer* expected = nullptr;
+  if (!rbtrace::detail::g_process_ring.compare_exchange_strong(expected, &*rb)) {
+    state.SkipWithError("a process ring exists");
+    return;
+  }
+  uint64_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(bench_lib::op_traced(i++));
+  rbtrace::detail::g_process_ring.store(nullptr);
+  state.SetItemsProcessed(state.iterations());
+  if (rb->stats(0).entries != i) state.SkipWithError("an event was not written");
+}
+void BM_Library_Untraced(benchmark::State& state) {
+  uint64_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(bench_lib::op_untraced(i++));
+  state.SetItemsProcessed(state.iterations());
 }
 
 // The track events (rbtrace/track.h): what a scope, an async slice, a
@@ -413,6 +493,10 @@ void register_sizes() {
   common(benchmark::RegisterBenchmark("BM_Writer_Emit/mono/16", BM_Writer_Emit,
                                       ClockKind::kMono));
   common(benchmark::RegisterBenchmark("BM_Writer_EmitDisabled/16", BM_Writer_EmitDisabled));
+  common(benchmark::RegisterBenchmark("BM_Writer_NoTracer/16", BM_Writer_NoTracer));
+  common(benchmark::RegisterBenchmark("BM_Library_NoTracer/16", BM_Library_NoTracer));
+  common(benchmark::RegisterBenchmark("BM_Library_RingDisabled/16", BM_Library_RingDisabled));
+  common(benchmark::RegisterBenchmark("BM_Library_Untraced", BM_Library_Untraced));
   common(benchmark::RegisterBenchmark("BM_Writer_Scope", BM_Writer_Scope));
   common(benchmark::RegisterBenchmark("BM_Writer_Async", BM_Writer_Async));
   common(benchmark::RegisterBenchmark("BM_Writer_Counter", BM_Writer_Counter));
@@ -434,6 +518,7 @@ void register_sizes() {
              ->Teardown(threads_teardown)
              ->DenseThreadRange(1, hw > 2 ? hw : 2)
              ->UseRealTime());
+  common(benchmark::RegisterBenchmark("BM_Library_Traced/16", BM_Library_Traced));
   return true;
 }();
 

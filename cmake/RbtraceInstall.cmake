@@ -2,7 +2,7 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS rbtrace_ringbuf rbtrace_tracedat rbtrace_consumer rbtrace_snapshot EXPORT rbtraceTargets
+install(TARGETS rbtrace_ringbuf rbtrace_tracedat rbtrace_consumer rbtrace_autostart rbtrace_snapshot EXPORT rbtraceTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

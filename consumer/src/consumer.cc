@@ -120,13 +120,19 @@ using namespace detail;
 // descriptors (the parent's lock stays: it keeps its own descriptor).
 namespace {
 
-std::mutex g_live_mu;                        // held across fork (prepare)
-auto* g_live = new std::vector<Consumer::Impl*>;  // reachable, never freed
+std::mutex g_live_mu;  // held across fork (prepare); constant-initialized
+// Made on first use, not by a dynamic initializer: a Consumer may be made
+// before this file's initializers ran (rbtrace::autostart's, from a
+// constructor of another object file). Reachable, never freed.
+std::vector<Consumer::Impl*>& live_list() {
+  static auto* v = new std::vector<Consumer::Impl*>;
+  return *v;
+}
 
 void live_prepare() { g_live_mu.lock(); }
 void live_parent() { g_live_mu.unlock(); }
 void live_child() {
-  for (Consumer::Impl* i : *g_live) {
+  for (Consumer::Impl* i : live_list()) {
     if (i->lock_fd >= 0) close(i->lock_fd);
     if (i->drain.cmdlines.fd >= 0) close(i->drain.cmdlines.fd);
     i->lock_fd = i->drain.cmdlines.fd = -1;
@@ -138,12 +144,12 @@ void live_add(Consumer::Impl* i) {
   static const int once = pthread_atfork(live_prepare, live_parent, live_child);
   (void)once;
   std::lock_guard<std::mutex> g(g_live_mu);
-  g_live->push_back(i);
+  live_list().push_back(i);
 }
 
 void live_remove(Consumer::Impl* i) {
   std::lock_guard<std::mutex> g(g_live_mu);
-  g_live->erase(std::remove(g_live->begin(), g_live->end(), i), g_live->end());
+  live_list().erase(std::remove(live_list().begin(), live_list().end(), i), live_list().end());
 }
 
 }  // namespace
@@ -167,6 +173,19 @@ std::string session_name() {
   return b;
 }
 
+// The process's name: its main thread's comm (/proc/self is the thread
+// group leader's directory), "" if unreadable.
+std::string process_comm() {
+  char b[64] = {};
+  const int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t n = read(fd, b, sizeof b - 1);
+  close(fd);
+  std::string s(b, n > 0 ? static_cast<size_t>(n) : 0);
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
 // "consumer: cannot <what>: <strerror(e)>" into *err; returns e.
 int fail_errno(Error* err, int e, const std::string& what) {
   return set_error(err, e, "consumer: cannot " + what + ": " + std::strerror(e));
@@ -188,6 +207,8 @@ void Consumer::Impl::configure() {
   if (op.pool_pages == 0) op.pool_pages = (8u << 20) / ctx.page_size;
   op.pool_pages = std::clamp<uint32_t>(op.pool_pages, 16, 4096);
   ctx.clock_name = rb.clock().trace_clock_name();
+  ctx.pid = static_cast<int32_t>(getpid());
+  ctx.process = process_comm();
   drain.type_hi = Drainer::kFirstEventId + static_cast<uint32_t>(registered_events().size());
   ctx.tsc2nsec = rb.clock().kind() == ClockKind::kCounter;
   sh.st.events_read.assign(drain.ncpus, 0);

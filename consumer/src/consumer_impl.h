@@ -60,6 +60,10 @@ struct ConsumerContext {
   AtomicHow publish_how = AtomicHow::kAuto;
   std::string clock_name;
   bool tsc2nsec = false;
+  // The traced process, named in every trace (TraceDatInput::pid): this
+  // process, its main thread's comm when the consumer started.
+  int32_t pid = 0;
+  std::string process;
   // The spool's layout (spool.h): one file per segment, published in place,
   // where the file system collapses ranges; else a file per CPU (version
   // 1), published by copying, so that the CPUs' files are written in
@@ -166,6 +170,7 @@ class Drainer {
   int open_segment();
   int write_meta(const SpoolMeta& m, uint64_t seq);
   void grow();
+  void grow_events();
   SegmentLayout segment_layout(const std::vector<EventFormat>& events) const;
   int open_spool_file(const std::string& path, mode_t mode);
   int cpu_fd(Segment* s, uint32_t cpu);

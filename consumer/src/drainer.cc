@@ -197,6 +197,7 @@ int Drainer::open_segment() {
 // segment is closed with the old count, which none of the new CPUs' pages
 // are in.
 void Drainer::grow() {
+  grow_events();
   uint32_t n = 0;
   {
     std::lock_guard<std::mutex> g(sh.ring_mu);
@@ -221,6 +222,31 @@ void Drainer::grow() {
   }
   cur->meta = std::move(m);
   cur->cpus.resize(n);
+}
+
+// Event types registered since the open segment began (a library loaded
+// later, an object whose initializers ran after the consumer started:
+// rbtrace::autostart starts before main): the segment takes their formats
+// (ids only grow, so the new list is a superset), its sidecar first, so
+// that the trace it becomes, or recover, decodes their events. Called at
+// every pass and before a segment closes: a page taken holds only events
+// of types registered before it was taken, which the next call sees. A
+// header that outgrew the segment's room is published by copying. If the
+// sidecar cannot be rewritten, the segment is closed with the formats it
+// has, and the next one starts with all of them.
+void Drainer::grow_events() {
+  if (!cur || registered_event_count() <= cur->events.size()) return;
+  SpoolMeta m = cur->meta;
+  m.events = registered_event_formats();
+  if (m.events.size() <= cur->events.size()) return;
+  if (write_meta(m, cur->seq) != 0) {
+    cur->closed = true;
+    closing.push_back(std::move(cur));
+    return;
+  }
+  type_hi = kFirstEventId + static_cast<uint32_t>(m.events.size());
+  cur->events = m.events;
+  cur->meta = std::move(m);
 }
 
 // The layout of a new segment's file (spool.h): room for the header of
@@ -264,6 +290,8 @@ SegmentLayout Drainer::segment_layout(const std::vector<EventFormat>& events) co
   est.clock = ctx.clock_name;
   est.tsc2nsec = ctx.tsc2nsec;
   est.events = events;
+  est.pid = ctx.pid;
+  est.process = ctx.process;
   est.cpus.resize(max_cpus);
   constexpr uint64_t kCmdlinesRoom = 256 << 10;
   const uint64_t stats = max_cpus * (cpu_stats_text_bound() + 128);  // + the segment's lines
@@ -297,6 +325,7 @@ int Drainer::write_failed(Segment* s, uint32_t cpu, int e, const std::string& wh
 }
 
 void Drainer::close_current() {
+  grow_events();
   if (!cur) return;
   cur->closed = true;
   closing.push_back(std::move(cur));

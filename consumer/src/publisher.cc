@@ -39,6 +39,8 @@ TraceDatInput Publisher::trace_input(const Segment& s) const {
   if (ctx.tsc2nsec) in.calibration = counter_calibration();
   in.events = s.events;
   in.cmdlines = s.cmdlines;
+  in.pid = ctx.pid;
+  in.process = ctx.process;
   // As many CPUs as the ring had made while the segment was open.
   in.cpus.resize(s.cpus.size());
   for (uint32_t c = 0; c < s.cpus.size(); c++) {

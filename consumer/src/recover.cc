@@ -28,6 +28,18 @@ using namespace detail;
 
 namespace {
 
+// The pid at the end of a session name ("...-<pid>"), 0 if there is none.
+int32_t session_pid(const std::string& session) {
+  const size_t dash = session.rfind('-');
+  if (dash == std::string::npos || dash + 1 >= session.size() || session.size() - dash > 11) return 0;
+  int64_t v = 0;
+  for (size_t i = dash + 1; i < session.size(); i++) {
+    if (session[i] < '0' || session[i] > '9') return 0;
+    v = v * 10 + (session[i] - '0');
+  }
+  return v > 0 && v <= 0x7fffffff ? static_cast<int32_t>(v) : 0;
+}
+
 std::vector<std::string> list_dir(const std::string& path, int* err) {
   std::vector<std::string> v;
   DIR* d = opendir(path.c_str());
@@ -364,6 +376,11 @@ int recover_segment(const std::string& dir, const std::string& sdir, const std::
   in.calibration = m.calibration;
   in.events = m.events;
   in.cmdlines = cmdlines;
+  // The traced process: the pid that ends the session's name (consumer.cc,
+  // session_name), named from cmdlines as its main thread was.
+  in.pid = session_pid(m.session);
+  for (const auto& [tid, comm] : cmdlines)
+    if (tid == in.pid) in.process = comm;
   in.cpus.resize(m.ncpus);
   uint64_t pages = 0, rejected = 0, incomplete = 0, corrupt = 0, events = 0;
   // Version 2: one file, a range per CPU; version 1: a file per CPU.

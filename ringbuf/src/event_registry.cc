@@ -1,5 +1,6 @@
 // event_registry.cc - event type ids and the kernel-style format texts.
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -12,6 +13,7 @@ namespace {
 struct Registry {
   std::mutex mu;
   std::vector<EventType*> types;  // index = id - kFirstId
+  std::atomic<uint32_t> count{0};  // types.size(), readable without mu
 };
 Registry& registry() {
   static Registry r;  // function-local: safe during static initialization
@@ -28,7 +30,13 @@ uint16_t register_event(EventType* t) {
   }
   t->id = static_cast<uint16_t>(kFirstId + r.types.size());
   r.types.push_back(t);
+  r.count.store(static_cast<uint32_t>(r.types.size()), std::memory_order_relaxed);
   return t->id;
+}
+
+uint32_t registered_event_count() {
+  // relaxed: a hint to look again; registered_events() takes the lock.
+  return registry().count.load(std::memory_order_relaxed);
 }
 
 std::vector<const EventType*> registered_events() {

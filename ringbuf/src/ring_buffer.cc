@@ -36,13 +36,24 @@ namespace {
 // claim, so a handler only reads it). A data page is mapped and unmapped on
 // its own, so it takes at least one system page: on a 16 or 64 KiB-page
 // kernel a 4 KiB data page has a system page of its own.
-const size_t g_sys_page = [] {
-  const long v = sysconf(_SC_PAGESIZE);
-  return v > 0 ? static_cast<size_t>(v) : size_t{4096};
-}();
+// Read on first use, not by a dynamic initializer: a ring may be made
+// before this file's initializers ran (the process ring of
+// rbtrace::autostart, made by a constructor of another object file). No
+// lock: every caller computes the same value (sysconf(_SC_PAGESIZE) reads
+// the auxiliary vector; no system call), relaxed is enough.
+std::atomic<size_t> g_sys_page_cache{0};
+size_t sys_page() {
+  size_t v = g_sys_page_cache.load(std::memory_order_relaxed);
+  if (__builtin_expect(v == 0, 0)) {
+    const long p = sysconf(_SC_PAGESIZE);
+    v = p > 0 ? static_cast<size_t>(p) : size_t{4096};
+    g_sys_page_cache.store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
 
 size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
-size_t page_stride(uint32_t size) { return round_up(size, g_sys_page); }
+size_t page_stride(uint32_t size) { return round_up(size, sys_page()); }
 
 void* map_zeroed(size_t bytes) {
   // MAP_POPULATE: pre-faulted, so that the writer takes no page faults.
@@ -59,7 +70,7 @@ constexpr size_t kDescOffset = (sizeof(CpuBuffer) + 63) & ~size_t{63};
 // Bytes of a CPU buffer's own mapping before its pages: the CpuBuffer and
 // its descriptors, rounded up to the system page.
 size_t cpu_meta_bytes(uint32_t npages) {
-  return round_up(kDescOffset + (npages + 1ULL) * sizeof(BufferPage), g_sys_page);
+  return round_up(kDescOffset + (npages + 1ULL) * sizeof(BufferPage), sys_page());
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ int cmd_export(const Args& a) {
   return write_output(a, out, true, [&](int fd) {
     std::FILE* f = ::fdopen(::dup(fd), "w");  // dup: the AtomicFile keeps its own
     if (!f) return a.fail(out + ": " + std::strerror(errno));
-    const auto pid = static_cast<int32_t>(a.number("--pid", 1));
+    // 0: the file's own process (its PROCMAPS option), else 1.
+    const auto pid = static_cast<int32_t>(a.number("--pid", 0));
     int rc = rbtrace::write_chrome_json(*r, f, pid, &err);
     if (std::fclose(f) != 0 && rc == 0) {
       err = std::string("write error: ") + std::strerror(errno);

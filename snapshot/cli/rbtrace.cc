@@ -25,8 +25,9 @@ constexpr Command kCommands[] = {
      {Param::text("FILE")}},
     {"export", cli::cmd_export,
      "rbtrace export --chrome FILE -o OUT.json [--pid N] | --ctf FILE -o DIR",
-     "convert a trace.dat to Chrome trace-event JSON (Perfetto), or to a CTF 1.8\n"
-     "           directory (babeltrace2, Trace Compass; DIR must not exist or be empty)",
+     "convert a trace.dat to Chrome trace-event JSON (Perfetto; the process is the\n"
+     "           file's own, or --pid N), or to a CTF 1.8 directory (babeltrace2, Trace\n"
+     "           Compass; DIR must not exist or be empty)",
      {Param::flag("--chrome"), Param::flag("--ctf"), Param::text("-o"),
       Param::number("--pid", 0, kMaxPid)},
      {Param::text("FILE")}},

@@ -150,6 +150,8 @@ int Snapshot::take(int out_fd, int cpu, std::string* err, SnapshotResult* res,
   if (in.tsc2nsec) in.calibration = counter_calibration();
   in.events = registered_event_formats();
   in.cmdlines.emplace_back(static_cast<int32_t>(getpid()), thread_comm(getpid()));
+  in.pid = static_cast<int32_t>(getpid());
+  in.process = in.cmdlines.back().second;
   in.cpus.resize(ncpus);
   for (uint32_t c = 0; c < ncpus; c++) {
     in.cpus[c].fd = spool;  // or in place in out_fd (below)

@@ -291,8 +291,9 @@ struct P {
 };
 
 // `babeltrace2 --clock-seconds --no-delta` lines:
-//   [SEC.NANOSEC] SYS:NAME: { cpu_id = C }, { pid = P, comm = "..." }, { fields }
-bool parse_bt_line(const std::string& l, Ev* e) {
+//   [SEC.NANOSEC] PROCNAME:(VPID) SYS:NAME: { cpu_id = C }, { pid = P, comm = "..." }, { fields }
+// (PROCNAME:(VPID) when the metadata's env names the process: into *proc).
+bool parse_bt_line(const std::string& l, Ev* e, std::string* proc = nullptr) {
   P p{l};
   if (!p.eat('[')) return false;
   const std::string sec = p.number();
@@ -301,6 +302,13 @@ bool parse_bt_line(const std::string& l, Ev* e) {
   if (!p.ok || !p.eat(']') || ns.size() != 9) return false;
   e->ts_ns = std::stoull(sec) * 1000000000ull + std::stoull(ns);
   p.ws();
+  const size_t sp = l.find(' ', p.i);
+  if (sp != std::string::npos && sp > p.i && l[sp - 1] == ')') {
+    const size_t lp = l.rfind(":(", sp);
+    if (lp == std::string::npos || lp < p.i) return false;
+    if (proc) *proc = l.substr(p.i, sp - p.i);
+    p.i = sp + 1;
+  }
   const size_t colon = l.find(": ", p.i);
   if (colon == std::string::npos) return false;
   e->name = l.substr(p.i, colon - p.i);
@@ -451,6 +459,18 @@ void check_export(const std::string& dir, const std::string& file, const std::st
   umask(um);
   EXPECT_EQ(st.st_mode & 07777, 0755 & ~um);
 
+  // The traced process in the metadata's env, as LTTng-UST names it.
+  {
+    std::string err;
+    auto r = TraceDatReader::open(file, &err);
+    ASSERT_TRUE(r) << err;
+    if (r->process_pid() > 0) {
+      const std::string meta = rbtrace_test::read_file(out + "/metadata");
+      EXPECT_NE(meta.find("\tvpid = " + std::to_string(r->process_pid()) + ";\n\tprocname = \"" +
+                          r->process_name() + "\";"),
+                std::string::npos);
+    }
+  }
   const Proc j = run(dir, {RBTRACE_CLI, "report", "--json", file});
   ASSERT_EQ(j.status, 0) << j.err;
   const Proc b = run(dir, {RBTRACE_BABELTRACE2, "--clock-seconds", "--no-delta", out});
@@ -484,11 +504,22 @@ void check_export(const std::string& dir, const std::string& file, const std::st
     v.push_back(e);
     n++;
   }
+  // Every line names the process the trace.dat names (its PROCMAPS).
+  std::string want_proc;
+  {
+    std::string err;
+    auto r = TraceDatReader::open(file, &err);
+    ASSERT_TRUE(r) << err;
+    if (r->process_pid() > 0)
+      want_proc = r->process_name() + ":(" + std::to_string(r->process_pid()) + ")";
+  }
   std::istringstream bl(b.out);
   uint64_t m = 0;
   for (std::string l; std::getline(bl, l);) {
     Ev e;
-    ASSERT_TRUE(parse_bt_line(l, &e)) << "babeltrace2 printed: " << l;
+    std::string proc;
+    ASSERT_TRUE(parse_bt_line(l, &e, &proc)) << "babeltrace2 printed: " << l;
+    ASSERT_EQ(proc, want_proc) << l;
     if (e.name == "ctfx:rich")
       for (const char* k : {"ms", "ratio"}) e.fields[k] = real(e.fields[k]);
     got[e.cpu].push_back(e);

@@ -247,6 +247,9 @@ std::string read_to_end(const std::string& path, std::vector<std::vector<uint64_
   std::string err;
   auto r = rbtrace::TraceDatReader::open(path, &err);
   if (!r) return "open: " + err;
+  // Recover names the recording's process as the consumer did (the pid
+  // that ends the session's name).
+  if (r->process_pid() <= 0) return "no process pid (PROCMAPS option)";
   seqs->assign(r->ncpus(), {});
   rbtrace::TraceRecord rec;
   int rc;

@@ -101,6 +101,7 @@ std::vector<CpuSeqs> read_file(int fd, std::string* stats0) {
   std::vector<CpuSeqs> out(kCpus);
   if (!r) return out;
   EXPECT_EQ(r->ncpus(), kCpus);
+  EXPECT_EQ(r->process_pid(), getpid());  // the dump names this process
   TraceRecord rec;
   int rc;
   while ((rc = r->next(&rec)) == 1) {

@@ -23,6 +23,9 @@ RBTRACE_EVENT(test, sample, ((uint64_t, seq))((int32_t, value))((rbtrace::str, l
 RBTRACE_EVENT(test, ints, ((int8_t, a))((int16_t, b))((uint16_t, c))((int64_t, d))((bool, flag))((uint32_t, e)))
 RBTRACE_EVENT(other, strings, ((rbtrace::str, first))((uint16_t, mid))((rbtrace::str, second)))
 RBTRACE_EVENT(other, three, ((rbtrace::str, s1))((rbtrace::str, s2))((uint8_t, tag))((rbtrace::str, s3)))
+// 7 bytes of padding between `a` and `b`; a byte sequence of any length.
+RBTRACE_EVENT(test, padded, ((uint8_t, a))((uint64_t, b)))
+RBTRACE_EVENT(test, odd, ((rbtrace::bytes, blob)))
 
 // Issue 15, item 2: the richer field types.
 namespace ut {
@@ -37,6 +40,8 @@ using namespace rbtrace;
 using rbtrace_events::other_strings;
 using rbtrace_events::other_three;
 using rbtrace_events::test_ints;
+using rbtrace_events::test_odd;
+using rbtrace_events::test_padded;
 using rbtrace_events::test_sample;
 
 namespace {
@@ -213,6 +218,44 @@ TEST(Event, EmitWritesTheRecord) {
   EXPECT_EQ(data_loc(e.data, e.length, offsetof(R, label)), "");
   EXPECT_EQ(rb->consume(0, &e), -EAGAIN);
   EXPECT_EQ(rb->stats(0).entries, 3u);
+}
+
+// Bytes no field covers (padding inside the record, the rounding of the
+// length to 4) are zero, not whatever the ring held there before: each
+// event is written over a discarded reservation full of 0xAA.
+TEST(Event, PaddingAndRoundingBytesAreZeroed) {
+  auto rb = make();
+  Bound b(*rb, 0);
+  ASSERT_EQ(b.rc, 0);
+  auto dirty = [&] {
+    Reservation r = rb->reserve(64);
+    ASSERT_TRUE(r);
+    std::memset(r.data, 0xAA, 64);
+    rb->discard(r);  // the space is given back: the next event reuses it
+  };
+  dirty();
+  ASSERT_EQ(test_padded::emit(*rb, 0x11, 0x2222222222222222ull), 0);
+  const unsigned char blob[5] = {1, 2, 3, 4, 5};
+  const size_t sizes[] = {1, 2, 3, 5};
+  for (size_t n : sizes) {
+    dirty();
+    ASSERT_EQ(test_odd::emit(*rb, rbtrace::bytes_view(blob, n)), 0);
+  }
+  PageEvent e;
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  using P = test_padded::record;
+  static_assert(offsetof(P, b) == 16 && sizeof(P) == 24, "7 bytes of padding after a");
+  ASSERT_EQ(e.length, sizeof(P));
+  for (size_t i = offsetof(P, a) + 1; i < offsetof(P, b); i++)
+    EXPECT_EQ(e.data[i], 0) << "padding byte " << i;
+  // 8 (header) + 4 (__data_loc) + n bytes, stored rounded up to 4.
+  for (size_t n : sizes) {
+    ASSERT_EQ(rb->consume(0, &e), 0);
+    const uint32_t len = static_cast<uint32_t>(12 + n);
+    ASSERT_EQ(e.length, (len + 3) & ~3u);
+    EXPECT_EQ(std::memcmp(e.data + 12, blob, n), 0);
+    for (uint32_t i = len; i < e.length; i++) EXPECT_EQ(e.data[i], 0) << "n " << n << " byte " << i;
+  }
 }
 
 // float, double, an enum, arrays, bytes and a pointer: the record and the

@@ -550,6 +550,86 @@ TEST_F(TraceDat, TraceClockOptionCarriesTheClockText) {
   }
 }
 
+// The traced process (TraceDatInput::pid): trace-cmd's PROCMAPS option,
+// read back by the reader and named by the Chrome export; a name trace-cmd
+// would cut at a blank is one word; a PROCMAPS whose first line does not
+// parse is an error that says so.
+TEST_F(TraceDat, ProcessPidAndNameRoundTripThroughProcMaps) {
+  auto write = [&](const std::string& name, int32_t pid, const char* process) {
+    TraceDatInput in;
+    in.clock = "mono";
+    in.pid = pid;
+    in.process = process;
+    const std::string p = dir.path + "/" + name;
+    const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    std::string err;
+    EXPECT_EQ(write_trace_dat(fd, in, &err), 0) << err;
+    ::close(fd);
+    return p;
+  };
+  std::string err;
+  {
+    const std::string p = write("named", 0x1234, "my app\tx");
+    const std::string f = read_file(p);
+    const std::string text = std::string("1234 0 my_app_x\n") + '\0';
+    std::string opt("\x0a\x00", 2);
+    const uint32_t len = static_cast<uint32_t>(text.size());
+    opt.append(reinterpret_cast<const char*>(&len), 4);
+    opt += text;
+    EXPECT_NE(f.find(opt), std::string::npos);
+    auto r = TraceDatReader::open(p, &err);
+    ASSERT_TRUE(r) << err;
+    EXPECT_EQ(r->process_pid(), 0x1234);
+    EXPECT_EQ(r->process_name(), "my_app_x");
+    // The Chrome export names the process from the file, unless told.
+    for (int32_t given : {0, 77}) {
+      char* buf = nullptr;
+      size_t n = 0;
+      std::FILE* out = open_memstream(&buf, &n);
+      ASSERT_EQ(write_chrome_json(*r, out, given, &err), 0) << err;
+      std::fclose(out);
+      const std::string json(buf, n);
+      std::free(buf);
+      const std::string want = "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":" +
+                               std::to_string(given ? given : 0x1234) +
+                               ",\"args\":{\"name\":\"my_app_x\"}}";
+      EXPECT_NE(json.find(want), std::string::npos) << json.substr(0, 200);
+    }
+  }
+  {
+    // No pid: no option; the export says pid 1, process "rbtrace".
+    const std::string p = write("anonymous", 0, "ignored");
+    EXPECT_EQ(read_file(p).find("ignored"), std::string::npos);
+    auto r = TraceDatReader::open(p, &err);
+    ASSERT_TRUE(r) << err;
+    EXPECT_EQ(r->process_pid(), 0);
+    EXPECT_EQ(r->process_name(), "");
+    char* buf = nullptr;
+    size_t n = 0;
+    std::FILE* out = open_memstream(&buf, &n);
+    ASSERT_EQ(write_chrome_json(*r, out, 0, &err), 0) << err;
+    std::fclose(out);
+    const std::string json(buf, n);
+    std::free(buf);
+    EXPECT_NE(json.find("\"pid\":1,\"args\":{\"name\":\"rbtrace\"}"), std::string::npos);
+  }
+  {
+    // A first line that is not "<pid hex> <count hex> <name>": an error.
+    const std::string p = write("bad", 0x1234, "app");
+    std::string f = read_file(p);
+    const size_t at = f.find("1234 0 app\n");
+    ASSERT_NE(at, std::string::npos);
+    f[at] = 'z';
+    const std::string q = dir.path + "/bad2";
+    const int fd = ::open(q.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ASSERT_EQ(::write(fd, f.data(), f.size()), static_cast<ssize_t>(f.size()));
+    ::close(fd);
+    auto r = TraceDatReader::open(q, &err);
+    EXPECT_FALSE(r);
+    EXPECT_NE(err.find("PROCMAPS first line"), std::string::npos) << err;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Hostile files.
 // ---------------------------------------------------------------------------

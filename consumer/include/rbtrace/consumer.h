@@ -182,6 +182,29 @@ class Consumer {
   std::unique_ptr<Impl> impl_;
 };
 
+// ---- recording the process ring from the environment ---------------------
+// (rbtrace/tracer.h.) RBTRACE_RECORD=DIR records the process ring into DIR
+// with no code in the host: link rbtrace::autostart (its constructor calls
+// record_from_env before main) or call record_from_env yourself. Variables:
+//   RBTRACE_RECORD=DIR           ConsumerOptions::dir (unset or empty: off)
+//   RBTRACE_SEGMENT_MB=N         segment_bytes in MiB (0: never rotate)
+//   RBTRACE_SEGMENT_SECONDS=N    segment_seconds
+//   RBTRACE_FILE_MODE=0640       file_mode (octal)
+//   RBTRACE_PREFIX=NAME          prefix
+// plus the ring's (tracer.h: RBTRACE_CPUS, RBTRACE_PAGES, ...).
+//
+// The ConsumerOptions of those variables over *opts: 0, or -EINVAL with
+// *why naming the variable.
+int consumer_options_from_env(ConsumerOptions* opts, std::string* why);
+// Starts the recording: makes the process ring (tracer::init_from_env; an
+// existing one is used as it is) and a Consumer on it into $RBTRACE_RECORD,
+// stopped at exit (atexit: flushed and published; a forked child does not
+// stop its parent's). 1 started, 0 RBTRACE_RECORD unset or empty (nothing
+// done), or -errno with *why: a bad variable (-EINVAL), the ring or the
+// consumer could not be made, -EALREADY (one runs already). Not from a
+// signal handler.
+int record_from_env(std::string* why);
+
 // `rbtrace recover DIR`: for every spool session under DIR/spool whose
 // process is gone (its lock can be taken), turns each segment into a
 // trace.dat published under the segment's public name, using only what the

@@ -393,12 +393,17 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
 
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err) {
   r.rewind();
+  // The process: the one given, else the file's own (PROCMAPS), else 1.
+  if (pid <= 0) pid = r.process_pid() > 0 ? r.process_pid() : 1;
+  const std::string& pname = r.process_name().empty() ? std::string("rbtrace") : r.process_name();
   Writer w(out);
   std::string& s = w.buf();
   appendf(&s,
           "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n"
-          "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rbtrace\"}}",
+          "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":",
           pid);
+  append_json_string(&s, pname);
+  s += "}}";
   for (const auto& [tid, comm] : r.cmdlines()) {
     appendf(&s, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":",
             pid, tid);

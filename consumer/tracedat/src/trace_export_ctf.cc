@@ -164,6 +164,12 @@ std::string metadata_text(TraceDatReader& r) {
   m += "env {\n\ttracer_name = \"rbtrace\";\n";
   m += "\ttrace_clock = \"" + tsdl_text(r.clock()) + "\";\n";
   m += "\tncpus = " + std::to_string(r.ncpus()) + ";\n";
+  // The traced process, as LTTng-UST names it (vpid, procname), when the
+  // file says (TraceDatReader::process_pid).
+  if (r.process_pid() > 0) {
+    m += "\tvpid = " + std::to_string(r.process_pid()) + ";\n";
+    m += "\tprocname = \"" + tsdl_text(r.process_name()) + "\";\n";
+  }
   m += "\tno_free_cpu_slot_dropped = " + std::to_string(no_slot) + ";\n};\n\n";
   m += "clock {\n\tname = rbtrace;\n";
   m += "\tdescription = \"trace.dat time stamps in ns (trace clock " + tsdl_text(r.clock()) +

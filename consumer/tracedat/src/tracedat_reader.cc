@@ -43,6 +43,8 @@ struct TraceDatReader::Impl {
   bool tsc2nsec = false;
   uint32_t mult = 0, shift = 0;
   int64_t ts_offset = 0;
+  int32_t process_pid = 0;   // the first PROCMAPS option's, 0 without one
+  std::string process_name;
   TraceEventTable events;  // the file's formats; every page is checked against them
   std::map<int32_t, std::string> cmdlines;
   std::vector<TraceCpuData> cpus;
@@ -78,6 +80,7 @@ struct TraceDatReader::Impl {
   bool parse_cpu_count(Parser& p);
   bool parse_options_section(Parser& p);
   bool parse_option_cpustat(Parser& p, uint32_t size, const std::string& what, size_t* next_stat);
+  bool parse_option_procmaps(Parser& p, uint32_t size, const std::string& what);
   bool parse_option_tsc2nsec(Parser& p, uint32_t size, const std::string& what);
   bool parse_option_time_offset(Parser& p, uint16_t id, uint32_t size, const std::string& what);
   bool parse_flyrecord(Parser& p);
@@ -295,6 +298,7 @@ bool TraceDatReader::Impl::parse_options_section(Parser& p) {
           ok = p.skip(size, what);
           break;
         case td::kOptTsc2Nsec: ok = parse_option_tsc2nsec(p, size, what); break;
+        case td::kOptProcMaps: ok = parse_option_procmaps(p, size, what); break;
         case td::kOptOffset:
         case td::kOptDate: ok = parse_option_time_offset(p, id, size, what); break;
         case td::kOptBuffer:
@@ -352,6 +356,33 @@ bool TraceDatReader::Impl::parse_option_tsc2nsec(Parser& p, uint32_t size, const
 }
 
 // OFFSET (ns) and DATE (microseconds): NUL-terminated numbers, summed.
+// PROCMAPS (trace-cmd record --proc-map): "<pid hex> <n hex> <name>\n"
+// then n library lines, NUL-terminated. The first option names the
+// traced process; the library lines are not used (skipped unread). A
+// first line that does not parse is an error (trace-cmd ignores such an
+// option; a reader that names the process from it should say why not).
+bool TraceDatReader::Impl::parse_option_procmaps(Parser& p, uint32_t size, const std::string& what) {
+  const uint32_t head = size < 512 ? size : 512;
+  std::string t;
+  if (!p.text(head, 512, &t, what)) return false;
+  if (!p.skip(size - head, what)) return false;
+  if (process_pid != 0) return true;  // a later process's maps
+  const size_t nl = t.find('\n');
+  if (nl == std::string::npos) return p.fail(what + ": PROCMAPS has no first line");
+  t.resize(nl);
+  const size_t s1 = t.find(' ');
+  const size_t s2 = s1 == std::string::npos ? s1 : t.find(' ', s1 + 1);
+  uint64_t pid = 0, libs = 0;
+  if (s2 == std::string::npos || !td::parse_hex(t.substr(0, s1), &pid) ||
+      !td::parse_hex(t.substr(s1 + 1, s2 - s1 - 1), &libs) || pid == 0 || pid > 0x7fffffff ||
+      s2 + 1 >= t.size())
+    return p.fail(what + ": PROCMAPS first line is not '<pid hex> <count hex> <name>': '" +
+                  t.substr(0, 64) + "'");
+  process_pid = static_cast<int32_t>(pid);
+  process_name = t.substr(s2 + 1);
+  return true;
+}
+
 bool TraceDatReader::Impl::parse_option_time_offset(Parser& p, uint16_t id, uint32_t size,
                                                     const std::string& what) {
   std::string t;
@@ -574,6 +605,8 @@ uint64_t TraceDatReader::file_size() const { return impl_->src->size(); }
 uint32_t TraceDatReader::page_size() const { return impl_->page_size; }
 uint32_t TraceDatReader::ncpus() const { return static_cast<uint32_t>(impl_->cpus.size()); }
 const std::string& TraceDatReader::clock() const { return impl_->clock; }
+int32_t TraceDatReader::process_pid() const { return impl_->process_pid; }
+const std::string& TraceDatReader::process_name() const { return impl_->process_name; }
 bool TraceDatReader::has_tsc2nsec() const { return impl_->tsc2nsec; }
 uint32_t TraceDatReader::tsc2nsec_mult() const { return impl_->mult; }
 uint32_t TraceDatReader::tsc2nsec_shift() const { return impl_->shift; }

@@ -56,6 +56,22 @@ inline bool parse_u64(std::string_view s, uint64_t max, uint64_t* out) {
   return true;
 }
 
+// Strict hexadecimal (no 0x): 1..16 digits.
+inline bool parse_hex(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 16) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    int d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+    else return false;
+    v = v << 4 | static_cast<uint64_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
 // Strict signed integer as strtoll(s, 0) reads it (decimal, 0x hex, octal).
 inline bool parse_i64_c(const std::string& s, int64_t* out) {
   if (s.empty() || s.size() > 32) return false;

@@ -216,6 +216,19 @@ std::string cmdlines_text(const std::vector<std::pair<int32_t, std::string>>& cm
   return s;
 }
 
+// PROCMAPS's first line, "<pid hex> <libraries hex> <name>\n", with no
+// library lines: trace-cmd reads it with "%x %x %s", so the name is one
+// word (blanks and control characters become '_'; an empty name "?").
+std::string procmaps_text(int32_t pid, const std::string& name) {
+  char head[32];
+  std::snprintf(head, sizeof head, "%x 0 ", static_cast<unsigned>(pid));
+  std::string word = name.substr(0, 256);
+  for (char& c : word)
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) c = '_';
+  if (word.empty()) word = "?";
+  return head + word + "\n";
+}
+
 void option(Buf& b, uint16_t id, const std::string& data) {
   b.u16(id);
   b.u32(static_cast<uint32_t>(data.size()));
@@ -291,6 +304,7 @@ uint64_t build_front(const TraceDatInput& in, Buf& b, std::string* clock_text_ou
   *clock_text_out = clock_text;
   option(b, td::kOptTraceClock, clock_text + '\0');
   option(b, td::kOptVersion, std::string("rbtrace 1") + '\0');
+  if (in.pid > 0) option(b, td::kOptProcMaps, procmaps_text(in.pid, in.process) + '\0');
   if (in.tsc2nsec) {
     // trace-cmd: ns = mul_u64_u32_shr(ticks, mult, shift) + ts_offset. The
     // TSC2NSEC offset field stays 0 (trace-cmd versions differ in what they

@@ -11,6 +11,8 @@
 //     offsets, sizes, signedness, print fmt), so trace-cmd can decode it,
 //   - `emit(rb, seq, value, who)`: writes one event (the writer API's rules:
 //     any thread or signal handler; no allocation, no system call),
+//   - `emit(seq, value, who)`: the same into the process ring
+//     (rbtrace/tracer.h), -ENODEV when there is none,
 //   - `enable()` / `disable()`: a disabled event costs one load and a branch.
 //
 // Field types (anything else fails with a static_assert listing these):
@@ -50,6 +52,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <ranges>
 #include <string>
 #include <string_view>
@@ -57,8 +60,14 @@
 #include <vector>
 
 #include "rbtrace/ring_buffer.h"
+#include "rbtrace/tracer.h"
 
 namespace rbtrace {
+
+template <class T>
+inline constexpr bool kAlwaysFalse = false;
+template <size_t N>
+inline constexpr bool kAlwaysFalseN = false;
 
 struct str {};    // marker type for a __data_loc char[] field
 struct bytes {};  // marker type for a __data_loc u8[] field (a byte sequence)
@@ -73,9 +82,18 @@ struct bytes_view {
   constexpr bytes_view(const void* p, size_t n) : data(p), size(n) {}
   template <class R>
     requires std::ranges::contiguous_range<const R&> &&
-             (sizeof(std::ranges::range_value_t<const R&>) == 1)
+             (sizeof(std::ranges::range_value_t<const R&>) == 1) &&
+             (!(std::is_array_v<std::remove_cvref_t<R>> &&
+                std::is_same_v<std::remove_extent_t<std::remove_cvref_t<R>>, char>))
   constexpr bytes_view(const R& r)  // NOLINT: implicit by design
       : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
+  // A char array is refused: a string literal would bring its NUL along.
+  template <size_t N>
+  bytes_view(const char (&)[N]) {  // NOLINT: implicit, to be refused
+    static_assert(kAlwaysFalseN<N>,
+                  "rbtrace::bytes from a char array: pass std::string_view(\"...\") for the "
+                  "characters without the NUL, or std::span(array) for all N bytes");
+  }
 };
 
 // The field kinds of an EventField.
@@ -99,8 +117,6 @@ struct EnumValue {
   const char* name;
 };
 
-template <class T>
-inline constexpr bool kAlwaysFalse = false;
 
 // The primary template: every supported type has a specialisation below.
 template <class T>
@@ -282,8 +298,13 @@ struct EventType {
 // Registers an event type, assigns its id (from 1000 up, in registration
 // order). Returns the id. Thread-safe.
 uint16_t register_event(EventType* t);
-// All registered types, in id order (the pointers stay valid).
+// All registered types, in id order (the pointers stay valid). Types are
+// only added (ids stay): an event type whose RBTRACE_EVENT is in a library
+// loaded later (dlopen) or in an object whose initializers run after a
+// consumer started joins the list then.
 std::vector<const EventType*> registered_events();
+// How many there are: one relaxed load (a consumer looks every pass).
+uint32_t registered_event_count();
 const EventType* find_event(uint16_t id);
 const EventType* find_event(std::string_view system, std::string_view name);
 // Renders a record ("system:name field=value ...") using its registered
@@ -349,6 +370,11 @@ inline void fill_common(void* rec, uint16_t id, const Reservation& r) {
   const uint64_t word =
       cached | id | (static_cast<uint64_t>(level != 0) * (kFlagSignal << 16)) | (level << 24);
   std::memcpy(rec, &word, sizeof word);
+}
+// Zeroes the bytes between a record's length and its rounding to 4 (the
+// ring keeps events 4-byte aligned; those bytes are the event's).
+RBTRACE_ALWAYS_INLINE void zero_tail(unsigned char* base, uint32_t len) {
+  if (len & 3u) std::memset(base + len, 0, 4 - (len & 3u));
 }
 // Bytes a string takes at record offset `off`, its NUL included, when
 // `after` more string fields follow it. A __data_loc is offset:16 |
@@ -435,6 +461,8 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
 #define RBTRACE_DETAIL_NSTR(r, _, f) \
   +(::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::is_dynamic ? 1u : 0u)
 #define RBTRACE_DETAIL_ARG(r, _, i, f) BOOST_PP_COMMA_IF(i) RBTRACE_DETAIL_FNAME(f)
+#define RBTRACE_DETAIL_FSIZE(r, _, f) \
+  +sizeof(typename ::rbtrace::FieldTraits<RBTRACE_DETAIL_FTYPE(f)>::storage)
 #define RBTRACE_DETAIL_DYN(r, _, f)                                               \
   len_ += ::rbtrace::detail::dyn_size<RBTRACE_DETAIL_FTYPE(f)>(len_, &left_,     \
                                                                RBTRACE_DETAIL_FNAME(f));
@@ -501,6 +529,27 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
       if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
       return write<Hooks>(rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_ARG, _, FIELDS_)); \
     }                                                                                   \
+    /* The process ring's emit (rbtrace/tracer.h): -ENODEV, after one load */        \
+    /* and one branch, when there is none; -ENOENT when disabled; else a */             \
+    /* call to the write, kept out of line: inlined, its register saves */              \
+    /* would be paid by the caller on every call, taken or not (a library */            \
+    /* function with a tracepoint would cost 19 instructions more with no */            \
+    /* tracer; callgrind --mode lib-no-tracer). */                                       \
+    template <class Hooks = ::rbtrace::NoHooks>                                         \
+    RBTRACE_ALWAYS_INLINE static int emit(                                              \
+        BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) {                    \
+      ::rbtrace::RingBuffer* const prb_ = ::rbtrace::process_ring();                     \
+      if (__builtin_expect(prb_ == nullptr, 0)) return -ENODEV;                         \
+      /* relaxed: a flag, nothing is published through it */                          \
+      if (__builtin_expect(!enabled_.load(std::memory_order_relaxed), 0)) return -ENOENT; \
+      return write_out_of_line<Hooks>(*prb_,                                            \
+                                      BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_ARG, _, FIELDS_)); \
+    }                                                                                   \
+    template <class Hooks = ::rbtrace::NoHooks>                                         \
+    __attribute__((noinline)) static int write_out_of_line(                            \
+        ::rbtrace::RingBuffer& rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) { \
+      return write<Hooks>(rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_ARG, _, FIELDS_)); \
+    }                                                                                   \
     /* emit without the enabled check. */                                              \
     template <class Hooks = ::rbtrace::NoHooks>                                         \
     static int write(::rbtrace::RingBuffer& rb_,                                        \
@@ -518,6 +567,14 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
       unsigned char* base_ = static_cast<unsigned char*>(r_.data);                      \
       uint32_t dyn_ = static_cast<uint32_t>(sizeof(record));                            \
       left_ = 0u BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_NSTR, _, FIELDS_);                \
+      /* Bytes no field covers (alignment padding inside the record, the */           \
+      /* rounding of the length to 4) would carry older ring bytes into */              \
+      /* the file: zeroed. Both folded away at compile time for records */             \
+      /* without padding and of a fixed length that is a multiple of 4. */             \
+      if constexpr (sizeof(record) != sizeof(::rbtrace::CommonHeader)                  \
+                                          BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_FSIZE, _, FIELDS_)) \
+        std::memset(base_, 0, sizeof(record));                                          \
+      ::rbtrace::detail::zero_tail(base_, len_);                                        \
       ::rbtrace::detail::fill_common(base_, id_, r_);                                   \
       BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_PUT, _, FIELDS_)                              \
       (void)dyn_, (void)left_;                                                          \

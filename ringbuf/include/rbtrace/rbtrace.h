@@ -6,4 +6,5 @@
 #include "rbtrace/format.h"
 #include "rbtrace/library_thread.h"
 #include "rbtrace/ring_buffer.h"
+#include "rbtrace/tracer.h"
 #include "rbtrace/track.h"

@@ -25,6 +25,9 @@
 //     rbtrace::async_begin(rb, "io", req.id);          // ends on another thread:
 //   }                                                  // rbtrace::async_end(rb, "io", id)
 //
+// Without the `rb` argument each writes into the process ring
+// (rbtrace/tracer.h): RBTRACE_SCOPE("handle"), rbtrace::counter("depth", n).
+//
 // Each call writes one event (RBTRACE_SCOPE two: its begin and its end)
 // under the writer's rules: any thread or signal handler, no allocation, no
 // system call; 0, -ENOENT when the event is disabled (`rbtrace events`,
@@ -48,8 +51,11 @@
 #include <string_view>
 #include <type_traits>
 
+#include <boost/preprocessor/facilities/overload.hpp>
+
 #include "rbtrace/event.h"
 #include "rbtrace/ring_buffer.h"
+#include "rbtrace/tracer.h"
 
 namespace rbtrace {
 // A flow's step: its first event (out, the Chrome "s"), the ones in between
@@ -71,26 +77,45 @@ RBTRACE_EVENT(rbtrace, flow, ((rbtrace::str, name))((uint64_t, id))((rbtrace::Fl
 
 namespace rbtrace {
 
+// Each helper has two forms: with a RingBuffer& first, and without it,
+// writing into the process ring (rbtrace/tracer.h; -ENODEV when there is
+// none, at the cost of a disabled event).
+
 // A slice on the calling thread: slice_begin now, slice_end with the same
 // name later (nested slices end in the reverse order of their begins).
 inline int slice_begin(RingBuffer& rb, std::string_view name) {
   return rbtrace_events::rbtrace_slice_begin::emit(rb, name);
 }
+inline int slice_begin(std::string_view name) {
+  return rbtrace_events::rbtrace_slice_begin::emit(name);
+}
 inline int slice_end(RingBuffer& rb, std::string_view name) {
   return rbtrace_events::rbtrace_slice_end::emit(rb, name);
+}
+inline int slice_end(std::string_view name) {
+  return rbtrace_events::rbtrace_slice_end::emit(name);
 }
 // A complete slice that ends now and lasted `dur_ns` nanoseconds (measured
 // by the caller).
 inline int slice(RingBuffer& rb, std::string_view name, uint64_t dur_ns) {
   return rbtrace_events::rbtrace_slice::emit(rb, name, dur_ns);
 }
+inline int slice(std::string_view name, uint64_t dur_ns) {
+  return rbtrace_events::rbtrace_slice::emit(name, dur_ns);
+}
 // An async slice: begin and end may be on different threads; `id` (with the
 // name) pairs them.
 inline int async_begin(RingBuffer& rb, std::string_view name, uint64_t id) {
   return rbtrace_events::rbtrace_async_begin::emit(rb, name, id);
 }
+inline int async_begin(std::string_view name, uint64_t id) {
+  return rbtrace_events::rbtrace_async_begin::emit(name, id);
+}
 inline int async_end(RingBuffer& rb, std::string_view name, uint64_t id) {
   return rbtrace_events::rbtrace_async_end::emit(rb, name, id);
+}
+inline int async_end(std::string_view name, uint64_t id) {
+  return rbtrace_events::rbtrace_async_end::emit(name, id);
 }
 // A counter's value from now on: an integer (rbtrace:counter) or a floating
 // value (rbtrace:counter_f). Every integer type goes to the int64_t
@@ -106,11 +131,25 @@ inline int counter(RingBuffer& rb, std::string_view name, double value) {
 inline int counter(RingBuffer& rb, std::string_view name, float value) {
   return rbtrace_events::rbtrace_counter_f::emit(rb, name, value);
 }
+template <class I>
+  requires(std::is_integral_v<I> && !std::is_same_v<I, bool>)
+inline int counter(std::string_view name, I value) {
+  return rbtrace_events::rbtrace_counter::emit(name, static_cast<int64_t>(value));
+}
+inline int counter(std::string_view name, double value) {
+  return rbtrace_events::rbtrace_counter_f::emit(name, value);
+}
+inline int counter(std::string_view name, float value) {
+  return rbtrace_events::rbtrace_counter_f::emit(name, value);
+}
 // A flow (an arrow between slices, across threads): out where it starts,
 // step where it passes, in where it ends; the same `id` for all three. Each
 // binds to the slice open on its thread at the time.
 inline int flow(RingBuffer& rb, std::string_view name, uint64_t id, FlowPhase phase) {
   return rbtrace_events::rbtrace_flow::emit(rb, name, id, phase);
+}
+inline int flow(std::string_view name, uint64_t id, FlowPhase phase) {
+  return rbtrace_events::rbtrace_flow::emit(name, id, phase);
 }
 
 // RAII slice_begin / slice_end (see the top of the file). The name is
@@ -119,17 +158,23 @@ class ScopedSlice {
  public:
   // [[nodiscard]]: a temporary would end its slice at once.
   [[nodiscard]] ScopedSlice(RingBuffer& rb, std::string_view name) noexcept
-      : rb_(rb), name_(name), begun_(rbtrace_events::rbtrace_slice_begin::emit(rb, name) == 0) {}
+      : rb_(&rb), name_(name), begun_(rbtrace_events::rbtrace_slice_begin::emit(rb, name) == 0) {}
+  // Into the process ring, the one there was at the begin (none: nothing
+  // is written, at the cost of a disabled event).
+  [[nodiscard]] explicit ScopedSlice(std::string_view name) noexcept
+      : rb_(process_ring()),
+        name_(name),
+        begun_(rb_ != nullptr && rbtrace_events::rbtrace_slice_begin::emit(*rb_, name) == 0) {}
   // No end for a begin that was not written (disabled, refused): the trace
   // has no end without its begin from this scope.
   ~ScopedSlice() {
-    if (begun_) rbtrace_events::rbtrace_slice_end::emit(rb_, name_);
+    if (begun_) rbtrace_events::rbtrace_slice_end::emit(*rb_, name_);
   }
   ScopedSlice(const ScopedSlice&) = delete;
   ScopedSlice& operator=(const ScopedSlice&) = delete;
 
  private:
-  RingBuffer& rb_;
+  RingBuffer* rb_;
   std::string_view name_;
   bool begun_;
 };
@@ -138,6 +183,10 @@ class ScopedSlice {
 
 #define RBTRACE_DETAIL_CAT2(a, b) a##b
 #define RBTRACE_DETAIL_CAT(a, b) RBTRACE_DETAIL_CAT2(a, b)
-// A slice from here to the end of the enclosing scope.
-#define RBTRACE_SCOPE(rb, name) \
+// A slice from here to the end of the enclosing scope: RBTRACE_SCOPE(rb,
+// "name") into `rb`, RBTRACE_SCOPE("name") into the process ring.
+#define RBTRACE_DETAIL_SCOPE_1(name) \
+  ::rbtrace::ScopedSlice RBTRACE_DETAIL_CAT(rbtrace_scope_, __LINE__)((name))
+#define RBTRACE_DETAIL_SCOPE_2(rb, name) \
   ::rbtrace::ScopedSlice RBTRACE_DETAIL_CAT(rbtrace_scope_, __LINE__)((rb), (name))
+#define RBTRACE_SCOPE(...) BOOST_PP_OVERLOAD(RBTRACE_DETAIL_SCOPE_, __VA_ARGS__)(__VA_ARGS__)

@@ -52,13 +52,15 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
 
 // Chrome trace-event JSON (opens in the Perfetto UI and chrome://tracing):
 //   {"displayTimeUnit":"ns","traceEvents":[
-//     {"name":"process_name","ph":"M","pid":P,"args":{"name":"rbtrace"}},
+//     {"name":"process_name","ph":"M","pid":P,"args":{"name":process}},
 //     {"name":"thread_name","ph":"M","pid":P,"tid":T,"args":{"name":comm}},
 //     {"name":"tick","cat":"demo","ph":"i","s":"t","ts":12.345,"pid":P,"tid":T,
 //      "args":{"cpu":0,"seq":1,...}},
 //     {"name":"lost events","cat":"rbtrace","ph":"i","s":"g",...,"args":{"cpu":0,"count":M}}]}
-// ts is in microseconds with nanosecond decimals; P = `pid` (the file does
-// not record the process id; thread ids are the records' common_pid).
+// ts is in microseconds with nanosecond decimals; P = `pid` when it is
+// above 0, else the file's own (TraceDatReader::process_pid: rbtrace's
+// files name their process), else 1; `process` the file's process name,
+// else "rbtrace". Thread ids are the records' common_pid.
 // The track events of rbtrace/track.h (system "rbtrace", "cat":"rbtrace")
 // become Chrome's durations, counters and flows instead of instants:
 //   slice_begin / slice_end  "ph":"B" / "E" on the writer's thread, args

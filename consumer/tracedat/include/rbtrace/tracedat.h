@@ -44,6 +44,13 @@ struct TraceDatInput {
   std::vector<EventFormat> events;
   std::vector<std::pair<int32_t, std::string>> cmdlines;  // tid, comm
   std::vector<TraceDatCpu> cpus;        // index = CPU number
+  // The traced process (its pid and name), when pid > 0: written as
+  // trace-cmd's PROCMAPS option ("<pid hex> 0 <name>", the first line of
+  // what `trace-cmd record --proc-map` saves; no library maps), which
+  // TraceDatReader::process_pid() and the exports read back. The name's
+  // blanks and control characters become '_' (trace-cmd reads it with %s).
+  int32_t pid = 0;
+  std::string process;
 };
 
 // Writes a complete trace.dat to `out_fd` (positioned at 0, empty).
@@ -54,7 +61,7 @@ struct TraceDatInput {
 // pipe works too): the header, the options, the flyrecord table, then each
 // CPU's pages at a page-aligned offset, copied from TraceDatCpu::fd with
 // copy_file_range (pread/write where that is refused). Options written:
-// CPUSTAT per CPU, TRACECLOCK, VERSION, and with `tsc2nsec` TSC2NSEC (mult,
+// CPUSTAT per CPU, TRACECLOCK, VERSION, PROCMAPS when `pid` > 0, and with `tsc2nsec` TSC2NSEC (mult,
 // shift, offset 0) plus OFFSET (calibration.offset_ns), so that trace-cmd
 // prints CLOCK_MONOTONIC seconds: ns = ((ticks * mult) >> shift) + offset_ns.
 // The trace clock text is "[<clock>]", or "<clock> [tsc2nsec]" with

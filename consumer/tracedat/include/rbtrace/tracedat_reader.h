@@ -180,6 +180,11 @@ class TraceDatReader {
   // The comm of `pid` from cmdlines, "<...>" if unknown (as trace-cmd).
   std::string comm(int32_t pid) const;
   const std::vector<TraceCpuData>& cpus() const;
+  // The traced process, from the first PROCMAPS option (rbtrace's files
+  // have one: TraceDatInput::pid): its pid (0 when the file has none) and
+  // its name ("" then).
+  int32_t process_pid() const;
+  const std::string& process_name() const;
 
   // ---- records --------------------------------------------------------------
   // The next record over all CPUs in time stamp order (ties: the lower CPU

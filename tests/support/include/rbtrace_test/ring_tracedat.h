@@ -18,8 +18,8 @@ namespace rbtrace_test {
 
 // What every such file has: the ring's page size and clock (TSC2NSEC with
 // the counter's calibration when the clock is the counter) and the
-// registered event formats. Cmdlines, more formats and the CPUs are the
-// caller's.
+// registered event formats, this process as the traced one. Cmdlines,
+// more formats and the CPUs are the caller's.
 inline rbtrace::TraceDatInput tracedat_input_for(rbtrace::RingBuffer& rb) {
   rbtrace::TraceDatInput in;
   in.page_size = rb.page_size();
@@ -27,6 +27,10 @@ inline rbtrace::TraceDatInput tracedat_input_for(rbtrace::RingBuffer& rb) {
   in.tsc2nsec = rb.clock().kind() == rbtrace::ClockKind::kCounter;
   if (in.tsc2nsec) in.calibration = rbtrace::counter_calibration();
   in.events = rbtrace::registered_event_formats();
+  // The process, as the consumer and the snapshot name it: every test file
+  // carries the PROCMAPS option trace-cmd and babeltrace2 must take.
+  in.pid = static_cast<int32_t>(getpid());
+  in.process = "rbtrace-test";
   return in;
 }
 
