@@ -139,33 +139,49 @@ std::string dir_of(const Args& a) {
   return d ? d : "";
 }
 
-// Connects and runs one request. 0 with *reply (whose status is 0), or an
-// exit status after printing why (naming the process, its socket and,
-// when it did not answer in time, how long we waited; a control directory
-// that is refused is named with what is wrong with it and how to fix it).
-int request(const Args& a, pid_t pid, const control::Request& req, int pass_fd,
-            control::Reply* reply) {
-  std::string err, path;
+// Connects to process `pid`'s server: 0 with *sock and *path, or an exit
+// status after printing why (naming the process, its socket and, when it
+// did not answer in time, how long we waited; a control directory that is
+// refused is named with what is wrong with it and how to fix it).
+int connect_checked(const Args& a, pid_t pid, int* sock, std::string* path) {
+  std::string err;
   // The process's own control directory, found as it chose it (its uid
   // and environment in /proc): root reaches another user's process.
-  const int s = control::connect_to(pid, dir_of(a), &err, kConnectTimeout, &path);
-  if (s < 0) {
-    const int code = connect_exit(pid, s);
-    if (code == kExitNoProcess) return fail_with(a, code, "no such process " + std::to_string(pid));
-    if (code == kExitNotTraced)
-      err = "process " + std::to_string(pid) + " (" + comm_of(pid) +
-            ") is not traced: it has no control socket (" + err + ")";
-    return fail_with(a, code, err);
-  }
-  const int rc = control::call(s, req, pass_fd, reply, &err, reply_timeout(req));
-  close(s);
+  *sock = control::connect_to(pid, dir_of(a), &err, kConnectTimeout, path);
+  if (*sock >= 0) return 0;
+  const int code = connect_exit(pid, *sock);
+  if (code == kExitNoProcess) return fail_with(a, code, "no such process " + std::to_string(pid));
+  if (code == kExitNotTraced)
+    err = "process " + std::to_string(pid) + " (" + comm_of(pid) +
+          ") is not traced: it has no control socket (" + err + ")";
+  return fail_with(a, code, err);
+}
+
+// Runs one request on the connected `sock` (closed here). 0 with *reply
+// (whose status is 0), or an exit status after printing why.
+int exchange(const Args& a, pid_t pid, int sock, const std::string& path,
+             const control::Request& req, int pass_fd, control::Reply* reply) {
+  std::string err;
+  const int rc = control::call(sock, req, pass_fd, reply, &err, reply_timeout(req));
+  close(sock);
   const std::string who = "process " + std::to_string(pid) + " (" + path + "): ";
   if (rc != 0) return a.fail(who + err);
   if (reply->status != 0) {
     const int code = status_exit(reply->status);
-    return fail_with(a, code, who + (code == kExitRefused ? "refused: " : "") + reply->message);
+    const bool said = reply->message.find("refused") != std::string::npos;
+    return fail_with(a, code, who + (code == kExitRefused && !said ? "refused: " : "") +
+                                  reply->message);
   }
   return 0;
+}
+
+// Connects and runs one request: exchange() after connect_checked().
+int request(const Args& a, pid_t pid, const control::Request& req, int pass_fd,
+            control::Reply* reply) {
+  int sock = -1;
+  std::string path;
+  if (int rc = connect_checked(a, pid, &sock, &path)) return rc;
+  return exchange(a, pid, sock, path, req, pass_fd, reply);
 }
 
 pid_t pid_of(const Args& a) { return static_cast<pid_t>(a.number("PID", 0)); }
@@ -447,14 +463,24 @@ int cmd_record(const Args& a) {
   else
     return a.usage_error("unknown action '" + std::string(action) +
                          "' (start, stop, flush, rotate, status, on, off)");
-  int dirfd = -1;
   if (start) {
     if (!a.has("-o")) return a.usage_error("record start needs -o DIR");
     if (int rc = record_options(a, &req.record)) return rc;
-    if (int rc = open_output_dir(a, a.text("-o"), &dirfd)) return rc;
+  }
+  // Connected first: a process we may not use is refused before DIR is
+  // made or opened.
+  int sock = -1;
+  std::string path;
+  if (int rc = connect_checked(a, pid_of(a), &sock, &path)) return rc;
+  int dirfd = -1;
+  if (start) {
+    if (int rc = open_output_dir(a, a.text("-o"), &dirfd)) {
+      close(sock);
+      return rc;
+    }
   }
   control::Reply rep;
-  const int rc = request(a, pid_of(a), req, dirfd, &rep);
+  const int rc = exchange(a, pid_of(a), sock, path, req, dirfd, &rep);
   if (dirfd >= 0) close(dirfd);
   if (rc) return rc;
   if (start) std::printf("recording process %d into %s\n", static_cast<int>(pid_of(a)), a.text("-o"));

@@ -91,16 +91,16 @@ void print_help(std::FILE* f) {
                "$RBTRACE_CONTROL_DIR, $XDG_RUNTIME_DIR/rbtrace, /run/user/<uid>/rbtrace,\n"
                "/tmp/rbtrace-<uid>); only its user and root may use it.\n"
                "\nexit status:\n"
-               "  0  success (and --help, --version)\n"
-               "  1  failed: a bad or corrupt file, an I/O error, a request the process could\n"
-               "     not carry out (no such CPU, no event matches, a recording that failed)\n"
-               "  2  usage error\n"
-               "  3  partial: snapshot wrote its file without every CPU asked for\n"
-               "  4  no such process\n"
-               "  5  not traced: the process has no control socket\n"
-               "  6  refused: another user's process or a directory not private (peer\n"
-               "     credentials), or the process said no (a second record start, stop with\n"
-               "     no recording, recording not allowed, an output directory not its user's)\n");
+               "    0  success (and --help, --version)\n"
+               "    1  failed: a bad or corrupt file, an I/O error, a request the process could\n"
+               "       not carry out (no such CPU, no event matches, a recording that failed)\n"
+               "    2  usage error\n"
+               "    3  partial: snapshot wrote its file without every CPU asked for\n"
+               "    4  no such process\n"
+               "    5  not traced: the process has no control socket\n"
+               "    6  refused: another user's process or a directory not private (peer\n"
+               "       credentials), or the process said no (a second record start, stop with\n"
+               "       no recording, recording not allowed, an output directory not its user's)\n");
 }
 
 }  // namespace
