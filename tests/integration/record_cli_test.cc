@@ -29,6 +29,7 @@
 #include "rbtrace/control.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/snapshot.h"
+#include "rbtrace_test/test_files.h"
 
 RBTRACE_EVENT(clirec, rec, ((uint64_t, seq)))
 RBTRACE_EVENT(clirec, other, ((uint32_t, x)))
@@ -37,23 +38,8 @@ using namespace rbtrace;
 
 namespace {
 
-struct Proc {
-  int status = -1;
-  std::string out;  // stdout and stderr
-};
-
-// Runs a shell command line, capturing stdout and stderr.
-Proc run(const std::string& cmd) {
-  Proc r;
-  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using rbtrace_test::Proc;
+using rbtrace_test::run_shell;
 
 bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;
@@ -139,7 +125,7 @@ class RecordCli : public ::testing::Test {
     t.join();
   }
 
-  Proc rb(const std::string& args) { return run(cli_ + " " + args); }
+  Proc rb(const std::string& args) { return run_shell(cli_ + " " + args); }
 
   std::string base_, cli_, pid_;
   std::unique_ptr<Snapshot> snap_;
@@ -260,7 +246,7 @@ TEST_F(RecordCli, RecordingStopsCleanlyWithTheServer) {
   ASSERT_EQ(r.status, 0) << r.out.substr(0, 2000);
   EXPECT_EQ(rec_seqs(r.out).size(), 1000u);
   // The session's spool is gone (what is left is the empty spool/ and tmp/).
-  r = run("find " + out + "/spool -mindepth 1");
+  r = run_shell("find " + out + "/spool -mindepth 1");
   EXPECT_EQ(r.out, "");
   // The ring is read by no one now: a new Server may record it again.
   Error err;
@@ -405,7 +391,7 @@ TEST_F(RecordCli, ExitCodesDirAndHelp) {
   EXPECT_FALSE(contains(r.out, pid_ + " ")) << r.out;
   // Without --dir and without the environment: the process's own choice
   // (its environment is ours, which names `ctl`): not there.
-  r = run("env -u RBTRACE_CONTROL_DIR " + cli_ + " events " + pid_ + " --dir " + so.dir);
+  r = run_shell("env -u RBTRACE_CONTROL_DIR " + cli_ + " events " + pid_ + " --dir " + so.dir);
   EXPECT_EQ(r.status, 0) << r.out;
   // Refused: a control directory open to others.
   ASSERT_EQ(chmod(so.dir.c_str(), 0755), 0);
@@ -426,7 +412,7 @@ TEST_F(RecordCli, SnapshotNamesForceAndExports) {
   EXPECT_EQ(b.status, 0) << b.out;
   EXPECT_EQ(dat_files(dir).size(), 2u) << a.out << b.out;
   // And with no -o, in the working directory, twice within a second.
-  a = run("cd " + dir + " && " + cli_ + " snapshot " + pid_ + " && " + cli_ + " snapshot " + pid_);
+  a = run_shell("cd " + dir + " && " + cli_ + " snapshot " + pid_ + " && " + cli_ + " snapshot " + pid_);
   EXPECT_EQ(a.status, 0) << a.out;
   EXPECT_EQ(dat_files(dir).size(), 4u) << a.out;
   for (const std::string& f : dat_files(dir))
@@ -453,7 +439,7 @@ TEST_F(RecordCli, SnapshotNamesForceAndExports) {
   EXPECT_EQ(a.status, 0) << a.out;
   EXPECT_TRUE(contains(a.out, "\"traceEvents\"")) << a.out.substr(0, 500);
   EXPECT_EQ(rb("export --chrome " + f + " -o " + base_ + "/c.json").status, 0);
-  b = run("cat " + base_ + "/c.json");
+  b = run_shell("cat " + base_ + "/c.json");
   EXPECT_EQ(a.out, b.out);
   struct stat st {};
   EXPECT_NE(lstat("-", &st), 0) << "a file named '-' was made";
