@@ -89,6 +89,15 @@ const char* pseudo_fs_name(long type) {
   }
 }
 
+// The consumer's sentence `m` with the directory named as the client knows
+// it ("<the output directory>"), not by the descriptor's /proc path `proc`.
+std::string output_dir_named(const std::string& m, const std::string& proc) {
+  std::string text = m;
+  for (size_t at; (at = text.find(proc)) != std::string::npos;)
+    text.replace(at, proc.size(), "<the output directory>");
+  return text;
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -633,6 +642,12 @@ struct Server::Impl {
     if (fstatfs(fd, &fs) != 0) return refuse(-errno, std::string("fstatfs: ") + std::strerror(errno));
     if (const char* pseudo = pseudo_fs_name(static_cast<long>(fs.f_type)))
       return refuse(-EINVAL, std::string("the output directory is on ") + pseudo + ": refused");
+    // The consumer takes a path: /proc/self/fd/N is one that the kernel
+    // resolves to the open directory itself (not by its name), as
+    // socket_address does for the control socket.
+    if (access("/proc/self/fd", X_OK) != 0)
+      return refuse(-ENOENT, "recording needs /proc (the consumer reaches the directory's "
+                             "descriptor through /proc/self/fd), which is not mounted here");
     const int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (mine < 0) return refuse(-errno, std::string("dup: ") + std::strerror(errno));
     ConsumerOptions co;
@@ -654,15 +669,17 @@ struct Server::Impl {
     // The consumer's sentences go to the client (the last one, in every
     // record reply) instead of the application's stderr.
     rec_note = std::make_shared<Note>();
-    co.on_message = [note = rec_note](const std::string& m) {
+    co.on_message = [note = rec_note, proc = co.dir](const std::string& m) {
+      std::string text = output_dir_named(m, proc);
       std::lock_guard<std::mutex> g(note->mu);
-      note->text = m;
+      note->text = std::move(text);
     };
     Error err;
     recording = Consumer::create(snap->live(), co, &err);
     if (!recording) {
       close(mine);
-      return refuse(err.code > 0 ? -err.code : -EIO, "cannot start the recording: " + err.message);
+      return refuse(err.code > 0 ? -err.code : -EIO,
+                    "cannot start the recording: " + output_dir_named(err.message, co.dir));
     }
     rec_dirfd = mine;
     rec_files_reported = 0;
