@@ -484,7 +484,8 @@ int cmd_record(const Args& a) {
   if (dirfd >= 0) close(dirfd);
   if (rc) return rc;
   if (start) std::printf("recording process %d into %s\n", static_cast<int>(pid_of(a)), a.text("-o"));
-  else std::printf("%s\n", rep.message.c_str());
+  else if (action == "rotate") std::printf("rotated: the current segment is published\n");
+  else if (!rep.message.empty()) std::printf("%s\n", rep.message.c_str());
   print_record(rep.record, label);
   return 0;
 }

@@ -462,7 +462,7 @@ struct Server::Impl {
       case MsgType::kRecordSwitch:
         if (req.on) snap->live().record_on();
         else snap->live().record_off();
-        r.message = req.on ? "recording on" : "recording off";
+        r.message = req.on ? "tracing on" : "tracing off: events are refused until record on";
         fill_record(&r.record, false);
         break;
       default:
