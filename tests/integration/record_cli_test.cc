@@ -308,6 +308,44 @@ TEST_F(RecordCli, RefusedDirectoriesAndApplications) {
   snap_->live().record_on();
 }
 
+// Through the client API, what the CLI never sends: record start without a
+// descriptor, with a regular file's, with /proc's; a descriptor with a
+// request that takes none. Each refused, nothing started.
+TEST_F(RecordCli, RecordStartNeedsAPrivateDirectoryDescriptor) {
+  serve();
+  auto call = [&](control::MsgType t, int fd, control::Reply* rep) {
+    std::string err;
+    const int s = control::connect_to(getpid(), "", &err);
+    EXPECT_GE(s, 0) << err;
+    control::Request req;
+    req.type = t;
+    const int rc = control::call(s, req, fd, rep, &err);
+    close(s);
+    return rc;
+  };
+  control::Reply rep;
+  ASSERT_EQ(call(control::MsgType::kRecordStart, -1, &rep), 0);
+  EXPECT_EQ(rep.status, -EBADF) << rep.message;
+  const std::string file = base_ + "/file";
+  const int f = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(f, 0);
+  ASSERT_EQ(call(control::MsgType::kRecordStart, f, &rep), 0);
+  EXPECT_EQ(rep.status, -ENOTDIR) << rep.message;
+  ASSERT_EQ(call(control::MsgType::kRecordStatus, f, &rep), 0);
+  EXPECT_EQ(rep.status, -EBADMSG) << rep.message;
+  close(f);
+  const int proc = open("/proc/self", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(proc, 0);
+  ASSERT_EQ(call(control::MsgType::kRecordStart, proc, &rep), 0);
+  EXPECT_NE(rep.status, 0) << rep.message;  // not ours to write (or procfs): refused
+  close(proc);
+  ASSERT_EQ(call(control::MsgType::kRecordStatus, -1, &rep), 0);
+  EXPECT_EQ(rep.status, 0) << rep.message;
+  EXPECT_FALSE(rep.record.active);
+  EXPECT_EQ(server_->counters().failed, 3u);
+  EXPECT_EQ(server_->counters().malformed, 1u);
+}
+
 TEST_F(RecordCli, EventsAreListedAndPatternsTakeStars) {
   serve();
   Proc r = rb("events " + pid_);
