@@ -50,11 +50,16 @@ int Args::parse(int argc, char** argv) {
       if (int rc = take(*p, value); rc >= 0) return rc;
       continue;
     }
+    if (operands > 0 && command_.operands[operands - 1].repeats) {
+      if (int rc = take(command_.operands[operands - 1], argv[i]); rc >= 0) return rc;
+      continue;
+    }
     if (operands == max_operands || !command_.operands[operands].name)
       return usage_error("unexpected argument '" + std::string(a) + "'");
     if (int rc = take(command_.operands[operands++], argv[i]); rc >= 0) return rc;
   }
-  if (operands < max_operands && command_.operands[operands].name)
+  if (operands < max_operands && command_.operands[operands].name &&
+      !command_.operands[operands].optional)
     return usage_error(std::string("no ") + command_.operands[operands].name);
   return -1;
 }
@@ -83,6 +88,13 @@ const char* Args::text(std::string_view name) const {
 long Args::number(std::string_view name, long dflt) const {
   const Given* g = find(name);
   return g ? g->number : dflt;
+}
+
+std::vector<std::string> Args::texts(std::string_view name) const {
+  std::vector<std::string> v;
+  for (const Given& x : given_)
+    if (x.name == name) v.emplace_back(x.text);
+  return v;
 }
 
 int Args::fail(const std::string& what) const {

@@ -1,8 +1,14 @@
 // output.cc - write_output (cli.h): the CLI's -o files (export, snapshot)
 // through the AtomicFile the consumer publishes with, so that they share one
 // policy: a file is named only once complete, and an existing name is never
-// replaced. $RBTRACE_PUBLISH=tmpfile|private chooses the path, as for the
-// consumer.
+// replaced (unless --force, and then only a regular file, once the new one
+// is complete). $RBTRACE_PUBLISH=tmpfile|private chooses the path, as for
+// the consumer.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "cli.h"
@@ -10,17 +16,59 @@
 
 namespace rbtrace::cli {
 
+namespace {
+
+// What --force may replace: a regular file (lstat: not a symlink's target).
+int replaceable(const std::string& out, std::string* err) {
+  struct stat st {};
+  if (lstat(out.c_str(), &st) != 0) return errno == ENOENT ? 0 : -errno;
+  if (!S_ISREG(st.st_mode)) {
+    *err = out + " exists and is not a regular file: --force replaces only a regular file";
+    return -EEXIST;
+  }
+  return 1;
+}
+
+}  // namespace
+
+std::string output_path(const char* o, const std::string& default_name) {
+  if (!o) return default_name;
+  struct stat st {};
+  // lstat: a symlink named by -o is a name to create (and refused as
+  // existing), never a directory to go into.
+  if (lstat(o, &st) == 0 && S_ISDIR(st.st_mode)) {
+    std::string dir = o;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir + "/" + default_name;
+  }
+  return o;
+}
+
 int write_output(const Args& args, const std::string& out, bool durable,
-                 const std::function<int(int fd)>& fill) {
+                 const std::function<int(int fd)>& fill, bool force) {
   std::string err;
-  if (AtomicFile::refuse_existing(out, &err) != 0) return args.fail(err);
+  if (force) {
+    if (replaceable(out, &err) < 0) return args.fail(err.empty() ? out + ": cannot check" : err);
+  } else if (AtomicFile::refuse_existing(out, &err) != 0) {
+    return args.fail(err + " (--force replaces it)");
+  }
   AtomicFile f;  // abandoned (nothing left behind) unless published
   // 0666 less the umask, as any file a user's command creates (cp, trace-cmd
   // record -o): the CLI runs as the user who names the file.
   if (f.open_for(out, atomic_how_from_env(AtomicHow::kAuto), &err, 0666) != 0)
     return args.fail(err);
   if (const int rc = fill(f.fd())) return rc;
-  if (f.publish(out, durable, &err) != 0) return args.fail(err);
+  int rc = f.publish(out, durable, &err);
+  if (rc == -EEXIST && force) {
+    // The old file goes only now that the new one is complete; a file that
+    // appeared meanwhile is checked again (never a directory or a link).
+    if (replaceable(out, &err) < 0) return args.fail(err);
+    if (unlink(out.c_str()) != 0 && errno != ENOENT)
+      return args.fail("cannot replace " + out + ": " + std::strerror(errno));
+    err.clear();
+    rc = f.publish(out, durable, &err);
+  }
+  if (rc != 0) return args.fail(err);
   return 0;
 }
 

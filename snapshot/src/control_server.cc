@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "control_internal.h"
+#include "rbtrace/consumer.h"
 #include "rbtrace/control.h"
 #include "rbtrace/event.h"
 #include "rbtrace/library_thread.h"
@@ -88,6 +89,15 @@ const char* pseudo_fs_name(long type) {
   }
 }
 
+// The consumer's sentence `m` with the directory named as the client knows
+// it ("<the output directory>"), not by the descriptor's /proc path `proc`.
+std::string output_dir_named(const std::string& m, const std::string& proc) {
+  std::string text = m;
+  for (size_t at; (at = text.find(proc)) != std::string::npos;)
+    text.replace(at, proc.size(), "<the output directory>");
+  return text;
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -119,6 +129,26 @@ struct Server::Impl {
 
   pid_t pid = getpid();  // the process whose server this is
 
+  // The recording a client started (kRecordStart), server thread only
+  // (and ~Impl after the thread ended). `rec_dirfd` is the output
+  // directory the client passed; the Consumer reaches it as
+  // /proc/self/fd/<rec_dirfd>, so every name it opens is looked up in that
+  // directory, never through the path the client gave (which it, or
+  // another user, could redirect). It stays open while the consumer's
+  // threads may use it: for ever, when a stop timed out (they end when
+  // their system calls return; a reused descriptor number would send them
+  // elsewhere).
+  std::unique_ptr<Consumer> recording;
+  int rec_dirfd = -1;
+  size_t rec_files_reported = 0;  // published() entries already returned by a flush/stop
+  // The consumer's last message: its threads write it (on_message), and
+  // may outlive the Impl after a stop that timed out: shared with them.
+  struct Note {
+    std::mutex mu;
+    std::string text;
+  };
+  std::shared_ptr<Note> rec_note = std::make_shared<Note>();
+
   // The child's copies of every descriptor of this server (fork_child;
   // g_fork_mu held). Nothing is unlinked, written or unlocked: the names,
   // the eventfd and the lock are the parent's.
@@ -127,7 +157,7 @@ struct Server::Impl {
       if (c->fd >= 0) close(c->fd);
       c->fd = -1;
     }
-    for (int* fd : {&listen_fd, &stop_fd, &lock_fd, &dirfd}) {
+    for (int* fd : {&listen_fd, &stop_fd, &lock_fd, &dirfd, &rec_dirfd}) {
       if (*fd >= 0) close(*fd);
       *fd = -1;
     }
@@ -152,9 +182,9 @@ struct Server::Impl {
         if (c->fd >= 0) close(c->fd);
         forgotten_conns->push_back(std::move(c));
       }
-      for (int fd : {listen_fd, stop_fd, lock_fd, dirfd})
+      for (int fd : {listen_fd, stop_fd, lock_fd, dirfd, rec_dirfd})
         if (fd >= 0) close(fd);
-      return;
+      return;  // `recording` is destroyed as a forked child's (consumer.h)
     }
     if (stop_fd >= 0) {
       uint64_t one = 1;
@@ -162,6 +192,9 @@ struct Server::Impl {
     }
     if (thread.joinable()) thread.join();
     for (auto& c : conns) close_conn(c.get());
+    // Before the Snapshot (and its ring) can go: the application destroys
+    // its Server first. What was recorded is published.
+    stop_recording(nullptr);
     // The name goes before the listening socket closes and the lock before
     // it is released: a server starting meanwhile finds the path free, or
     // finds it held (and fails); never our socket with nobody to serve it.
@@ -388,7 +421,8 @@ struct Server::Impl {
     std::string why;
     Request req;
     int rc = parse_request(c->in.bytes().data(), c->in.bytes().size(), &req, &why);
-    if (rc == 0 && req.type != MsgType::kSnapshot && !fds.empty()) {
+    const bool takes_fd = req.type == MsgType::kSnapshot || req.type == MsgType::kRecordStart;
+    if (rc == 0 && !takes_fd && !fds.empty()) {
       rc = -EBADMSG;
       why = "unexpected file descriptor";
     }
@@ -409,6 +443,27 @@ struct Server::Impl {
         break;
       case MsgType::kEvents:
         do_events(req, &r);
+        break;
+      case MsgType::kEventList:
+        list_events(req, &r);
+        break;
+      case MsgType::kRecordStart:
+        start_recording(req.record, fds.empty() ? -1 : fds[0], &r);
+        break;
+      case MsgType::kRecordStop:
+        stop_recording(&r);
+        break;
+      case MsgType::kRecordFlush:
+        flush_recording(&r);
+        break;
+      case MsgType::kRecordStatus:
+        fill_record(&r.record, true);
+        break;
+      case MsgType::kRecordSwitch:
+        if (req.on) snap->live().record_on();
+        else snap->live().record_off();
+        r.message = req.on ? "tracing on" : "tracing off: events are refused until record on";
+        fill_record(&r.record, false);
         break;
       default:
         break;
@@ -485,21 +540,196 @@ struct Server::Impl {
   }
 
   void do_events(const Request& req, Reply* r) {
-    const size_t colon = req.event.find(':');
-    const std::string sys = req.event.substr(0, colon);
-    const std::string ev = req.event.substr(colon + 1);
     uint32_t changed = 0;
     for (const EventType* t : registered_events()) {
-      if (sys != t->system) continue;
-      if (ev != "*" && ev != t->name) continue;
+      if (!event_matches(req.event, t->system, t->name)) continue;
       if (t->enabled) t->enabled->store(req.enable, std::memory_order_relaxed);  // a flag only
       changed++;
     }
     r->events_changed = changed;
     if (changed == 0) {
       r->status = -ENOENT;
-      r->message = "no event " + req.event;
+      r->message = "no event matches " + req.event;
     }
+  }
+
+  void list_events(const Request& req, Reply* r) {
+    // Within the reply's limit with room for its header: an application
+    // with more events than that gets the first ones and `truncated`.
+    size_t bytes = 64;
+    for (const EventType* t : registered_events()) {
+      if (!req.event.empty() && !event_matches(req.event, t->system, t->name)) continue;
+      EventState e;
+      e.name = std::string(t->system ? t->system : "?") + ":" + (t->name ? t->name : "?");
+      e.name.resize(std::min<size_t>(e.name.size(), kMaxEventName));
+      e.enabled = !t->enabled || t->enabled->load(std::memory_order_relaxed);  // a flag only
+      bytes += 4 + e.name.size();
+      if (bytes > kMaxReplyPayload) {
+        r->events_truncated = true;
+        break;
+      }
+      r->events.push_back(std::move(e));
+    }
+    if (r->events.empty() && !req.event.empty()) {
+      r->status = -ENOENT;
+      r->message = "no event matches " + req.event;
+    }
+  }
+
+  // ---- the recording (kRecord*) ---------------------------------------------
+
+  // The recording's state; its files: all of them (`all`) or those
+  // published since the last flush or stop reported them.
+  void fill_record(RecordReply* out, bool all) {
+    out->recording_on = snap->live().record_is_on();
+    {
+      std::lock_guard<std::mutex> g(rec_note->mu);
+      out->note = rec_note->text;
+    }
+    if (!recording) return;
+    out->active = true;
+    const ConsumerStats st = recording->stats();
+    out->pages_published = st.pages_published;
+    out->segments_published = st.segments_published;
+    out->segments_failed = st.segments_failed;
+    for (uint64_t v : st.events_published) out->events_published += v;
+    for (uint64_t v : st.events_lost) out->events_lost += v;
+    for (uint64_t v : st.pages_lost) out->pages_lost += v;
+    const std::vector<std::string> files = recording->published();
+    const size_t from = all ? 0 : std::min(rec_files_reported, files.size());
+    if (!all) rec_files_reported = files.size();
+    // The newest ones, within the reply's limit (half of it: the rest is
+    // the message and the counters).
+    size_t bytes = 0, first = files.size();
+    while (first > from && files.size() - first < kMaxRecordFiles) {
+      const size_t slash = files[first - 1].rfind('/');
+      bytes += 2 + files[first - 1].size() - (slash == std::string::npos ? 0 : slash + 1);
+      if (bytes > kMaxReplyPayload / 2) break;
+      first--;
+    }
+    for (size_t i = first; i < files.size(); i++) {
+      const size_t slash = files[i].rfind('/');
+      std::string base = slash == std::string::npos ? files[i] : files[i].substr(slash + 1);
+      if (base.size() > kMaxFileName) base.resize(kMaxFileName);
+      out->files.push_back(std::move(base));
+    }
+  }
+
+  void start_recording(const RecordOptions& ro, int fd, Reply* r) {
+    auto refuse = [&](int status, const std::string& why) {
+      r->status = status;
+      r->message = why;
+    };
+    if (!opts.allow_recording)
+      return refuse(-EPERM, "this application does not let the control socket record (it "
+                            "records with a consumer of its own, or chose not to)");
+    if (recording)
+      return refuse(-EALREADY, "a recording is already running (rbtrace record stop first)");
+    if (fd < 0) return refuse(-EBADF, "record start needs the output directory's descriptor");
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
+      return refuse(-ENOTDIR, "the descriptor is not a directory");
+    // The traces go where the application's user owns the directory and
+    // nobody else can replace what is in it: a root client's directory, or
+    // another user's, is not written into by this process on its behalf.
+    if (st.st_uid != geteuid())
+      return refuse(-EPERM, "the output directory is owned by uid " + std::to_string(st.st_uid) +
+                                ", not by the traced process's user (uid " +
+                                std::to_string(geteuid()) + "): refused");
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+      return refuse(-EPERM, "the output directory is writable by group or others: refused");
+    struct statfs fs {};
+    if (fstatfs(fd, &fs) != 0) return refuse(-errno, std::string("fstatfs: ") + std::strerror(errno));
+    if (const char* pseudo = pseudo_fs_name(static_cast<long>(fs.f_type)))
+      return refuse(-EINVAL, std::string("the output directory is on ") + pseudo + ": refused");
+    // The consumer takes a path: /proc/self/fd/N is one that the kernel
+    // resolves to the open directory itself (not by its name), as
+    // socket_address does for the control socket.
+    if (access("/proc/self/fd", X_OK) != 0)
+      return refuse(-ENOENT, "recording needs /proc (the consumer reaches the directory's "
+                             "descriptor through /proc/self/fd), which is not mounted here");
+    const int mine = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (mine < 0) return refuse(-errno, std::string("dup: ") + std::strerror(errno));
+    ConsumerOptions co;
+    co.dir = "/proc/self/fd/" + std::to_string(mine);
+    co.segment_bytes = ro.segment_bytes;
+    co.segment_seconds = ro.segment_seconds;
+    co.pool_pages = ro.pool_pages;
+    co.period_us = ro.period_us;
+    co.watermark_pages = ro.watermark_pages;
+    co.batch_pages = ro.batch_pages;
+    co.file_mode = ro.file_mode;
+    co.backend = static_cast<IoBackendKind>(ro.backend);
+    co.publish = static_cast<PublishKind>(ro.publish);
+    co.fsync = ro.fsync;
+    co.direct_io = ro.direct_io;
+    co.prefix = ro.prefix;
+    co.stop_timeout_ms = static_cast<uint32_t>(
+        std::clamp<int64_t>(opts.record_stop_timeout.count(), 0, INT32_MAX));
+    // The consumer's sentences go to the client (the last one, in every
+    // record reply) instead of the application's stderr.
+    rec_note = std::make_shared<Note>();
+    co.on_message = [note = rec_note, proc = co.dir](const std::string& m) {
+      std::string text = output_dir_named(m, proc);
+      std::lock_guard<std::mutex> g(note->mu);
+      note->text = std::move(text);
+    };
+    Error err;
+    recording = Consumer::create(snap->live(), co, &err);
+    if (!recording) {
+      close(mine);
+      return refuse(err.code > 0 ? -err.code : -EIO,
+                    "cannot start the recording: " + output_dir_named(err.message, co.dir));
+    }
+    rec_dirfd = mine;
+    rec_files_reported = 0;
+    r->message = "recording started";
+    fill_record(&r->record, true);
+  }
+
+  void flush_recording(Reply* r) {
+    if (!recording) {
+      r->status = -ENOTCONN;
+      r->message = "no recording is running (rbtrace record start first)";
+      return;
+    }
+    const int rc = recording->flush();
+    fill_record(&r->record, false);
+    if (rc != 0) {
+      r->status = rc;
+      r->message = "flush: " + (r->record.note.empty() ? std::string(std::strerror(-rc))
+                                                      : r->record.note);
+      return;
+    }
+    r->message = "flushed";
+  }
+
+  // Stops the recording (r null: at the server's end, nothing to answer).
+  void stop_recording(Reply* r) {
+    if (!recording) {
+      if (r) {
+        r->status = -ENOTCONN;
+        r->message = "no recording is running";
+        fill_record(&r->record, false);
+      }
+      return;
+    }
+    const int rc = recording->stop();
+    if (r) fill_record(&r->record, false);
+    recording.reset();
+    // A stop that timed out leaves the consumer's threads inside system
+    // calls on the directory: its descriptor stays open (see rec_dirfd).
+    if (rc != -ETIMEDOUT) close(rec_dirfd);
+    rec_dirfd = -1;
+    if (!r) return;
+    r->record.active = false;
+    if (rc != 0) {
+      r->status = rc;
+      r->message = "the recording stopped with an error: " +
+                   (r->record.note.empty() ? std::string(std::strerror(-rc)) : r->record.note);
+      return;
+    }
+    r->message = "recording stopped";
   }
 
   // One server per socket path. A lock file <pid>.lock beside the socket,

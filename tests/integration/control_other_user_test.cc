@@ -330,7 +330,7 @@ TEST_F(ControlOtherUser, RootReachesAProcessThroughItsRbtraceControlDir) {
   expect_stat_works(pid, 0, env);
   env.back() = "RBTRACE_CONTROL_DIR=" + base_ + "/nowhere";
   const Proc r = run_cli(0, {"stat", std::to_string(pid)}, env);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 5) << r.out;  // not traced: no socket there
   EXPECT_TRUE(contains(r.out, base_ + "/nowhere/" + std::to_string(pid) + ".sock")) << r.out;
 }
 
@@ -362,10 +362,33 @@ TEST_F(ControlOtherUser, UsersOwnProcessAndAnotherUsers) {
   expect_stat_works(pid, kNobody, {});
   const Proc r = run_cli(kThird, {"stat", std::to_string(pid)}, {});
   show("uid 65533's rbtrace stat on uid 65534's process", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;  // refused
   EXPECT_TRUE(
       contains(r.out, "process " + std::to_string(pid) + " runs as uid 65534 and we are uid 65533"))
       << r.out;
+  // Recording across users (issue 16): another user's record start is
+  // refused at once; root's, into a directory of root's, is refused by the
+  // process (it writes only where its own user owns the directory); into
+  // one of the process's user, it records, and stops.
+  const std::string out = base_ + "/out";
+  make_dir(out, kNobody, 0700);
+  const std::string pids = std::to_string(pid);
+  Proc rec = run_cli(kThird, {"record", "start", pids, "-o", out}, {});
+  EXPECT_EQ(rec.status, 6) << rec.out;
+  const std::string root_dir = base_ + "/root-out";
+  make_dir(root_dir, 0, 0700);
+  rec = run_cli(0, {"record", "start", pids, "-o", root_dir}, {});
+  show("root's record start into a directory of root's", rec.out);
+  EXPECT_EQ(rec.status, 6) << rec.out;
+  EXPECT_TRUE(contains(rec.out, "owned by uid 0, not by the traced process's user (uid 65534)"))
+      << rec.out;
+  rec = run_cli(0, {"record", "start", pids, "-o", out}, {});
+  EXPECT_EQ(rec.status, 0) << rec.out;
+  rec = run_cli(kThird, {"record", "stop", pids}, {});
+  EXPECT_EQ(rec.status, 6) << rec.out;
+  rec = run_cli(0, {"record", "stop", pids}, {});
+  EXPECT_EQ(rec.status, 0) << rec.out;
+  EXPECT_TRUE(contains(rec.out, "recording stopped")) << rec.out;
 }
 
 // The process's RBTRACE_CONTROL_DIR is a symlink another uid planted, to a
@@ -383,7 +406,7 @@ TEST_F(ControlOtherUser, RootRefusesASymlinkedDirectory) {
   ASSERT_GE(l, 0);
   const Proc r = run_cli(0, {"stat", std::to_string(pid)});
   show("root's rbtrace stat, symlinked directory", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "process " + std::to_string(pid) +
                                   " runs as uid 65534; its control directory " + link +
                                   " is a symbolic link (made by uid 65533, to " + trap + ")"))
@@ -407,7 +430,7 @@ TEST_F(ControlOtherUser, RootRefusesADirectoryOfAThirdUser) {
   ASSERT_GE(l, 0);
   const Proc r = run_cli(0, {"stat", std::to_string(pid)});
   show("root's rbtrace stat, a third uid's directory", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "process " + std::to_string(pid) +
                                   " runs as uid 65534; its control directory " + dir +
                                   " is owned by uid 65533: refused"))
@@ -422,7 +445,7 @@ TEST_F(ControlOtherUser, RootRefusesADirectoryOfAThirdUser) {
   ASSERT_GT(pid2, 0);
   const Proc r2 = run_cli(0, {"stat", std::to_string(pid2)});
   show("root's rbtrace stat, a directory open to others", r2.out);
-  EXPECT_EQ(r2.status, 1) << r2.out;
+  EXPECT_EQ(r2.status, 6) << r2.out;
   EXPECT_TRUE(contains(r2.out, open_dir + " has mode 0755")) << r2.out;
 }
 
@@ -439,7 +462,7 @@ TEST_F(ControlOtherUser, RootRefusesAServerOfAnotherUid) {
   ASSERT_GE(l, 0);
   const Proc r = run_cli(0, {"stat", std::to_string(pid)});
   show("root's rbtrace stat, a server of another uid", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "its server runs as uid 0, not as uid 65534")) << r.out;
   close(l);
 }
@@ -467,7 +490,7 @@ TEST_F(ControlOtherUser, DefaultDirectoryMadeByAnotherUserIsAClearError) {
   ASSERT_GT(idle, 0);
   const Proc r = run_cli(0, {"stat", std::to_string(idle)});
   show("root's rbtrace stat, /tmp/rbtrace-<uid> made by another uid", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "process " + std::to_string(idle) + " runs as uid " +
                                   std::to_string(u) + "; its control directory " + d +
                                   " is owned by uid " + std::to_string(other) + ": refused"))
@@ -498,7 +521,7 @@ TEST_F(ControlOtherUser, SymlinkAtTheDefaultDirectoryIsAClearError) {
   ASSERT_GT(idle, 0);
   const Proc r = run_cli(0, {"stat", std::to_string(idle)});
   show("root's rbtrace stat, /tmp/rbtrace-<uid> a symlink", r.out);
-  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "its control directory " + d + " is a symbolic link")) << r.out;
   EXPECT_FALSE(contains(r.out, "Not a directory")) << r.out;
 }

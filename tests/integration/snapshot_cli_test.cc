@@ -22,6 +22,7 @@
 #include "rbtrace/control.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/snapshot.h"
+#include "rbtrace_test/test_files.h"
 
 RBTRACE_EVENT(clitest, rec, ((uint64_t, seq)))
 
@@ -30,23 +31,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Proc {
-  int status = -1;
-  std::string out;
-};
-
-// Runs a shell command line, capturing stdout and stderr.
-Proc run(const std::string& cmd) {
-  Proc r;
-  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using rbtrace_test::Proc;
+using rbtrace_test::run_shell;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -95,13 +81,13 @@ TEST_F(CliTest, SnapshotOfARunningDemoIsReadByTraceCmd) {
   const std::string cli = RBTRACE_CLI;
   const std::string pids = std::to_string(pid);
 
-  Proc list = run(cli + " list");
+  Proc list = run_shell(cli + " list");
   EXPECT_EQ(list.status, 0) << list.out;
   EXPECT_NE(list.out.find(pids + " "), std::string::npos) << list.out;
 
   const std::string f = base_ + "/f.dat";
   const auto t0 = std::chrono::steady_clock::now();
-  Proc snap = run(cli + " snapshot " + pids + " -o " + f);
+  Proc snap = run_shell(cli + " snapshot " + pids + " -o " + f);
   const auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(snap.status, 0) << snap.out;
   EXPECT_LT(took, 1s) << "rbtrace snapshot took "
@@ -111,40 +97,40 @@ TEST_F(CliTest, SnapshotOfARunningDemoIsReadByTraceCmd) {
   EXPECT_GT(st.st_size, 4096);
   EXPECT_EQ(st.st_uid, geteuid());
 
-  Proc report = run("trace-cmd report " + f);
+  Proc report = run_shell("trace-cmd report " + f);
   EXPECT_EQ(report.status, 0) << report.out.substr(0, 2000);
   EXPECT_NE(report.out.find("work:"), std::string::npos) << report.out.substr(0, 2000);
   EXPECT_NE(report.out.find("seq="), std::string::npos);
   EXPECT_EQ(report.out.find("failed"), std::string::npos) << report.out.substr(0, 2000);
 
   // One CPU; an existing name is never replaced; a bad CPU is refused.
-  Proc one = run(cli + " snapshot " + pids + " --cpu 1 -o " + base_ + "/one.dat");
+  Proc one = run_shell(cli + " snapshot " + pids + " --cpu 1 -o " + base_ + "/one.dat");
   EXPECT_EQ(one.status, 0) << one.out;
   EXPECT_NE(one.out.find("1 CPU,"), std::string::npos) << one.out;
-  Proc again = run(cli + " snapshot " + pids + " -o " + f);
+  Proc again = run_shell(cli + " snapshot " + pids + " -o " + f);
   EXPECT_EQ(again.status, 1) << again.out;
   EXPECT_NE(again.out.find("exists"), std::string::npos) << again.out;
-  Proc badcpu = run(cli + " snapshot " + pids + " --cpu 99 -o " + base_ + "/bad.dat");
+  Proc badcpu = run_shell(cli + " snapshot " + pids + " --cpu 99 -o " + base_ + "/bad.dat");
   EXPECT_EQ(badcpu.status, 1) << badcpu.out;
   EXPECT_NE(stat((base_ + "/bad.dat").c_str(), &st), 0) << "a failed snapshot left a file";
 
-  Proc stat_run = run(cli + " stat " + pids);
+  Proc stat_run = run_shell(cli + " stat " + pids);
   EXPECT_EQ(stat_run.status, 0) << stat_run.out;
   EXPECT_NE(stat_run.out.find("2 snapshots"), std::string::npos) << stat_run.out;
-  Proc ev = run(cli + " events " + pids + " --disable demo:tick");
+  Proc ev = run_shell(cli + " events " + pids + " --disable demo:tick");
   EXPECT_EQ(ev.status, 0) << ev.out;
-  Proc usage = run(cli + " snapshot");
+  Proc usage = run_shell(cli + " snapshot");
   EXPECT_EQ(usage.status, 2);
 
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
   close(demo_out);
   // The dead process's socket is stale: list skips it, snapshot fails.
-  list = run(cli + " list");
+  list = run_shell(cli + " list");
   EXPECT_EQ(list.status, 0);
   EXPECT_EQ(list.out.find(pids + " "), std::string::npos) << list.out;
-  Proc dead = run(cli + " snapshot " + pids + " -o " + base_ + "/dead.dat");
-  EXPECT_EQ(dead.status, 1);
+  Proc dead = run_shell(cli + " snapshot " + pids + " -o " + base_ + "/dead.dat");
+  EXPECT_EQ(dead.status, 4);  // no such process
   EXPECT_NE(stat((base_ + "/dead.dat").c_str(), &st), 0);
 }
 
@@ -179,7 +165,7 @@ TEST_F(CliTest, StatAgreesWithTheProcessCounters) {
   write_n(1, 9);  // refused: counted in disabled
   snap->live().record_enable_cpu(1);
 
-  Proc r = run(std::string(RBTRACE_CLI) + " stat " + std::to_string(getpid()));
+  Proc r = run_shell(std::string(RBTRACE_CLI) + " stat " + std::to_string(getpid()));
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("3 CPUs"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1 snapshots"), std::string::npos) << r.out;
@@ -231,10 +217,10 @@ TEST_F(CliTest, WorkersThatBlockEverySignalAreCaptured) {
   const std::string cli = RBTRACE_CLI;
   const std::string pids = std::to_string(pid);
   const std::string f = base_ + "/blocked.dat";
-  Proc snap = run(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
+  Proc snap = run_shell(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
   EXPECT_EQ(snap.status, 0) << snap.out;
   EXPECT_NE(snap.out.find("3 CPUs,"), std::string::npos) << snap.out;
-  Proc report = run("trace-cmd report " + f);
+  Proc report = run_shell("trace-cmd report " + f);
   EXPECT_EQ(report.status, 0) << report.out.substr(0, 2000);
   for (const char* w : {"worker=0 ", "worker=1 ", "worker=2 "})
     EXPECT_NE(report.out.find(w), std::string::npos) << w << report.out.substr(0, 2000);
@@ -254,7 +240,7 @@ TEST_F(CliTest, PartialSnapshotNamesTheThreadAndExitsThree) {
   const std::string cli = RBTRACE_CLI;
   const std::string pids = std::to_string(pid);
   const std::string f = base_ + "/partial.dat";
-  Proc snap = run(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
+  Proc snap = run_shell(cli + " snapshot " + pids + " --timeout 2000 -o " + f);
   EXPECT_EQ(snap.status, 3) << snap.out;
   EXPECT_NE(snap.out.find("CPU 0 not captured: thread "), std::string::npos) << snap.out;
   EXPECT_NE(snap.out.find(" (demo-worker-0): the thread does not take the doorbell signal (it "
@@ -265,10 +251,10 @@ TEST_F(CliTest, PartialSnapshotNamesTheThreadAndExitsThree) {
   EXPECT_NE(snap.out.find("partial: 1 of 3 CPUs not captured (exit 3)"), std::string::npos)
       << snap.out;
   EXPECT_NE(snap.out.find("2 CPUs,"), std::string::npos) << snap.out;
-  Proc report = run("trace-cmd report " + f);
+  Proc report = run_shell("trace-cmd report " + f);
   EXPECT_EQ(report.status, 0) << report.out.substr(0, 2000);
   EXPECT_NE(report.out.find("work:"), std::string::npos) << report.out.substr(0, 2000);
-  Proc stat_run = run(cli + " stat " + pids);
+  Proc stat_run = run_shell(cli + " stat " + pids);
   EXPECT_EQ(stat_run.status, 0) << stat_run.out;
   EXPECT_NE(stat_run.out.find("refused for want of a CPU slot (all CPUs): 0 events"),
             std::string::npos)

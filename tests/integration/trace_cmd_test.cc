@@ -547,7 +547,7 @@ TEST_F(TraceCmd, EveryCommandAnswersHelpAndRefusesUnknownOptions) {
     if (l.rfind("  ", 0) == 0 && l.size() > 2 && l[2] != ' ')
       commands.push_back(l.substr(2, l.find(' ', 2) - 2));
   EXPECT_EQ(commands, (std::vector<std::string>{"report", "export", "recover", "list", "stat",
-                                                "snapshot", "events"}));
+                                                "snapshot", "events", "record"}));
   for (const std::string& c : commands) {
     SCOPED_TRACE(c);
     for (const char* h : {"--help", "-h"}) {
@@ -592,7 +592,7 @@ TEST_F(TraceCmd, ExportNeverReplacesAFile) {
     EXPECT_NE(first, "");
     r = run(dir.path, {RBTRACE_CLI, "export", "--chrome", valid, "-o", out, "--pid", "7"});
     EXPECT_EQ(r.status, 1);
-    EXPECT_EQ(r.err, "rbtrace export: " + out + ": exists (never replaced)\n");
+    EXPECT_EQ(r.err, "rbtrace export: " + out + ": exists (never replaced) (--force replaces it)\n");
     EXPECT_EQ(read_file(out), first);
     unsetenv("RBTRACE_PUBLISH");
     // Nothing but the output (and run's captures) in the directory.

@@ -199,6 +199,215 @@ TEST(ControlCodec, BadFieldsAreRejected) {
   EXPECT_EQ(parse(m), -EBADMSG);
 }
 
+TEST(ControlCodec, PatternsTakeStarsAnywhere) {
+  for (const char* good : {"*", "*:*", "sys:*", "*:name", "sy*:na*e", "sys:name"})
+    EXPECT_TRUE(valid_event_pattern(good)) << good;
+  for (const char* bad : {"", "nocolon", "**", ":*", "*:", "a:b:c", "s y:*", "sys:\n", "*:*:*"})
+    EXPECT_FALSE(valid_event_pattern(bad)) << bad;
+  EXPECT_TRUE(event_matches("*", "demo", "tick"));
+  EXPECT_TRUE(event_matches("*:*", "demo", "tick"));
+  EXPECT_TRUE(event_matches("demo:*", "demo", "tick"));
+  EXPECT_TRUE(event_matches("*:tick", "demo", "tick"));
+  EXPECT_TRUE(event_matches("de*:t*k", "demo", "tick"));
+  EXPECT_TRUE(event_matches("d*o*o:*", "doodoo", "x"));
+  EXPECT_FALSE(event_matches("demo:*", "demox", "tick"));
+  EXPECT_FALSE(event_matches("*:tic", "demo", "tick"));
+  EXPECT_FALSE(event_matches("de*:t*x", "demo", "tick"));
+  Request e;
+  e.type = MsgType::kEvents;
+  for (const char* p : {"*", "*:*", "*:tick"}) {
+    e.event = p;
+    Request got;
+    ASSERT_EQ(parse(encode_request(e), &got), 0) << p;
+    EXPECT_EQ(got.event, p);
+  }
+}
+
+TEST(ControlCodec, RecordRequestsRoundTrip) {
+  Request r;
+  r.type = MsgType::kRecordStart;
+  r.record.segment_bytes = 2 << 20;
+  r.record.segment_seconds = 5;
+  r.record.pool_pages = 32;
+  r.record.period_us = 1000;
+  r.record.watermark_pages = 8;
+  r.record.batch_pages = 16;
+  r.record.file_mode = 0640;
+  r.record.backend = 2;
+  r.record.publish = 1;
+  r.record.fsync = false;
+  r.record.direct_io = true;
+  r.record.prefix = "run_1-a";
+  Request got;
+  ASSERT_EQ(parse(encode_request(r), &got), 0);
+  EXPECT_EQ(got.type, MsgType::kRecordStart);
+  EXPECT_EQ(got.record.segment_bytes, 2u << 20);
+  EXPECT_EQ(got.record.segment_seconds, 5u);
+  EXPECT_EQ(got.record.pool_pages, 32u);
+  EXPECT_EQ(got.record.period_us, 1000u);
+  EXPECT_EQ(got.record.watermark_pages, 8u);
+  EXPECT_EQ(got.record.batch_pages, 16u);
+  EXPECT_EQ(got.record.file_mode, 0640u);
+  EXPECT_EQ(got.record.backend, 2);
+  EXPECT_EQ(got.record.publish, 1);
+  EXPECT_FALSE(got.record.fsync);
+  EXPECT_TRUE(got.record.direct_io);
+  EXPECT_EQ(got.record.prefix, "run_1-a");
+  for (MsgType t : {MsgType::kRecordStop, MsgType::kRecordFlush, MsgType::kRecordStatus}) {
+    Request e;
+    e.type = t;
+    ASSERT_EQ(parse(encode_request(e), &got), 0);
+    EXPECT_EQ(got.type, t);
+    EXPECT_EQ(encode_request(e).size(), kHeaderSize);
+  }
+  Request sw;
+  sw.type = MsgType::kRecordSwitch;
+  sw.on = false;
+  ASSERT_EQ(parse(encode_request(sw), &got), 0);
+  EXPECT_FALSE(got.on);
+  sw.on = true;
+  ASSERT_EQ(parse(encode_request(sw), &got), 0);
+  EXPECT_TRUE(got.on);
+  Request l;
+  l.type = MsgType::kEventList;
+  ASSERT_EQ(parse(encode_request(l), &got), 0);
+  EXPECT_EQ(got.event, "");
+  l.event = "demo:*";
+  ASSERT_EQ(parse(encode_request(l), &got), 0);
+  EXPECT_EQ(got.event, "demo:*");
+
+  // Each new request, truncated at every length or with a byte more.
+  for (const Request& q : {r, sw, l}) {
+    const auto m = encode_request(q);
+    for (size_t n = 0; n < m.size(); n++) EXPECT_EQ(parse(std::vector<uint8_t>(m.begin(), m.begin() + n)), -EBADMSG) << n;
+    auto longer = m;
+    longer.push_back(0);
+    poke<uint32_t>(&longer, 8, static_cast<uint32_t>(longer.size() - kHeaderSize));
+    EXPECT_EQ(parse(longer), -EBADMSG);
+  }
+}
+
+TEST(ControlCodec, BadRecordFieldsAreRejected) {
+  auto start = [](auto change) {
+    Request r;
+    r.type = MsgType::kRecordStart;
+    change(&r.record);
+    return parse(encode_request(r));
+  };
+  EXPECT_EQ(start([](RecordOptions*) {}), 0);
+  EXPECT_EQ(start([](RecordOptions* o) { o->segment_bytes = 0; }), 0);  // never rotate by size
+  EXPECT_EQ(start([](RecordOptions* o) { o->segment_bytes = 4096; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->segment_bytes = ~0ULL; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->segment_seconds = 30 * 86400; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->pool_pages = 5000; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->period_us = 1; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->period_us = 100000000; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->watermark_pages = 1u << 30; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->batch_pages = 0; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->file_mode = 0666; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->file_mode = 04600; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->backend = 3; }), -EBADMSG);
+  EXPECT_EQ(start([](RecordOptions* o) { o->publish = 9; }), -EBADMSG);
+  for (const char* bad : {"", "../x", "a/b", "-x", ".hidden", "sp ace"})
+    EXPECT_EQ(start([&](RecordOptions* o) { o->prefix = bad; }), -EBADMSG) << bad;
+  EXPECT_EQ(start([](RecordOptions* o) { o->prefix = std::string(65, 'a'); }), -EBADMSG);
+  // The two flag bytes after backend/publish must be 0 or 1.
+  Request r;
+  r.type = MsgType::kRecordStart;
+  auto m = encode_request(r);
+  const size_t flags = kHeaderSize + 8 + 6 * 4;
+  m[flags + 2] = 2;
+  EXPECT_EQ(parse(m), -EBADMSG);
+  // A switch's on must be 0 or 1, its pad 0.
+  Request sw;
+  sw.type = MsgType::kRecordSwitch;
+  m = encode_request(sw);
+  m[kHeaderSize] = 2;
+  EXPECT_EQ(parse(m), -EBADMSG);
+  m[kHeaderSize] = 1;
+  m[kHeaderSize + 3] = 1;
+  EXPECT_EQ(parse(m), -EBADMSG);
+  // Stop, flush, status take no payload.
+  Request stop;
+  stop.type = MsgType::kRecordStop;
+  m = encode_request(stop);
+  poke<uint32_t>(&m, 8, 1);
+  m.push_back(0);
+  EXPECT_EQ(parse(m), -EBADMSG);
+  // A list pattern that is no pattern, or longer than its payload.
+  Request l;
+  l.type = MsgType::kEventList;
+  l.event = "a:b:c";
+  EXPECT_EQ(parse(encode_request(l)), -EBADMSG);
+  l.event = "x:y";
+  m = encode_request(l);
+  poke<uint16_t>(&m, kHeaderSize, 50);
+  EXPECT_EQ(parse(m), -EBADMSG);
+}
+
+TEST(ControlCodec, EventListAndRecordRepliesRoundTrip) {
+  Reply r;
+  r.for_type = MsgType::kEventList;
+  r.events = {{"demo:tick", true}, {"demo:work", false}};
+  r.events_truncated = true;
+  auto m = encode_reply(r);
+  Reply got;
+  std::string why;
+  ASSERT_EQ(parse_reply(m.data(), m.size(), MsgType::kEventList, &got, &why), 0) << why;
+  ASSERT_EQ(got.events.size(), 2u);
+  EXPECT_EQ(got.events[0].name, "demo:tick");
+  EXPECT_TRUE(got.events[0].enabled);
+  EXPECT_FALSE(got.events[1].enabled);
+  EXPECT_TRUE(got.events_truncated);
+  for (size_t n = 0; n < m.size(); n++)
+    EXPECT_NE(parse_reply(m.data(), n, MsgType::kEventList, &got, &why), 0) << n;
+  auto bad = m;
+  poke<uint32_t>(&bad, kHeaderSize + 6, 1000000);  // more events than bytes
+  EXPECT_EQ(parse_reply(bad.data(), bad.size(), MsgType::kEventList, &got, &why), -EBADMSG);
+
+  Reply rr;
+  rr.for_type = MsgType::kRecordFlush;
+  rr.message = "flushed";
+  rr.record.active = true;
+  rr.record.recording_on = false;
+  rr.record.pages_published = 10;
+  rr.record.segments_published = 2;
+  rr.record.segments_failed = 1;
+  rr.record.events_published = 1234;
+  rr.record.events_lost = 5;
+  rr.record.pages_lost = 1;
+  rr.record.note = "disk full";
+  rr.record.files = {"trace-1-000001.dat", "trace-1-000002.dat"};
+  for (MsgType t : {MsgType::kRecordStart, MsgType::kRecordStop, MsgType::kRecordFlush,
+                    MsgType::kRecordStatus, MsgType::kRecordSwitch}) {
+    rr.for_type = t;
+    m = encode_reply(rr);
+    ASSERT_EQ(parse_reply(m.data(), m.size(), t, &got, &why), 0) << why;
+    EXPECT_TRUE(got.record.active);
+    EXPECT_FALSE(got.record.recording_on);
+    EXPECT_EQ(got.record.pages_published, 10u);
+    EXPECT_EQ(got.record.segments_published, 2u);
+    EXPECT_EQ(got.record.segments_failed, 1u);
+    EXPECT_EQ(got.record.events_published, 1234u);
+    EXPECT_EQ(got.record.events_lost, 5u);
+    EXPECT_EQ(got.record.pages_lost, 1u);
+    EXPECT_EQ(got.record.note, "disk full");
+    EXPECT_EQ(got.record.files, rr.record.files);
+    for (size_t n = 0; n < m.size(); n++)
+      EXPECT_NE(parse_reply(m.data(), n, t, &got, &why), 0) << n;
+  }
+  // A file name that is a path is refused, whatever the server says.
+  for (const char* path : {"../etc/passwd", "a/b", ".", ".."}) {
+    rr.record.files = {path};
+    m = encode_reply(rr);
+    EXPECT_EQ(parse_reply(m.data(), m.size(), MsgType::kRecordStop, &got, &why), -EBADMSG) << path;
+  }
+  rr.record.files = {};
+  m = encode_reply(rr);
+  m[kHeaderSize + 4 + 2 + rr.message.size()] = 2;  // active must be 0 or 1
+  EXPECT_EQ(parse_reply(m.data(), m.size(), MsgType::kRecordStop, &got, &why), -EBADMSG);
+}
+
 class PrivateDir : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -262,7 +471,10 @@ TEST(ControlCodec, CorpusSeedsAreValidMessages) {
     return v;
   };
   std::string why;
-  for (const char* n : {"stat.bin", "snapshot_all.bin", "snapshot_cpu1.bin", "events.bin"}) {
+  for (const char* n : {"stat.bin", "snapshot_all.bin", "snapshot_cpu1.bin", "events.bin",
+                        "events_all.bin", "event_list.bin", "event_list_all.bin",
+                        "record_start.bin", "record_stop.bin", "record_flush.bin",
+                        "record_status.bin", "record_off.bin"}) {
     const auto m = read(n);
     ASSERT_FALSE(m.empty()) << n;
     Request r;
@@ -278,6 +490,13 @@ TEST(ControlCodec, CorpusSeedsAreValidMessages) {
   ASSERT_EQ(got.snapshot.cpus.size(), 2u);
   EXPECT_EQ(got.snapshot.cpus[1].owner, 4321);
   EXPECT_EQ(got.snapshot.cpus[1].swap_result, -ETIMEDOUT);
+  m = read("reply_event_list.bin");
+  ASSERT_EQ(parse_reply(m.data(), m.size(), MsgType::kEventList, &got, &why), 0) << why;
+  ASSERT_EQ(got.events.size(), 2u);
+  m = read("reply_record.bin");
+  ASSERT_EQ(parse_reply(m.data(), m.size(), MsgType::kRecordFlush, &got, &why), 0) << why;
+  ASSERT_EQ(got.record.files.size(), 2u);
+  EXPECT_EQ(got.record.events_published, 1234u);
   m = read("reply_error.bin");
   ASSERT_EQ(parse_reply(m.data(), m.size(), MsgType::kSnapshot, &got, &why), 0) << why;
   EXPECT_EQ(got.status, -EINVAL);

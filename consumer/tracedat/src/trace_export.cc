@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstdarg>
 #include <cstring>
+#include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "rbtrace/tracedat.h"
 #include "tracedat_text.h"
@@ -151,16 +153,60 @@ std::string record_error(const TraceRecord& rec, const std::string& e) {
 // format, or a write error.
 constexpr int kRenderFailed = -2;
 
-// Renders every record from where `r` stands with render(rec) (false with
+// Several readers' records as one stream, in time order (ts_ns; a tie goes
+// to the earlier reader, then to each reader's own order): what `trace-cmd
+// report -i a -i b` shows. Each reader's next record is held until it is
+// the oldest; a record handed out stays valid until the next call (its
+// reader is not read again before then).
+class Merge {
+ public:
+  explicit Merge(const std::vector<TraceDatReader*>& rs)
+      : rs_(rs), head_(rs.size()), state_(rs.size(), kEmpty) {
+    for (TraceDatReader* r : rs_) r->rewind();
+  }
+  // > 0 with *rec (from reader *from), 0 at the end of every reader, -1 at
+  // a reader's error (failed()).
+  int next(TraceRecord* rec, size_t* from) {
+    size_t best = rs_.size();
+    for (size_t i = 0; i < rs_.size(); i++) {
+      if (state_[i] == kEmpty) {
+        const int rc = rs_[i]->next(&head_[i]);
+        if (rc < 0) {
+          failed_ = i;
+          return -1;
+        }
+        state_[i] = rc > 0 ? kHeld : kDone;
+      }
+      if (state_[i] == kHeld && (best == rs_.size() || head_[i].ts_ns < head_[best].ts_ns)) best = i;
+    }
+    if (best == rs_.size()) return 0;
+    *rec = head_[best];
+    *from = best;
+    state_[best] = kEmpty;  // read again at the next call, after the caller is done
+    return 1;
+  }
+  TraceDatReader& reader(size_t i) { return *rs_[i]; }
+  const std::string& error() const { return rs_[failed_]->error(); }
+
+ private:
+  enum State : uint8_t { kEmpty, kHeld, kDone };
+  std::vector<TraceDatReader*> rs_;
+  std::vector<TraceRecord> head_;
+  std::vector<State> state_;
+  size_t failed_ = 0;
+};
+
+// Renders every record of `m` with render(rec, its reader) (false with
 // *err: the record does not fit its format), flushing `w` as its batch
-// fills. 0 after the last record, -1 at the reader's error (r.error()), or
+// fills. 0 after the last record, -1 at a reader's error (m.error()), or
 // kRenderFailed.
 template <class Render>
-int render_records(TraceDatReader& r, Writer& w, std::string* err, Render render) {
+int render_records(Merge& m, Writer& w, std::string* err, Render render) {
   TraceRecord rec;
+  size_t from = 0;
   int rc;
-  while ((rc = r.next(&rec)) > 0) {
-    if (!render(rec)) {
+  while ((rc = m.next(&rec, &from)) > 0) {
+    if (!render(rec, m.reader(from))) {
       *err = record_error(rec, *err);
       w.flush();
       return kRenderFailed;
@@ -174,15 +220,15 @@ int render_records(TraceDatReader& r, Writer& w, std::string* err, Render render
 }
 
 // The end of an export after render_records' `rc`: everything flushed (a
-// write error first), then the reader's verdict. 0, or -1 with *err.
-int finish(TraceDatReader& r, Writer& w, int rc, std::string* err) {
+// write error first), then the readers' verdict. 0, or -1 with *err.
+int finish(const Merge& m, Writer& w, int rc, std::string* err) {
   if (rc == kRenderFailed) return -1;
   if (!w.flush()) {
     *err = w.error();
     return -1;
   }
   if (rc < 0) {
-    *err = r.error();
+    *err = m.error();
     return -1;
   }
   return 0;
@@ -317,12 +363,19 @@ void append_json_string(std::string* out, const std::string& s) {
 
 int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& opts,
                       std::string* err) {
-  r.rewind();
+  return write_report_text(std::vector<TraceDatReader*>{&r}, out, opts, err);
+}
+
+int write_report_text(const std::vector<TraceDatReader*>& rs, std::FILE* out,
+                      const ReportOptions& opts, std::string* err) {
+  Merge m(rs);
   Writer w(out);
   std::string& s = w.buf();
-  appendf(&s, "cpus=%u\n", r.ncpus());
+  uint32_t ncpus = 0;
+  for (const TraceDatReader* r : rs) ncpus = std::max(ncpus, r->ncpus());
+  appendf(&s, "cpus=%u\n", ncpus);
   std::string fields;
-  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
+  const int rc = render_records(m, w, err, [&](const TraceRecord& rec, TraceDatReader& r) {
     if (rec.missed) lost_line(&s, rec);
     // The comm comes from the file: escaped (tracedat_text.h) before it is
     // padded, NUL bytes included.
@@ -355,18 +408,24 @@ int write_report_text(TraceDatReader& r, std::FILE* out, const ReportOptions& op
   });
   // After the records: the events that never reached any CPU (tracedat.h,
   // ring_stats_text), which trace-cmd report shows only with --stat.
-  if (rc >= 0 && !r.cpus().empty()) {
-    if (const uint64_t n = no_slot_dropped_in(r.cpus()[0].stats))
+  // (Each file's, one line each: they are different recordings.)
+  for (const TraceDatReader* r : rs) {
+    if (rc < 0 || r->cpus().empty()) continue;
+    if (const uint64_t n = no_slot_dropped_in(r->cpus()[0].stats))
       appendf(&s, "[%" PRIu64 " EVENTS REFUSED: NO FREE CPU SLOT (all CPUs)]\n", n);
   }
-  return finish(r, w, rc, err);
+  return finish(m, w, rc, err);
 }
 
 int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
-  r.rewind();
+  return write_report_json(std::vector<TraceDatReader*>{&r}, out, err);
+}
+
+int write_report_json(const std::vector<TraceDatReader*>& rs, std::FILE* out, std::string* err) {
+  Merge m(rs);
   Writer w(out);
   std::string& s = w.buf();
-  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
+  const int rc = render_records(m, w, err, [&](const TraceRecord& rec, TraceDatReader& r) {
     appendf(&s, "{\"cpu\":%u,\"ts_ns\":%" PRIu64 ",\"pid\":%d,\"comm\":", rec.cpu, rec.ts_ns, rec.pid);
     append_json_string(&s, r.comm(rec.pid));
     appendf(&s, ",\"type\":%u,\"system\":", rec.type);
@@ -388,14 +447,27 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err) {
     s += "}}\n";
     return true;
   });
-  return finish(r, w, rc, err);
+  return finish(m, w, rc, err);
 }
 
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err) {
-  r.rewind();
-  // The process: the one given, else the file's own (PROCMAPS), else 1.
-  if (pid <= 0) pid = r.process_pid() > 0 ? r.process_pid() : 1;
-  const std::string& pname = r.process_name().empty() ? std::string("rbtrace") : r.process_name();
+  return write_chrome_json(std::vector<TraceDatReader*>{&r}, out, pid, err);
+}
+
+int write_chrome_json(const std::vector<TraceDatReader*>& rs, std::FILE* out, int32_t pid,
+                      std::string* err) {
+  Merge m(rs);
+  // The process: the one given, else the first file's own (PROCMAPS) that
+  // names one, else 1 and "rbtrace".
+  std::string pname;
+  for (const TraceDatReader* r : rs) {
+    if (r->process_pid() <= 0) continue;
+    if (pid <= 0) pid = r->process_pid();
+    pname = r->process_name();
+    break;
+  }
+  if (pid <= 0) pid = 1;
+  if (pname.empty()) pname = "rbtrace";
   Writer w(out);
   std::string& s = w.buf();
   appendf(&s,
@@ -404,7 +476,10 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
           pid);
   append_json_string(&s, pname);
   s += "}}";
-  for (const auto& [tid, comm] : r.cmdlines()) {
+  // Each thread named once (the first file that names it).
+  std::map<int32_t, std::string> names;
+  for (const TraceDatReader* r : rs) names.insert(r->cmdlines().begin(), r->cmdlines().end());
+  for (const auto& [tid, comm] : names) {
     appendf(&s, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":",
             pid, tid);
     append_json_string(&s, comm);
@@ -415,7 +490,7 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
   // instant, so every "E" closes a "B".
   std::unordered_map<int32_t, uint64_t> open_slices;
   ChromeTrack track;
-  const int rc = render_records(r, w, err, [&](const TraceRecord& rec) {
+  const int rc = render_records(m, w, err, [&](const TraceRecord& rec, TraceDatReader&) {
     const uint64_t us = rec.ts_ns / 1000, frac = rec.ts_ns % 1000;
     if (rec.missed) {
       appendf(&s,
@@ -461,11 +536,11 @@ int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::strin
   if (rc == kRenderFailed) return -1;
   if (rc < 0) {  // the reader's error: what was written stays unterminated
     w.flush();
-    *err = r.error();
+    *err = m.error();
     return -1;
   }
   s += "\n]}\n";
-  return finish(r, w, rc, err);
+  return finish(m, w, rc, err);
 }
 
 }  // namespace rbtrace

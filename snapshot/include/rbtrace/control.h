@@ -12,8 +12,9 @@
 // from its uid and its environment in /proc (connect_to), so root reaches
 // another user's process.
 //
-// Protocol (version 2, host byte order: both ends are on one machine;
-// version 2 added StatReply::no_slot_dropped and SnapshotReplyCpu::owner):
+// Protocol (version 3, host byte order: both ends are on one machine;
+// version 2 added StatReply::no_slot_dropped and SnapshotReplyCpu::owner;
+// version 3 the recording requests, kEventList and `*` patterns):
 //   header  u32 magic 'RBTC' | u16 version | u16 type | u32 length | u32 flags (0)
 //   payload `length` bytes, at most kMaxRequestPayload for a request and
 //           kMaxReplyPayload for a reply; every field is length-checked.
@@ -25,9 +26,24 @@
 //   kSnapshot  i32 cpu (-1 all), u32 timeout_ms, + one fd (SCM_RIGHTS): an
 //              empty regular file opened for writing by the client; the
 //              server writes a trace.dat into it and never opens a path
-//   kEvents    u8 enable, u8 pad, u16 n, n bytes "system:name" or "system:*"
+//   kEvents    u8 enable, u8 pad, u16 n, n bytes of a pattern (below)
+//   kEventList u16 n, n bytes of a pattern (n = 0: every event)
+//   kRecordStart  RecordOptions (below), + one fd (SCM_RIGHTS): the output
+//              directory, opened by the client with O_DIRECTORY|O_NOFOLLOW;
+//              the server checks it (a directory of the server's euid, not
+//              writable by group or others, on a real file system) and
+//              records into it through the descriptor, never by a path
+//   kRecordStop, kRecordFlush, kRecordStatus   (empty)
+//   kRecordSwitch u8 on (1: RingBuffer::record_on, 0: record_off), u8 pad[3]
+// RecordOptions: u64 segment_bytes, u32 segment_seconds, u32 pool_pages,
+//   u32 period_us, u32 watermark_pages, u32 batch_pages, u32 file_mode,
+//   u8 backend, u8 publish, u8 fsync, u8 direct_io, u16 n, n bytes prefix;
+//   each within the bounds parse_request checks (kRecordLimits).
+// A pattern: "system:name" where each part is letters, digits, '_' and
+// '*' (any run of characters), or "*" alone (every event; so is "*:*").
 // Reply (kReply): i32 status (0 or -errno), u16 n, n bytes message, then a
-// body by request type (see StatReply, SnapshotReply).
+// body by request type (see StatReply, SnapshotReply, EventList,
+// RecordReply).
 // Malformed, oversized and truncated messages are answered with -EBADMSG /
 // -EMSGSIZE / -EPROTO (when a reply can still be sent) and the connection
 // is closed; nothing else happens.
@@ -50,7 +66,7 @@ class Snapshot;
 namespace control {
 
 inline constexpr uint32_t kMagic = 0x43544252;  // "RBTC" in little-endian bytes
-inline constexpr uint16_t kVersion = 2;
+inline constexpr uint16_t kVersion = 3;
 inline constexpr uint32_t kHeaderSize = 16;
 inline constexpr uint32_t kMaxRequestPayload = 512;
 inline constexpr uint32_t kMaxReplyPayload = 1u << 20;
@@ -60,7 +76,45 @@ enum class MsgType : uint16_t {
   kStat = 1,
   kSnapshot = 2,
   kEvents = 3,
+  kEventList = 4,
+  kRecordStart = 5,
+  kRecordStop = 6,
+  kRecordFlush = 7,
+  kRecordStatus = 8,
+  kRecordSwitch = 9,
   kReply = 0x100,
+};
+
+// How a recording started from the CLI is made (kRecordStart): the fields
+// of ConsumerOptions (rbtrace/consumer.h) a client may choose; the server
+// fills the rest. The defaults are ConsumerOptions' own.
+struct RecordOptions {
+  uint64_t segment_bytes = 64ULL << 20;  // rotate by size (0: never)
+  uint32_t segment_seconds = 0;          // rotate by time (0: never)
+  uint32_t pool_pages = 0;               // 0: the consumer's default
+  uint32_t period_us = 10000;
+  uint32_t watermark_pages = 0;
+  uint32_t batch_pages = 64;
+  uint32_t file_mode = 0600;             // 0600, 0640 or 0644
+  uint8_t backend = 0;                   // rbtrace::IoBackendKind
+  uint8_t publish = 0;                   // rbtrace::PublishKind
+  bool fsync = true;
+  bool direct_io = false;
+  std::string prefix = "trace";          // 1..64 of [A-Za-z0-9_-], no leading '-'
+};
+
+// The bounds parse_request enforces on RecordOptions (the CLI checks its
+// options against the same numbers).
+struct RecordLimits {
+  static constexpr uint64_t kMinSegmentBytes = 1ULL << 20;  // or 0
+  static constexpr uint64_t kMaxSegmentBytes = 1ULL << 40;
+  static constexpr uint32_t kMaxSegmentSeconds = 7 * 86400;
+  static constexpr uint32_t kMaxPoolPages = 4096;
+  static constexpr uint32_t kMinPeriodUs = 100;
+  static constexpr uint32_t kMaxPeriodUs = 10000000;
+  static constexpr uint32_t kMaxWatermarkPages = 1u << 20;
+  static constexpr uint32_t kMaxBatchPages = 4096;
+  static constexpr uint32_t kMaxPrefix = 64;
 };
 
 struct Request {
@@ -68,8 +122,15 @@ struct Request {
   int32_t cpu = -1;           // kSnapshot
   uint32_t timeout_ms = 500;  // kSnapshot: per-CPU swap timeout
   bool enable = true;         // kEvents
-  std::string event;          // kEvents: "system:name" or "system:*"
+  std::string event;          // kEvents, kEventList: a pattern ("" for kEventList: all)
+  RecordOptions record;       // kRecordStart
+  bool on = true;             // kRecordSwitch
 };
+
+// True when `pattern` is a valid event pattern (see the protocol above).
+bool valid_event_pattern(const std::string& pattern);
+// True when event `system`:`name` matches the valid `pattern`.
+bool event_matches(const std::string& pattern, const char* system, const char* name);
 
 struct StatCpu {
   int32_t owner = 0;  // tid, 0 none, -1 claimed
@@ -100,6 +161,34 @@ struct SnapshotReply {
   std::vector<SnapshotReplyCpu> cpus;
 };
 
+// One event of kEventList's reply: u8 enabled, u8 pad, u16 n, n bytes
+// "system:name". The body: u32 count, u8 truncated, u8 pad[3], the events.
+struct EventState {
+  std::string name;  // "system:name"
+  bool enabled = false;
+};
+
+// The body of every kRecord* reply: the recording's state after the
+// request. u8 active, u8 recording_on, u16 pad, u32 nfiles, u64 x 6 (the
+// counters below), u16 n + n bytes note, then nfiles x (u16 n + n bytes).
+struct RecordReply {
+  bool active = false;        // a recording started by the control server runs
+  bool recording_on = true;   // RingBuffer::record_is_on()
+  uint64_t pages_published = 0;
+  uint64_t segments_published = 0;
+  uint64_t segments_failed = 0;
+  uint64_t events_published = 0;  // all CPUs
+  uint64_t events_lost = 0;       // read, then lost by the consumer (all CPUs)
+  uint64_t pages_lost = 0;
+  std::string note;               // the consumer's last message, if any
+  // Names (in the output directory) of the files this request published
+  // (kRecordFlush, kRecordStop) or of all the recording's files
+  // (kRecordStatus), oldest first, at most kMaxRecordFiles.
+  std::vector<std::string> files;
+};
+inline constexpr uint32_t kMaxRecordFiles = 4096;
+inline constexpr uint32_t kMaxFileName = 255;
+
 struct Reply {
   MsgType for_type = MsgType::kStat;  // what the body is (the client knows)
   int32_t status = 0;
@@ -107,6 +196,9 @@ struct Reply {
   StatReply stat;          // kStat
   SnapshotReply snapshot;  // kSnapshot
   uint32_t events_changed = 0;  // kEvents
+  std::vector<EventState> events;  // kEventList
+  bool events_truncated = false;   // kEventList: more than the reply holds
+  RecordReply record;              // kRecord*
 };
 
 // ---- the message codec (pure functions; fuzzed) ----------------------------
@@ -185,6 +277,15 @@ struct ServerOptions {
   // -EBUSY and closed at accept, and counted in over_cap.
   uint32_t max_connections = 64;
   uint32_t max_per_peer = 4;
+  // Whether clients may start a recording (kRecordStart: an
+  // rbtrace::Consumer on the snapshot's live ring). An application that
+  // runs a Consumer of its own on that ring sets false (one Consumer per
+  // ring): then record start is refused with -EPERM and says why; the
+  // other record requests (on/off, status) still work.
+  bool allow_recording = true;
+  // A recording's ConsumerOptions::stop_timeout_ms (record stop, and the
+  // Server's destruction, which stops a recording still running).
+  std::chrono::milliseconds record_stop_timeout{20000};
 };
 
 // Counters of a running server (for tests and `stat`).

@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <string>
 
+#include <vector>
+
 #include "rbtrace/tracedat_reader.h"
 
 namespace rbtrace {
@@ -77,6 +79,18 @@ int write_report_json(TraceDatReader& r, std::FILE* out, std::string* err);
 // with "name" the event's name field. A record of the system whose fields
 // are not track.h's stays an instant.
 int write_chrome_json(TraceDatReader& r, std::FILE* out, int32_t pid, std::string* err);
+
+// The same over several files at once, their records merged by time (ts_ns;
+// a tie goes to the earlier reader), as `trace-cmd report -i a -i b`: each
+// record's comm from its own file; the text report's cpus= is the largest
+// count and each file's ring-wide refusal line follows the records; the
+// Chrome export names each thread once (the first file that names it). A
+// reader's error ends the output (-1 with that reader's sentence).
+int write_report_text(const std::vector<TraceDatReader*>& rs, std::FILE* out,
+                      const ReportOptions& opts, std::string* err);
+int write_report_json(const std::vector<TraceDatReader*>& rs, std::FILE* out, std::string* err);
+int write_chrome_json(const std::vector<TraceDatReader*>& rs, std::FILE* out, int32_t pid,
+                      std::string* err);
 
 // A CTF 1.8 trace directory (babeltrace2, Trace Compass): `metadata` (TSDL
 // text) and one stream file `cpu<N>` per CPU with records, in packets of at

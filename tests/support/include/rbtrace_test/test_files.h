@@ -80,4 +80,19 @@ inline Proc run(const std::string& dir, const std::vector<std::string>& argv) {
   return r;
 }
 
+// Runs a shell command line (sh -c, through popen: quoting, `cd DIR &&`,
+// `env -u`), stdout and stderr together in `out`; status = exit code, or
+// -1 when it did not exit.
+inline Proc run_shell(const std::string& cmd) {
+  Proc r;
+  std::FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
 }  // namespace rbtrace_test
