@@ -26,6 +26,13 @@ RBTRACE_EVENT(other, three, ((rbtrace::str, s1))((rbtrace::str, s2))((uint8_t, t
 // 7 bytes of padding between `a` and `b`; a byte sequence of any length.
 RBTRACE_EVENT(test, padded, ((uint8_t, a))((uint64_t, b)))
 RBTRACE_EVENT(test, odd, ((rbtrace::bytes, blob)))
+// long long is not int64_t on LP64 Linux: its own field type, as s64.
+namespace ut2 {
+enum class Big : long long { Lo = -5000000000LL, Hi = 5000000000LL };
+}
+RBTRACE_ENUM(ut2::Big, (Lo)(Hi))
+RBTRACE_EVENT(test, llong, ((long long, a))((unsigned long long, b))((ut2::Big, big))
+                           ((std::array<long long, 2>, pair)))
 
 // Issue 15, item 2: the richer field types.
 namespace ut {
@@ -256,6 +263,28 @@ TEST(Event, PaddingAndRoundingBytesAreZeroed) {
     EXPECT_EQ(std::memcmp(e.data + 12, blob, n), 0);
     for (uint32_t i = len; i < e.length; i++) EXPECT_EQ(e.data[i], 0) << "n " << n << " byte " << i;
   }
+}
+
+// long long and unsigned long long (and enums and arrays of them) are the
+// 64-bit integer fields they hold.
+TEST(Event, LongLongFields) {
+  using rbtrace_events::test_llong;
+  const std::string f = test_llong::type().format();
+  EXPECT_NE(f.find("field:s64 a;"), std::string::npos) << f;
+  EXPECT_NE(f.find("field:u64 b;"), std::string::npos) << f;
+  EXPECT_NE(f.find("field:s64 big;"), std::string::npos) << f;
+  EXPECT_NE(f.find("field:s64 pair[2];"), std::string::npos) << f;
+  auto rb = make();
+  Bound b(*rb, 0);
+  ASSERT_EQ(b.rc, 0);
+  const std::array<long long, 2> pair{-1, 1LL << 40};
+  ASSERT_EQ(test_llong::emit(*rb, -(1LL << 50), ~0ULL, ut2::Big::Lo, pair), 0);
+  PageEvent e;
+  ASSERT_EQ(rb->consume(0, &e), 0);
+  const std::string d = describe_record(e.data, e.length);
+  EXPECT_NE(d.find("a=-1125899906842624"), std::string::npos) << d;
+  EXPECT_NE(d.find("b=18446744073709551615"), std::string::npos) << d;
+  EXPECT_NE(d.find("big=Lo"), std::string::npos) << d;
 }
 
 // float, double, an enum, arrays, bytes and a pointer: the record and the

@@ -16,7 +16,8 @@
 //   - `enable()` / `disable()`: a disabled event costs one load and a branch.
 //
 // Field types (anything else fails with a static_assert listing these):
-//   - the fixed-width integer types and bool;
+//   - the fixed-width integer types, long long / unsigned long long (64-bit)
+//     and bool;
 //   - rbtrace::str (passed as std::string_view; longer than 65534 bytes is
 //     cut, and a string followed by other dynamic fields is cut so that
 //     their 16-bit __data_loc offsets still fit);
@@ -150,6 +151,20 @@ RBTRACE_FIELD_TRAITS(uint8_t, "u8", "%u")
 RBTRACE_FIELD_TRAITS(int8_t, "s8", "%d")
 RBTRACE_FIELD_TRAITS(bool, "bool", "%d")
 #undef RBTRACE_FIELD_TRAITS
+// long long and unsigned long long where they are not int64_t/uint64_t
+// (LP64 Linux: those are long): the same 64-bit fields.
+template <class T>
+  requires(std::is_same_v<T, long long> && !std::is_same_v<long long, int64_t>)
+struct FieldTraits<T> : FieldTraits<int64_t> {
+  using storage = long long;
+  using param = long long;
+};
+template <class T>
+  requires(std::is_same_v<T, unsigned long long> && !std::is_same_v<unsigned long long, uint64_t>)
+struct FieldTraits<T> : FieldTraits<uint64_t> {
+  using storage = unsigned long long;
+  using param = unsigned long long;
+};
 template <>
 struct FieldTraits<str> {
   using storage = uint32_t;
