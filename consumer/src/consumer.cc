@@ -285,6 +285,11 @@ int Consumer::Impl::open_session(Error* err) {
   drain.cmdlines.ring_gone = &sh.ring_gone;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
+  // The process's own name first (its main thread's), whether or not that
+  // thread writes: recover names the traced process from it, as the live
+  // files do from ctx.process. (The drain thread has not started.)
+  std::vector<int32_t> self{ctx.pid};
+  drain.cmdlines.note(&self);
   choose_layout();
   return 0;
 }

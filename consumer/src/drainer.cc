@@ -228,10 +228,10 @@ void Drainer::grow() {
 // later, an object whose initializers ran after the consumer started:
 // rbtrace::autostart starts before main): the segment takes their formats
 // (ids only grow, so the new list is a superset), its sidecar first, so
-// that the trace it becomes, or recover, decodes their events. Called at
-// every pass and before a segment closes: a page taken holds only events
-// of types registered before it was taken, which the next call sees. A
-// header that outgrew the segment's room is published by copying. If the
+// that the trace it becomes, or recover, decodes their events. Called for
+// every page taken before the page goes into the segment (a page holds
+// only events of types registered before it was read), at every pass and
+// before a segment closes. A header that outgrew the segment's room is published by copying. If the
 // sidecar cannot be rewritten, the segment is closed with the formats it
 // has, and the next one starts with all of them.
 void Drainer::grow_events() {
@@ -384,6 +384,14 @@ void Drainer::take_page(uint32_t i, uint32_t cpu) {
   Slot& sl = slots[i];
   uint64_t events = 0;
   page_tids.clear();
+  // Types registered since the last look (the page may hold their records:
+  // read_page's acquire made them visible): the open segment takes their
+  // formats, sidecar first, before this page goes into it; and their
+  // records name their writers for the cmdlines. One relaxed load.
+  if (const uint32_t hi = kFirstEventId + registered_event_count(); hi > type_hi) {
+    grow_events();
+    type_hi = hi;
+  }
   // The page came from read_page: well formed by construction; the walk
   // counts events and finds writer tids for the cmdlines.
   (void)check_page(reinterpret_cast<const unsigned char*>(sl.page), ctx.page_size, &events,

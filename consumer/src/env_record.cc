@@ -80,7 +80,14 @@ int record_from_env(std::string* why) {
   ConsumerOptions copts;
   if (int rc = consumer_options_from_env(&copts, why); rc != 0) return fail(rc);
   Error err;
-  RingBuffer* rb = tracer::init_from_env({}, &err);
+  // A recording's defaults, not a flight recorder's: the newest event is
+  // dropped (and counted) when the ring is full rather than the oldest
+  // page overwritten, and 256 pages per CPU (1 MiB at 4 KiB) give the
+  // drain thread's 10 ms period room. RBTRACE_MODE / RBTRACE_PAGES override.
+  Options defaults;
+  defaults.mode = Mode::kProducerConsumer;
+  defaults.pages_per_cpu = 256;
+  RingBuffer* rb = tracer::init_from_env(defaults, &err);
   if (rb == nullptr) {
     if (why) *why = "the process ring: " + err.message;
     return fail(-err.code);

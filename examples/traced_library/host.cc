@@ -8,12 +8,13 @@
 //                                         rbtrace::autostart: the
 //                                         environment alone records, before
 //                                         main and until exit. The ring is
-//                                         the environment's too: its default
-//                                         (overwrite, 16 pages per CPU) may
-//                                         lose the oldest of these events if
-//                                         the consumer thread is slow to run;
-//                                         RBTRACE_PAGES=256 RBTRACE_MODE=producer
-//                                         keeps all 4,000
+//                                         the environment's too: a
+//                                         recording's defaults (producer
+//                                         mode, 256 pages per CPU) hold all
+//                                         of these events whenever the
+//                                         consumer thread runs;
+//                                         RBTRACE_PAGES, RBTRACE_MODE change
+//                                         them
 //
 // Either way `rbtrace report DIR/*.dat` shows mylib:query events and the
 // rbtrace:slice_begin/slice_end of mylib's RBTRACE_SCOPE.

@@ -79,10 +79,10 @@ library)
   grep -qx 'mylib:query: 1000 events' host.txt || fail "host: mylib:query count"
   grep -qx 'rbtrace:slice_begin: 1000 events' host.txt || fail "host: RBTRACE_SCOPE begins"
   grep -qx 'rbtrace:slice_end: 1000 events' host.txt || fail "host: RBTRACE_SCOPE ends"
-  # The environment alone: 256 pages per CPU hold every event, so the
-  # count is exact whatever the consumer thread's scheduling.
-  RBTRACE_RECORD="$work/auto" RBTRACE_PAGES=256 RBTRACE_MODE=producer \
-    rbtrace-example-library-autohost >auto.txt
+  # The environment alone, with a recording's defaults (producer mode, 256
+  # pages per CPU: room for every event of the run), so the count is exact
+  # whatever the consumer thread's scheduling.
+  RBTRACE_RECORD="$work/auto" rbtrace-example-library-autohost >auto.txt
   grep -q 'recording started by the environment' auto.txt || fail "autostart did not start"
   rbtrace-example-read-tracedat auto/*.dat >autoread.txt
   cat autoread.txt

@@ -234,11 +234,22 @@ TEST(Event, PaddingAndRoundingBytesAreZeroed) {
   auto rb = make();
   Bound b(*rb, 0);
   ASSERT_EQ(b.rc, 0);
+  // A dirty reservation, given back: the next reservation (the event's)
+  // lies in the same bytes, which is checked here by taking it twice (the
+  // second may start 8 bytes later: the first carried the page's time
+  // event), both filled with 0xAA.
   auto dirty = [&] {
     Reservation r = rb->reserve(64);
     ASSERT_TRUE(r);
     std::memset(r.data, 0xAA, 64);
-    rb->discard(r);  // the space is given back: the next event reuses it
+    rb->discard(r);
+    Reservation again = rb->reserve(64);
+    ASSERT_TRUE(again);
+    const auto* first = static_cast<const unsigned char*>(r.data);
+    const auto* second = static_cast<const unsigned char*>(again.data);
+    ASSERT_TRUE(second >= first && second + 32 <= first + 64) << "a discarded reservation's space was not reused";
+    std::memset(again.data, 0xAA, 64);
+    rb->discard(again);
   };
   dirty();
   ASSERT_EQ(test_padded::emit(*rb, 0x11, 0x2222222222222222ull), 0);

@@ -196,7 +196,8 @@ class Consumer {
 // The ConsumerOptions of those variables over *opts: 0, or -EINVAL with
 // *why naming the variable.
 int consumer_options_from_env(ConsumerOptions* opts, std::string* why);
-// Starts the recording: makes the process ring (tracer::init_from_env; an
+// Starts the recording: makes the process ring (tracer::init_from_env over
+// a recording's defaults: producer/consumer mode, 256 pages per CPU; an
 // existing one is used as it is) and a Consumer on it into $RBTRACE_RECORD,
 // stopped at exit (atexit: flushed and published; a forked child does not
 // stop its parent's). 1 started, 0 RBTRACE_RECORD unset or empty (nothing

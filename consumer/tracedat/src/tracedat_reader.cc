@@ -357,18 +357,19 @@ bool TraceDatReader::Impl::parse_option_tsc2nsec(Parser& p, uint32_t size, const
 
 // OFFSET (ns) and DATE (microseconds): NUL-terminated numbers, summed.
 // PROCMAPS (trace-cmd record --proc-map): "<pid hex> <n hex> <name>\n"
-// then n library lines, NUL-terminated. The first option names the
-// traced process; the library lines are not used (skipped unread). A
-// first line that does not parse is an error (trace-cmd ignores such an
-// option; a reader that names the process from it should say why not).
+// then n library lines, NUL-terminated. The first option whose first line
+// parses names the traced process; the library lines are not used
+// (skipped unread). One that does not parse names nothing, as trace-cmd
+// ignores it (the name is the executable's path there: up to PATH_MAX).
 bool TraceDatReader::Impl::parse_option_procmaps(Parser& p, uint32_t size, const std::string& what) {
-  const uint32_t head = size < 512 ? size : 512;
+  constexpr uint32_t kHead = 4096 + 64;
+  const uint32_t head = size < kHead ? size : kHead;
   std::string t;
-  if (!p.text(head, 512, &t, what)) return false;
+  if (!p.text(head, kHead, &t, what)) return false;
   if (!p.skip(size - head, what)) return false;
   if (process_pid != 0) return true;  // a later process's maps
   const size_t nl = t.find('\n');
-  if (nl == std::string::npos) return p.fail(what + ": PROCMAPS has no first line");
+  if (nl == std::string::npos) return true;
   t.resize(nl);
   const size_t s1 = t.find(' ');
   const size_t s2 = s1 == std::string::npos ? s1 : t.find(' ', s1 + 1);
@@ -376,8 +377,7 @@ bool TraceDatReader::Impl::parse_option_procmaps(Parser& p, uint32_t size, const
   if (s2 == std::string::npos || !td::parse_hex(t.substr(0, s1), &pid) ||
       !td::parse_hex(t.substr(s1 + 1, s2 - s1 - 1), &libs) || pid == 0 || pid > 0x7fffffff ||
       s2 + 1 >= t.size())
-    return p.fail(what + ": PROCMAPS first line is not '<pid hex> <count hex> <name>': '" +
-                  t.substr(0, 64) + "'");
+    return true;
   process_pid = static_cast<int32_t>(pid);
   process_name = t.substr(s2 + 1);
   return true;

@@ -521,7 +521,10 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
       BOOST_PP_SEQ_FOR_EACH(RBTRACE_DETAIL_DECL, _, FIELDS_)                             \
     };                                                                                  \
     static inline std::atomic<bool> enabled_{true};                                     \
-    static inline ::rbtrace::EventType type_;                                           \
+    /* Never destroyed (allocated once): the registry and a consumer still */         \
+    /* draining at exit (rbtrace::autostart's stop runs after static */                 \
+    /* destructors registered later) read it. */                                       \
+    static inline ::rbtrace::EventType& type_ = *new ::rbtrace::EventType;              \
     static inline const uint16_t id_ = [] {                                             \
       type_.system = #SYS_;                                                           \
       type_.name = #NAME_;                                                               \
@@ -560,6 +563,10 @@ inline void put_field(unsigned char* base, uint32_t off, const P& v, uint32_t* d
       return write_out_of_line<Hooks>(*prb_,                                            \
                                       BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_ARG, _, FIELDS_)); \
     }                                                                                   \
+    /* A RingBuffer* where a ring reference or nothing belongs: refused, */            \
+    /* rather than recorded as a pointer or bool field of the process ring. */          \
+    template <class... A_>                                                              \
+    static int emit(::rbtrace::RingBuffer*, A_&&...) = delete;                          \
     template <class Hooks = ::rbtrace::NoHooks>                                         \
     __attribute__((noinline)) static int write_out_of_line(                            \
         ::rbtrace::RingBuffer& rb_, BOOST_PP_SEQ_FOR_EACH_I(RBTRACE_DETAIL_PARAM, _, FIELDS_)) { \
