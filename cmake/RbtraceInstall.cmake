@@ -1,13 +1,20 @@
-# What `cmake --install` puts in the prefix, in two components:
+# What `cmake --install` puts in the prefix, in two components (the .deb
+# packages of cmake/RbtracePackage.cmake):
 #   runtime  bin/rbtrace; with BUILD_SHARED_LIBS the shared libraries (SONAME
 #            files: what the CLI and users' programs load)
 #   dev      headers, the static libraries or the .so links, the CMake
-#            package (find_package(rbtrace CONFIG))
+#            package (find_package(rbtrace CONFIG)), the pkg-config files
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
+include(RbtracePkgConfig)
 
-# The installed libraries: the one list to extend when a library is added.
+# The installed libraries, with their pkg-config descriptions: the one list
+# to extend when a library is added.
 set(RBTRACE_INSTALLED_LIBRARIES rbtrace_ringbuf rbtrace_tracedat rbtrace_consumer rbtrace_snapshot)
+set(RBTRACE_PC_DESCRIPTION_rbtrace_ringbuf "rbtrace per-CPU ring buffer, events and writers")
+set(RBTRACE_PC_DESCRIPTION_rbtrace_tracedat "rbtrace trace.dat writer, reader and exports")
+set(RBTRACE_PC_DESCRIPTION_rbtrace_consumer "rbtrace consumer: records a ring to trace.dat files")
+set(RBTRACE_PC_DESCRIPTION_rbtrace_snapshot "rbtrace snapshots and the control socket")
 
 # Sonames: while the major version is 0 the ABI may change with every minor
 # version (the version file below says SameMinorVersion too), so the soname
@@ -42,3 +49,15 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/rbtraceConfigVersion.cmak
 install(FILES ${PROJECT_BINARY_DIR}/rbtraceConfig.cmake ${PROJECT_BINARY_DIR}/rbtraceConfigVersion.cmake
   ${PROJECT_SOURCE_DIR}/cmake/rbtraceLiburing.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/rbtrace COMPONENT dev)
+
+# pkg-config: rbtrace-ringbuf, -tracedat, -consumer, -snapshot, and rbtrace
+# (all of them, for `pkg-config --libs rbtrace`).
+set(umbrella "")
+foreach(lib IN LISTS RBTRACE_INSTALLED_LIBRARIES)
+  rbtrace_pkgconfig(${lib} "${RBTRACE_PC_DESCRIPTION_${lib}}")
+  rbtrace_pkgconfig_module(${lib} module)
+  list(PREPEND umbrella ${module})  # the top layer first, as a link line
+endforeach()
+list(JOIN umbrella " " umbrella)
+rbtrace_pkgconfig_write(rbtrace "${PROJECT_DESCRIPTION}: every library" "${umbrella}" "" "" "" "")
+rbtrace_pkgconfig_install(dev)
