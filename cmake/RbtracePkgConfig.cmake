@@ -186,12 +186,17 @@ endfunction()
 # install prefix, into LIBDIR/pkgconfig.
 function(rbtrace_pkgconfig_install component)
   get_property(names GLOBAL PROPERTY RBTRACE_PC_FILES)
+  # The filled-in files go through a directory of their own per install:
+  # installs of one build tree may run at once (the tests' cmake --install
+  # beside cpack).
   install(CODE "
+    string(RANDOM LENGTH 12 tmp)
+    set(tmp \"${PROJECT_BINARY_DIR}/pkgconfig/install-\${tmp}\")
     foreach(name ${names})
       set(RBTRACE_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
-      configure_file(\"${PROJECT_BINARY_DIR}/pkgconfig/\${name}.pc.in\"
-        \"${PROJECT_BINARY_DIR}/pkgconfig/install/\${name}.pc\" @ONLY)
-      file(INSTALL \"${PROJECT_BINARY_DIR}/pkgconfig/install/\${name}.pc\"
+      configure_file(\"${PROJECT_BINARY_DIR}/pkgconfig/\${name}.pc.in\" \"\${tmp}/\${name}.pc\" @ONLY)
+      file(INSTALL \"\${tmp}/\${name}.pc\"
         DESTINATION \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig\")
-    endforeach()" COMPONENT ${component})
+    endforeach()
+    file(REMOVE_RECURSE \"\${tmp}\")" COMPONENT ${component})
 endfunction()
