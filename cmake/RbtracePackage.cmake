@@ -52,12 +52,14 @@ set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
   "libboost-dev (>= 1.74), liburing-dev (>= 2.1), libc6-dev, libstdc++-12-dev | libstdc++-dev")
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "rbtrace (= ${PROJECT_VERSION}), pkg-config, cmake")
+set(_rbtrace_libs "static libraries")
 if(BUILD_SHARED_LIBS)
   # The shared libraries are in the runtime package: -dev needs them.
   string(APPEND CPACK_DEBIAN_DEV_PACKAGE_DEPENDS ", rbtrace (= ${PROJECT_VERSION})")
+  set(_rbtrace_libs "links to the shared libraries")
 endif()
 set(CPACK_DEBIAN_DEV_DESCRIPTION "The development files.
-Headers, static libraries, the CMake package (find_package(rbtrace)) and
+Headers, ${_rbtrace_libs}, the CMake package (find_package(rbtrace)) and
 the pkg-config files (rbtrace, rbtrace-ringbuf, rbtrace-tracedat,
 rbtrace-consumer, rbtrace-snapshot) for programs that trace into rbtrace's
 ring buffer and record to trace-cmd trace.dat files.")
