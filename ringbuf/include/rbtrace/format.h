@@ -32,14 +32,25 @@ namespace rbtrace {
 // The flag bits are only ever set on pages handed to readers (read_page);
 // inside the ring `commit` holds the plain committed index.
 // ---------------------------------------------------------------------------
+//
+// data[] is a flexible array member, as in the kernel: ISO C++ has none, GCC
+// and Clang accept it as an extension and warn under -Wpedantic. It stays
+// (readers of read_page write page->data, and sizeof(DataPage) is the
+// 16-byte header), with the warning off for this one declaration so that
+// users' -Wpedantic -Werror builds of the public headers pass (the pragma is
+// GCC's; Clang takes it and -Wpedantic covers its -Wc99-extensions).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
 struct DataPage {
   uint64_t time_stamp;
   uint64_t commit;
   unsigned char data[];  // NOLINT: flexible array, as in the kernel
 };
+#pragma GCC diagnostic pop
 static_assert(offsetof(DataPage, time_stamp) == 0);
 static_assert(offsetof(DataPage, commit) == 8);
 static_assert(offsetof(DataPage, data) == 16);
+static_assert(sizeof(DataPage) == 16);
 
 inline constexpr uint32_t kPageHeaderSize = 16;
 inline constexpr uint64_t kMissedEvents = 1ULL << 31;
