@@ -369,7 +369,10 @@ int Consumer::Impl::flush() {
   lk.unlock();
   drain.wake();
   lk.lock();
-  sh.cv.wait(lk, [&] { return sh.flush_done >= gen; });
+  // Bounded as stop() is (stop_timeout_ms without progress): a file system
+  // that stops answering must not hold the caller (the control server's one
+  // thread) for ever. The flush goes on; stop() waits for it again.
+  if (!wait_progressing(lk, [&] { return sh.flush_done >= gen; })) return -ETIMEDOUT;
   return sh.flush_result;
 }
 
@@ -412,6 +415,7 @@ int Consumer::Impl::stop() {
   }
   if (drain_thread.joinable()) drain_thread.join();
   ctx.rb.set_recorded(false);  // the recording is over
+  ctx.rb.release_consumer();
   if (pub_thread.joinable()) pub_thread.join();
   // Publish anything the last flush did not cover (nothing, normally).
   for (auto& s : sh.queue)
@@ -480,6 +484,7 @@ int Consumer::Impl::give_up() {
     sh.ring_gone = true;
   }
   ctx.rb.set_recorded(false);
+  ctx.rb.release_consumer();  // the threads no longer touch the ring
   {
     std::lock_guard<std::mutex> g(sh.mu);
     sh.abandoned = true;
@@ -575,6 +580,18 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
                   " must let the owner read and write and set nothing beyond 0666");
     return nullptr;
   }
+  // One reader per ring: a second Consumer (an application's own and one
+  // started from the control socket) would take pages from the first.
+  if (!rb.claim_consumer()) {
+    set_error(err, EBUSY, "consumer: the ring already has a consumer (one per ring)");
+    return nullptr;
+  }
+  struct Claim {
+    RingBuffer* rb;
+    ~Claim() {
+      if (rb) rb->release_consumer();
+    }
+  } claim{&rb};
   auto impl = std::make_unique<Impl>(rb, o);
   impl->configure();
   if (impl->open_session(err) != 0) return nullptr;
@@ -583,6 +600,7 @@ std::unique_ptr<Consumer> Consumer::create(RingBuffer& rb, const ConsumerOptions
   impl->drain.register_fixed();
   impl->drain.init_waker();
   impl->start();
+  claim.rb = nullptr;  // the consumer's now: given back when it stops
   live_add(impl.get());
   return std::unique_ptr<Consumer>(new Consumer(std::move(impl)));
 }

@@ -120,6 +120,7 @@ int status_exit(int32_t status) {
     case EPERM:
     case EALREADY:
     case ENOTCONN:
+    case EBUSY:
       return kExitRefused;
     default:
       return kExitFail;
@@ -294,7 +295,9 @@ int cmd_stat(const Args& a) {
   control::Request rq;
   rq.type = control::MsgType::kRecordStatus;
   control::Reply rr;
-  if (request(a, pid, rq, -1, &rr) == 0) print_record(rr.record, "file");
+  // The counters were printed; a failed second question is a failure too.
+  if (const int rc = request(a, pid, rq, -1, &rr); rc != 0) return rc;
+  print_record(rr.record, "file");
   return 0;
 }
 
@@ -426,8 +429,12 @@ int record_options(const Args& a, control::RecordOptions* o) {
 // Opens (creating it 0700 when missing) the output directory of `record
 // start`: never through a symlink as its last component. An fd, or an
 // exit status after saying why.
-int open_output_dir(const Args& a, const std::string& dir, int* fd) {
-  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+int open_output_dir(const Args& a, std::string dir, int* fd, bool* created) {
+  // Without its trailing slashes: O_NOFOLLOW does not stop "link/" from
+  // following the link.
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  *created = mkdir(dir.c_str(), 0700) == 0;
+  if (!*created && errno != EEXIST)
     return a.fail("cannot create " + dir + ": " + std::strerror(errno));
   *fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (*fd >= 0) return 0;
@@ -473,8 +480,9 @@ int cmd_record(const Args& a) {
   std::string path;
   if (int rc = connect_checked(a, pid_of(a), &sock, &path)) return rc;
   int dirfd = -1;
+  bool created = false;
   if (start) {
-    if (int rc = open_output_dir(a, a.text("-o"), &dirfd)) {
+    if (int rc = open_output_dir(a, a.text("-o"), &dirfd, &created)) {
       close(sock);
       return rc;
     }
@@ -482,9 +490,20 @@ int cmd_record(const Args& a) {
   control::Reply rep;
   const int rc = exchange(a, pid_of(a), sock, path, req, dirfd, &rep);
   if (dirfd >= 0) close(dirfd);
-  if (rc) return rc;
+  if (rc) {
+    // A directory this command made for a recording that did not start
+    // goes again (if still empty: rmdir removes nothing else).
+    if (created) {
+      std::string d = a.text("-o");
+      while (d.size() > 1 && d.back() == '/') d.pop_back();
+      rmdir(d.c_str());
+    }
+    return rc;
+  }
   if (start) std::printf("recording process %d into %s\n", static_cast<int>(pid_of(a)), a.text("-o"));
-  else if (action == "rotate") std::printf("rotated: the current segment is published\n");
+  else if (action == "rotate")
+    std::printf("rotated: %s\n", rep.record.files.empty() ? "nothing new to publish"
+                                                           : "the current segment is published");
   else if (!rep.message.empty()) std::printf("%s\n", rep.message.c_str());
   print_record(rep.record, label);
   return 0;

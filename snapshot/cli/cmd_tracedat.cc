@@ -7,6 +7,7 @@
 //
 // Several files (operands, or -i as trace-cmd takes them) are merged by
 // time into one report or Chrome trace.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,6 +25,16 @@ namespace rbtrace::cli {
 
 namespace {
 
+// Every file stays open while they are merged: as many descriptors as
+// the hard limit allows (a day of one-minute segments is 1,440 files).
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 // Every input file (-i first, then the operands), opened. 0, or an exit
 // status after saying why (a usage error when there is none).
 int open_inputs(const Args& a, std::vector<std::unique_ptr<TraceDatReader>>* readers,
@@ -31,6 +42,7 @@ int open_inputs(const Args& a, std::vector<std::unique_ptr<TraceDatReader>>* rea
   std::vector<std::string> files = a.texts("-i");
   for (std::string& f : a.texts("FILE")) files.push_back(std::move(f));
   if (files.empty()) return a.usage_error("no FILE");
+  if (files.size() > 16) raise_fd_limit();
   for (const std::string& f : files) {
     std::string err;
     auto r = TraceDatReader::open(f, &err);
@@ -41,10 +53,15 @@ int open_inputs(const Args& a, std::vector<std::unique_ptr<TraceDatReader>>* rea
   return 0;
 }
 
-std::string names(const Args& a) {
+// The file a failed merge stopped at (the reader with an error), else all
+// of them: a corrupt file among hundreds is named.
+std::string names(const Args& a, const std::vector<TraceDatReader*>& raw = {}) {
+  std::vector<std::string> files = a.texts("-i");
+  for (std::string& f : a.texts("FILE")) files.push_back(std::move(f));
+  for (size_t i = 0; i < raw.size() && i < files.size(); i++)
+    if (!raw[i]->error().empty()) return files[i];
   std::string n;
-  for (const auto& list : {a.texts("-i"), a.texts("FILE")})
-    for (const std::string& f : list) n += (n.empty() ? "" : ", ") + f;
+  for (const std::string& f : files) n += (n.empty() ? "" : ", ") + f;
   return n;
 }
 
@@ -66,7 +83,7 @@ int cmd_report(const Args& a) {
   std::string err;
   const int rc = a.has("--json") ? rbtrace::write_report_json(raw, stdout, &err)
                                  : rbtrace::write_report_text(raw, stdout, opts, &err);
-  if (rc) return a.fail(names(a) + ": " + err);
+  if (rc) return a.fail(names(a, raw) + ": " + err);
   return 0;
 }
 
@@ -86,7 +103,7 @@ int cmd_export(const Args& a) {
     if (raw.size() != 1) return a.usage_error("--ctf takes one FILE");
     // A directory that exists and is not empty is refused; on an error
     // nothing is left (write_ctf builds it under a temporary name).
-    if (rbtrace::write_ctf(*raw[0], out, &err) != 0) return a.fail(names(a) + ": " + err);
+    if (rbtrace::write_ctf(*raw[0], out, &err) != 0) return a.fail(names(a, raw) + ": " + err);
     return 0;
   }
   // 0: the files' own process (their PROCMAPS option), else 1.
@@ -94,7 +111,7 @@ int cmd_export(const Args& a) {
   if (out == "-") {
     // A stream: written as it goes (a reader's error leaves it cut short,
     // and says so).
-    if (rbtrace::write_chrome_json(raw, stdout, pid, &err) != 0) return a.fail(names(a) + ": " + err);
+    if (rbtrace::write_chrome_json(raw, stdout, pid, &err) != 0) return a.fail(names(a, raw) + ": " + err);
     return 0;
   }
   return write_output(
@@ -107,7 +124,7 @@ int cmd_export(const Args& a) {
           err = std::string("write error: ") + std::strerror(errno);
           rc = -1;
         }
-        return rc ? a.fail(names(a) + ": " + err) : 0;
+        return rc ? a.fail(names(a, raw) + ": " + err) : 0;
       },
       a.has("--force"));
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -33,15 +34,15 @@ int replaceable(const std::string& out, std::string* err) {
 
 std::string output_path(const char* o, const std::string& default_name) {
   if (!o) return default_name;
+  // Without its trailing slashes: "link/" would make lstat (and open)
+  // follow the link.
+  std::string path = o;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
   struct stat st {};
   // lstat: a symlink named by -o is a name to create (and refused as
   // existing), never a directory to go into.
-  if (lstat(o, &st) == 0 && S_ISDIR(st.st_mode)) {
-    std::string dir = o;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    return dir + "/" + default_name;
-  }
-  return o;
+  if (lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return path + "/" + default_name;
+  return path;
 }
 
 int write_output(const Args& args, const std::string& out, bool durable,
@@ -60,13 +61,22 @@ int write_output(const Args& args, const std::string& out, bool durable,
   if (const int rc = fill(f.fd())) return rc;
   int rc = f.publish(out, durable, &err);
   if (rc == -EEXIST && force) {
-    // The old file goes only now that the new one is complete; a file that
-    // appeared meanwhile is checked again (never a directory or a link).
+    // The old file is replaced only now that the new one is complete, in
+    // one step: the new one is published under a private name beside it,
+    // then renamed over it (rename replaces a regular file or a link
+    // itself, never what a link points to); the name checked again first
+    // (never a directory or a link). A failure leaves the old file.
     if (replaceable(out, &err) < 0) return args.fail(err);
-    if (unlink(out.c_str()) != 0 && errno != ENOENT)
-      return args.fail("cannot replace " + out + ": " + std::strerror(errno));
+    const std::string tmp = out + ".rbtrace-new-" + std::to_string(getpid());
     err.clear();
-    rc = f.publish(out, durable, &err);
+    rc = f.publish(tmp, durable, &err);
+    if (rc != 0) return args.fail(err);
+    if (replaceable(out, &err) < 0 || rename(tmp.c_str(), out.c_str()) != 0) {
+      const std::string why = err.empty() ? std::strerror(errno) : err;
+      unlink(tmp.c_str());
+      return args.fail("cannot replace " + out + ": " + why);
+    }
+    return 0;
   }
   if (rc != 0) return args.fail(err);
   return 0;

@@ -678,6 +678,9 @@ struct Server::Impl {
     recording = Consumer::create(snap->live(), co, &err);
     if (!recording) {
       close(mine);
+      if (err.code == EBUSY)
+        return refuse(-EBUSY, "the application records this ring with a consumer of its own "
+                              "(one per ring): refused");
       return refuse(err.code > 0 ? -err.code : -EIO,
                     "cannot start the recording: " + output_dir_named(err.message, co.dir));
     }
@@ -693,9 +696,13 @@ struct Server::Impl {
       r->message = "no recording is running (rbtrace record start first)";
       return;
     }
+    const size_t reported = rec_files_reported;
     const int rc = recording->flush();
     fill_record(&r->record, false);
     if (rc != 0) {
+      // A failed reply carries no file names: the next flush or stop
+      // reports the ones this one published.
+      rec_files_reported = reported;
       r->status = rc;
       r->message = "flush: " + (r->record.note.empty() ? std::string(std::strerror(-rc))
                                                       : r->record.note);

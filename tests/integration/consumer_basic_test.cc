@@ -484,6 +484,27 @@ TEST(Recover, LeavesLiveSessionsAloneAndRejectsCorruptSidecars) {
   }
 }
 
+// One Consumer per ring: a second one (an application's own and one the
+// control socket would start) is refused with EBUSY until the first has
+// stopped; then a new one records.
+TEST(ConsumerContract, OneConsumerPerRing) {
+  Fixture fx("one", 1);
+  ASSERT_TRUE(fx.rb);
+  rbtrace::Error err;
+  auto first = rbtrace::Consumer::create(*fx.rb, fx.opts(), &err);
+  ASSERT_TRUE(first) << err.message;
+  auto second = rbtrace::Consumer::create(*fx.rb, fx.opts(), &err);
+  EXPECT_FALSE(second);
+  EXPECT_EQ(err.code, EBUSY);
+  EXPECT_NE(err.message.find("already has a consumer"), std::string::npos) << err.message;
+  ASSERT_EQ(first->stop(), 0);
+  auto third = rbtrace::Consumer::create(*fx.rb, fx.opts(), &err);
+  ASSERT_TRUE(third) << err.message;
+  ASSERT_EQ(third->stop(), 0);
+  third.reset();
+  first.reset();
+}
+
 }  // namespace
 
 // Events refused because their thread found no free CPU slot are in no

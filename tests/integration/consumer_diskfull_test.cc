@@ -289,6 +289,9 @@ TEST_P(DiskFull, StopGivesUpOnAFileSystemThatHangsAndRecoverGetsWhatWasTaken) {
   // until its first page write hangs, so that stop() finds it stuck.
   for (int i = 0; i < 10000 && g_hang_calls.load() == 0; i++) std::this_thread::sleep_for(1ms);
   ASSERT_GE(g_hang_calls.load(), 1) << "the drain thread took no page in 10 s";
+  // A flush is bounded the same way (the control server's one thread calls
+  // it): it returns, the write still hangs.
+  EXPECT_EQ(c->flush(), -ETIMEDOUT);
   EXPECT_EQ(c->stop(), -ETIMEDOUT);  // the first write never returned
   EXPECT_EQ(c->stop(), -ETIMEDOUT);  // and says so again
   EXPECT_EQ(c->flush(), -ESRCH);

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "rbtrace/consumer.h"
 #include "rbtrace/control.h"
 #include "rbtrace/rbtrace.h"
 #include "rbtrace/snapshot.h"
@@ -266,6 +267,14 @@ TEST_F(RecordCli, RefusedDirectoriesAndApplications) {
   Proc r = rb("record start " + pid_ + " -o " + base_ + "/link");
   EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "symbolic link")) << r.out;
+  // Not with a trailing slash either (O_NOFOLLOW alone would follow
+  // "link/"), for record start and for snapshot -o.
+  r = rb("record start " + pid_ + " -o " + base_ + "/link/");
+  EXPECT_EQ(r.status, 6) << r.out;
+  EXPECT_TRUE(contains(r.out, "symbolic link")) << r.out;
+  r = rb("snapshot " + pid_ + " -o " + base_ + "/link/");
+  EXPECT_NE(r.status, 0) << r.out;
+  EXPECT_EQ(run_shell("ls -A " + base_ + "/real").out, "") << "something was written through the link";
   // A directory of another user (we are root in CI; as anyone else the
   // chown fails and the test says so).
   const std::string other = base_ + "/other";
@@ -302,6 +311,26 @@ TEST_F(RecordCli, RefusedDirectoriesAndApplications) {
   r = rb("record start " + pid_ + " -o " + base_ + "/denied");
   EXPECT_EQ(r.status, 6) << r.out;
   EXPECT_TRUE(contains(r.out, "does not let the control socket record")) << r.out;
+  // The directory the refused start made is gone again.
+  struct stat st {};
+  EXPECT_NE(lstat((base_ + "/denied").c_str(), &st), 0) << "left behind by a refused start";
+
+  // An application that records the ring with a consumer of its own and
+  // leaves allow_recording at its default: the start is refused (one
+  // consumer per ring), the application's recording goes on.
+  server_.reset();
+  server_ = control::Server::start(*snap_, control::ServerOptions{}, &err);
+  ASSERT_TRUE(server_) << err.message;
+  ConsumerOptions own;
+  own.dir = base_ + "/own";
+  own.fsync = false;
+  auto mine = Consumer::create(snap_->live(), own, &err);
+  ASSERT_TRUE(mine) << err.message;
+  r = rb("record start " + pid_ + " -o " + base_ + "/second");
+  EXPECT_EQ(r.status, 6) << r.out;
+  EXPECT_TRUE(contains(r.out, "consumer of its own")) << r.out;
+  ASSERT_EQ(mine->stop(), 0);
+  mine.reset();
   r = rb("record off " + pid_);  // on/off still work
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_FALSE(snap_->live().record_is_on());
@@ -489,6 +518,13 @@ TEST_F(RecordCli, SnapshotNamesForceAndExports) {
   EXPECT_EQ(a.status, 2) << a.out;
   EXPECT_TRUE(contains(a.out, "-t is for the text report")) << a.out;
   EXPECT_EQ(rb("report " + f + " -t").status, 0);
+  // Merged files: a corrupt one among them is named, alone.
+  const std::string good = std::string(RBTRACE_CORPUS_DIR) + "/valid_two_cpus.dat";
+  const std::string bad = std::string(RBTRACE_CORPUS_DIR) + "/event_length_beyond_page.dat";
+  a = rb("report " + good + " " + bad);
+  EXPECT_EQ(a.status, 1) << a.out;
+  EXPECT_TRUE(contains(a.out, "rbtrace report: " + bad + ": ")) << a.out;
+  EXPECT_FALSE(contains(a.out, "valid_two_cpus.dat")) << a.out;
   EXPECT_EQ(rb("report").status, 2);
 }
 

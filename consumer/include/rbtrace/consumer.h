@@ -17,7 +17,8 @@
 // futex(FUTEX_WAKE).
 //
 // Who may call: create/flush/stop/stats/published from any thread except
-// the drain thread and signal handlers. One Consumer per RingBuffer; it
+// the drain thread and signal handlers. One Consumer per RingBuffer (a
+// second create fails with EBUSY until the first stopped); it
 // must be stopped (or destroyed) before the RingBuffer is destroyed, and no
 // other reader may use read_page on the same RingBuffer meanwhile.
 #pragma once
@@ -159,7 +160,9 @@ class Consumer {
 
   // Drains everything committed so far (partial pages included), waits for
   // the writes, closes the current segment and publishes it. Blocks until
-  // done. 0, or -errno of a failure in that segment (details: on_message).
+  // done, or until stop_timeout_ms passed without progress (-ETIMEDOUT: the
+  // file system hangs; the flush goes on, stop() waits for it again). 0,
+  // or -errno of a failure in that segment (details: on_message).
   int flush();
   // flush(), then ends both threads. Idempotent. -ETIMEDOUT when that made
   // no progress for options().stop_timeout_ms (the file system hangs): the

@@ -399,6 +399,20 @@ class RingBuffer {
   // -errno (dup).
   void set_recorded(bool on);
   bool recorded() const { return recorded_.load(std::memory_order_acquire); }  // pairs with set_recorded
+  // One Consumer per ring (rbtrace/consumer.h): Consumer::create takes this
+  // claim (false: another one holds it) and gives it back when it stops.
+  // Any thread.
+  bool claim_consumer() {
+    bool held = false;
+    // acq_rel: pairs with release_consumer's store; the new consumer sees
+    // everything the previous one did to the ring's read side.
+    return consumer_claimed_.compare_exchange_strong(held, true, std::memory_order_acq_rel,
+                                                     std::memory_order_relaxed);
+  }
+  void release_consumer() {
+    // release: pairs with the acquire of the next claim_consumer.
+    consumer_claimed_.store(false, std::memory_order_release);
+  }
   void hold_reads(uint32_t cpu);
   int hand_back(uint32_t cpu, int fd, uint64_t offset, uint32_t npages);
   void release_reads(uint32_t cpu);
@@ -634,6 +648,7 @@ class RingBuffer {
   std::unique_ptr<detail::HandBack[]> handback_;
   std::unique_ptr<std::atomic<uint32_t>[]> handback_on_;
   std::atomic<bool> recorded_{false};
+  std::atomic<bool> consumer_claimed_{false};  // claim_consumer
   int read_handed_back(DataPage** pagep, uint32_t cpu);
   void count_slot_refusal(detail::CpuBuffer* cb);
   alignas(64) std::atomic<uint64_t> names_head_{0};
