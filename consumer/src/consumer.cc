@@ -173,19 +173,6 @@ std::string session_name() {
   return b;
 }
 
-// The process's name: its main thread's comm (/proc/self is the thread
-// group leader's directory), "" if unreadable.
-std::string process_comm() {
-  char b[64] = {};
-  const int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  const ssize_t n = read(fd, b, sizeof b - 1);
-  close(fd);
-  std::string s(b, n > 0 ? static_cast<size_t>(n) : 0);
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
 // "consumer: cannot <what>: <strerror(e)>" into *err; returns e.
 int fail_errno(Error* err, int e, const std::string& what) {
   return set_error(err, e, "consumer: cannot " + what + ": " + std::strerror(e));
@@ -208,7 +195,6 @@ void Consumer::Impl::configure() {
   op.pool_pages = std::clamp<uint32_t>(op.pool_pages, 16, 4096);
   ctx.clock_name = rb.clock().trace_clock_name();
   ctx.pid = static_cast<int32_t>(getpid());
-  ctx.process = process_comm();
   drain.type_hi = Drainer::kFirstEventId + static_cast<uint32_t>(registered_events().size());
   ctx.tsc2nsec = rb.clock().kind() == ClockKind::kCounter;
   sh.st.events_read.assign(drain.ncpus, 0);
@@ -285,11 +271,14 @@ int Consumer::Impl::open_session(Error* err) {
   drain.cmdlines.ring_gone = &sh.ring_gone;
   drain.cmdlines.fd =
       open((ctx.spool + "/cmdlines").c_str(), O_CREAT | O_APPEND | O_WRONLY | O_CLOEXEC, 0600);
-  // The process's own name first (its main thread's), whether or not that
-  // thread writes: recover names the traced process from it, as the live
-  // files do from ctx.process. (The drain thread has not started.)
+  // The process's own name first (its main thread's, as the cmdlines name
+  // every writer), whether or not that thread writes: the traces name the
+  // process from it (ctx.process), and so does recover, from the spool's
+  // cmdlines. (The drain thread has not started.)
   std::vector<int32_t> self{ctx.pid};
   drain.cmdlines.note(&self);
+  for (const auto& [tid, comm] : drain.cmdlines.seen())
+    if (tid == ctx.pid) ctx.process = comm;
   choose_layout();
   return 0;
 }

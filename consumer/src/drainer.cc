@@ -197,7 +197,6 @@ int Drainer::open_segment() {
 // segment is closed with the old count, which none of the new CPUs' pages
 // are in.
 void Drainer::grow() {
-  grow_events();
   uint32_t n = 0;
   {
     std::lock_guard<std::mutex> g(sh.ring_mu);
@@ -229,9 +228,9 @@ void Drainer::grow() {
 // rbtrace::autostart starts before main): the segment takes their formats
 // (ids only grow, so the new list is a superset), its sidecar first, so
 // that the trace it becomes, or recover, decodes their events. Called for
-// every page taken before the page goes into the segment (a page holds
-// only events of types registered before it was read), at every pass and
-// before a segment closes. A header that outgrew the segment's room is published by copying. If the
+// every page taken before the page goes into the segment (take_page): a
+// page holds only events of types registered before it was read, so that
+// one place covers every record a segment gets. A header that outgrew the segment's room is published by copying. If the
 // sidecar cannot be rewritten, the segment is closed with the formats it
 // has, and the next one starts with all of them.
 void Drainer::grow_events() {
@@ -325,7 +324,6 @@ int Drainer::write_failed(Segment* s, uint32_t cpu, int e, const std::string& wh
 }
 
 void Drainer::close_current() {
-  grow_events();
   if (!cur) return;
   cur->closed = true;
   closing.push_back(std::move(cur));
